@@ -1,0 +1,42 @@
+# One bootstrap for every target: a fresh machine needs only python3 and make.
+# The venv is rebuilt only when pyproject.toml changes (the stamp file tracks it).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test check lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,lint,onnx]'
+	$(BIN)/python -c "import torch, torchvision, ray; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
+	touch $(STAMP)
+
+## The main job on the embedded default: local Ray, local files, generated data.
+demo: $(STAMP)
+	$(BIN)/genart demo
+
+## The whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/pytest -q -rs tests
+
+## Lint + the fast unit tests (no Ray), under a minute.
+check: $(STAMP) lint
+	$(BIN)/pytest -q -m "not ray and not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check genart tests jobs benchmarks
+	$(BIN)/ruff format --check genart tests jobs benchmarks
+
+## Benchmarks: each prints a table and writes JSON under bench-results/.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out bench-results
+
+clean:
+	rm -rf $(VENV) runs out bench-results

@@ -1,0 +1,252 @@
+"""Typed run configuration.
+
+A run is described by one :class:`Config`: the model's registry name, the shared sections
+(``data``, ``train``, ``scaling``, ``run``) and the model's own hyper-parameters in a section
+named after the model (``dcgan:``, ``pix2pix:`` ...). Recipes are YAML files of that shape;
+``--set section.key=value`` overrides single values. Unknown keys, wrong types and invalid
+choices are errors that name the key and what is allowed: a typo must never silently train
+the wrong model for hours.
+
+The resolved config (every default filled in) is written next to every run and inside every
+checkpoint; it is the source of truth for resuming, exporting and serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key, type or value is invalid; the message names the key and the valid choices."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are shaped into batches."""
+
+    uri: str = ""  # local folder, s3:// prefix, or .parquet file/folder with an image-bytes column
+    uri_b: str = ""  # second domain for unpaired data (defaults to the trainB folder beside uri)
+    size: int = 64  # images are resized (shorter side) and centre-cropped to size x size
+    channels: Literal[1, 3] = 3
+    batch_size: int = 64  # per worker
+    flip: bool = True  # random horizontal flip
+    parquet_column: str = "image"
+    shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer (0 = no shuffle)
+
+
+@dataclass
+class TrainConfig:
+    """How long to train and how often to log, sample and checkpoint (all in optimizer steps)."""
+
+    steps: int = 2000
+    seed: int = 0
+    log_every: int = 25
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    # Mixed precision: auto = bf16 on GPUs that support it, else fp16 with a scaler; off on CPU.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # NHWC memory format: faster convolutions on GPU and oneDNN CPU
+    eval_samples: int = 512  # images generated for the final metrics
+    fail_at_step: int = -1  # testing aid: raise once at this step (checks fault tolerance)
+
+
+@dataclass
+class ScalingConfig:
+    """How many Ray Train workers and what each one gets."""
+
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Where results go and how failures are handled."""
+
+    name: str = ""  # default: <model>-<timestamp>
+    storage_path: str = "runs"  # local folder or any URI Ray Train supports (s3://...)
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
+    resume: bool = False  # continue the named run from its latest complete checkpoint
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "scaling": ScalingConfig,
+    "run": RunConfig,
+}
+
+
+@dataclass
+class Config:
+    """A whole run: model name, shared sections, and the model's own hyper-parameters."""
+
+    model: str
+    params: Any  # the model's config dataclass (``ModelSpec.config``); YAML section = model name
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-ready), model params under the model's name."""
+        out: dict[str, Any] = {"model": self.model}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out[self.model] = dataclasses.asdict(self.params)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Build and validate a config; every missing value takes its default."""
+        from genart import registry  # late import: models register themselves on import
+
+        if not isinstance(raw, dict) or "model" not in raw:
+            raise ConfigError(f"config needs a 'model' key; registered models: {registry.names()}")
+        model = raw["model"]
+        spec = registry.get(model)
+        allowed = {"model", model, *SECTIONS}
+        for key in raw:
+            if key not in allowed:
+                raise ConfigError(f"unknown config section '{key}'; valid: {sorted(allowed)}")
+        sections = {name: build(kind, raw.get(name) or {}, name) for name, kind in SECTIONS.items()}
+        params = build(spec.config, raw.get(model) or {}, model)
+        return cls(model=model, params=params, **sections)
+
+
+def build(kind: type, values: dict[str, Any], path: str) -> Any:
+    """Construct dataclass ``kind`` from ``values``, checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{path}' must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(kind)
+    names = [f.name for f in dataclasses.fields(kind)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key '{path}.{key}'; valid keys: {', '.join(names)}")
+        kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
+    return kind(**kwargs)
+
+
+def coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against type ``hint``; strings from the command line are parsed."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ConfigError(f"'{path}' = {value!r} is not one of {list(choices)}")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return coerce(value, option, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError("; ".join(errors))
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+        item = (typing.get_args(hint) or (Any,))[0]
+        items = [coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    return _scalar(value, hint, path)
+
+
+def _scalar(value: Any, hint: type, path: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _BOOLS:
+            return _BOOLS[value.lower()]
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads 1e-4 as a string; accept it
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"'{path}' must be {hint.__name__}, got {value!r}")
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "on": True}
+_BOOLS |= {"false": False, "no": False, "0": False, "off": False}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config dict (validated later by from_dict)."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        if not sep or not dotted:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        *parents, leaf = dotted.strip().split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        node[leaf] = _parse_value(text)
+    return raw
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load(
+    model: str | None = None,
+    recipe: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Resolve a config from an optional YAML recipe, a model name and ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    if recipe:
+        raw = yaml.safe_load(Path(recipe).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"recipe {recipe} must hold a mapping")
+    if model:
+        if raw.get("model") not in (None, model):
+            raise ConfigError(f"recipe {recipe} is for model '{raw['model']}', not '{model}'")
+        raw["model"] = model
+    return Config.from_dict(apply_overrides(raw, overrides or []))
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (a recipe `genart train` accepts unchanged)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,45 @@
+"""Conversions between tensors in [-1, 1] and images on disk, and sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 array (B, H, W, C) or (H, W, C)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One (C, H, W) image in [-1, 1] -> a PIL image (L for 1 channel, RGB for 3)."""
+    array = to_uint8(image)
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def from_pil(image: Image.Image, channels: int = 3) -> torch.Tensor:
+    """A PIL image -> (C, H, W) float tensor in [-1, 1] with 1 or 3 channels."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+    """Tile a batch (B, C, H, W) in [-1, 1] into one (C, H', W') image (near-square by default)."""
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(images.shape[0]))))
+    return make_grid(images.detach().float().cpu(), nrow=nrow, padding=padding, pad_value=1.0)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Write a batch in [-1, 1] as one PNG grid; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_pil(grid(images, nrow)).save(path)
+    return path

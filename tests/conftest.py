@@ -1,0 +1,32 @@
+"""Shared test set-up: quiet, single-threaded torch, and one local Ray for the Ray tests."""
+
+import os
+
+# Before anything imports ray (see ../shared/ray-notes.md).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance shared by every Ray test (start-up costs ~7 s, so start it once).
+
+    4 logical CPUs on a 2-core machine: Ray Data needs CPUs beside the Train workers, or a lazy
+    dataset fed to a trainer whose workers take every CPU hangs (ray-notes.md).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            object_store_memory=500 * 1024**2,
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
