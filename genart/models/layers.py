@@ -15,7 +15,7 @@ Act = Literal["relu", "lrelu", "tanh", "none"]
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """Batch norm, instance norm (learned affine as in Johnson et al., no running stats), or none."""
+    """Batch norm, instance norm (learned affine, as Johnson et al.; no running stats) or none."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
