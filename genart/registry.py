@@ -88,15 +88,16 @@ class ModelSpec:
     optimizers: Callable[[Nets, Any], Optimizers]  # (unwrapped nets, params) -> {"G": opt, ...}
     train_step: Callable[[Nets, Optimizers, Any, Any, StepContext], Metrics]
     data: str  # "images" | "paired" | "unpaired" | "content"
-    # (nets, params, fixed inputs, batch-or-None) -> images in [-1, 1] for sample grids
-    sample: Callable[..., torch.Tensor] | None = None
-    # (nets, params, n, generator) -> fixed inputs for sample grids (e.g. a noise batch)
+    # (params, first_batch, n, generator) -> fixed inputs for sample grids: a noise batch for
+    # DCGAN, the first n source images for translation models. Computed once, kept for the run.
     sample_inputs: Callable[..., Any] | None = None
-    # (unwrapped nets, params, DataConfig, eval inputs) -> final quality metrics (floats)
+    # (unwrapped nets, params, fixed inputs) -> images in [-1, 1] (B, C, H, W) for a sample grid
+    sample: Callable[..., torch.Tensor] | None = None
+    # (unwrapped nets, params, reference batch dict on the nets' device) -> final quality metrics
     evaluate: Callable[..., dict[str, float]] | None = None
     # (opts, params, total_steps) -> {"G": scheduler, ...}; stepped once per train step
     schedulers: Callable[..., dict[str, Any]] | None = None
-    export: str = "G"  # the network Serve loads
+    export: tuple[str, ...] = ("G",)  # the networks Serve loads
     metric: str = "swd"  # quality metric Tune optimises by default
     mode: str = "min"
 
