@@ -1,0 +1,102 @@
+"""``genart train``, ``genart export`` and ``genart demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# Shortcut flags: each is sugar for one --set override.
+SHORTCUTS = {
+    "data": "data.uri",
+    "workers": "scaling.workers",
+    "gpus_per_worker": "scaling.gpus_per_worker",
+    "steps": "train.steps",
+    "name": "run.name",
+    "storage": "run.storage_path",
+    "max_failures": "run.max_failures",
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model with Ray Train (local Ray or RAY_ADDRESS)")
+    p.add_argument("model", help="registered model name (dcgan, fast_style, pix2pix, cyclegan)")
+    add_config_args(p)
+    p.set_defaults(func=train)
+
+    p = sub.add_parser("export", help="export a run's generator(s) + config for serving")
+    p.add_argument("run", help="run folder or checkpoint folder (local or s3://)")
+    p.add_argument("--out", required=True, help="output folder (local or s3://)")
+    p.set_defaults(func=export)
+
+    p = sub.add_parser("demo", help="generate digits and train DCGAN on 2 local workers")
+    p.add_argument("--out", default="runs", help="folder for data and runs (default: runs)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=demo)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """Recipe, shortcut flags and --set overrides (shared by train and tune)."""
+    p.add_argument("--config", help="YAML recipe (jobs/*.yaml)")
+    p.add_argument("--data", help="dataset: folder, s3:// prefix or Parquet (data.uri)")
+    p.add_argument("--workers", type=int, help="Ray Train workers (scaling.workers)")
+    p.add_argument(
+        "--gpus-per-worker", type=float, help="GPUs per worker (scaling.gpus_per_worker)"
+    )
+    p.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    p.add_argument("--name", help="run name (run.name)")
+    p.add_argument("--storage", help="storage path: folder or s3:// URI (run.storage_path)")
+    p.add_argument("--max-failures", type=int, help="automatic restarts (run.max_failures)")
+    p.add_argument("--resume", action="store_true", help="continue the named run")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value (repeatable)")  # fmt: skip
+
+
+def overrides(args) -> list[str]:
+    """The --set list extended with the shortcut flags that were given."""
+    extra = [f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items()
+             if getattr(args, flag, None) is not None]  # fmt: skip
+    if getattr(args, "resume", False):
+        extra.append("run.resume=true")
+    return extra + list(args.set)
+
+
+def train(args) -> int:
+    from genart import config
+    from genart.train.launch import fit
+
+    cfg = config.load(args.model, args.config, overrides(args))
+    result = fit(cfg)
+    if result.error:
+        raise result.error
+    print(json.dumps(result.return_value, indent=1))
+    return 0
+
+
+def export(args) -> int:
+    from genart.train.checkpoint import export as export_run
+
+    path = export_run(args.run, args.out)
+    print(f"exported to {args.out} (staged in {path})")
+    return 0
+
+
+def demo(args) -> int:
+    from pathlib import Path
+
+    from genart import config
+    from genart.data import synthetic
+    from genart.train.launch import fit
+
+    data = Path(args.out) / "data" / "digits"
+    if not data.exists():
+        synthetic.generate("digits", data, n=6000, size=32, seed=0)
+    cfg = config.load("dcgan", "jobs/dcgan-digits.yaml" if Path("jobs/dcgan-digits.yaml").exists()
+                      else None, [f"data.uri={data}", f"train.steps={args.steps}",
+                                  f"scaling.workers={args.workers}",
+                                  f"run.storage_path={args.out}"])  # fmt: skip
+    result = fit(cfg)
+    if result.error:
+        raise result.error
+    print(json.dumps(result.return_value, indent=1))
+    return 0

@@ -1,0 +1,257 @@
+"""DCGAN (Radford et al. 2016) with the loss variants the source articles compare.
+
+Generator: a latent vector z (as a 1x1 map) grows through strided transposed convolutions with
+batch norm and ReLU to a tanh image. Discriminator: strided convolutions with LeakyReLU(0.2),
+batch norm on every layer but the first, optional dropout, and a final conv to one score.
+
+Losses (``genart.losses``): ``bce`` (non-saturating), ``lsgan``, ``wgan`` (critic weight
+clipping + RMSprop + several critic steps per generator step, Arjovsky et al. 2017),
+``wgan-gp`` (gradient penalty, Gulrajani et al. 2017) and ``hinge``.
+
+One ``train_step`` is one discriminator update; the generator is updated on every
+``n_critic``-th step, so ``train.steps`` counts discriminator updates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from genart import losses
+from genart.models.layers import ConvNormAct, init_weights
+from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
+
+
+@dataclass
+class DCGANConfig:
+    """DCGAN hyper-parameters (YAML section ``dcgan:``; CLI ``--set dcgan.key=value``)."""
+
+    latent_dim: int = 100
+    g_width: int = 64  # generator channels at the last hidden layer (ngf); doubles per level
+    d_width: int = 64  # discriminator channels at the first layer (ndf)
+    kernel: Literal[4, 5] = 4  # 4x4 as in Radford et al.; 5x5 as in the TensorFlow DCGAN
+    d_dropout: float = 0.0  # dropout after each discriminator activation
+    # Normalisation in D; auto = batch norm, except none for wgan-gp (the penalty is per sample,
+    # which batch norm's cross-sample coupling breaks; Gulrajani et al. section 4).
+    d_norm: Literal["auto", "batch", "instance", "none"] = "auto"
+    loss: losses.GanMode = "bce"
+    # auto = RMSprop for wgan (momentum destabilises the clipped critic), Adam otherwise
+    optimizer: Literal["auto", "adam", "rmsprop"] = "auto"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # Adam beta1 = 0.5 (Radford et al.: 0.9 oscillated)
+    n_critic: int = 0  # D steps per G step; 0 = auto (5 for wgan/wgan-gp, else 1)
+    clip_value: float = 0.01  # wgan critic weight clipping range
+    gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
+    eval_digits: bool = False  # add the digit classifier's coverage/Frechet to the final metrics
+
+
+def critic_steps(p: DCGANConfig) -> int:
+    """Discriminator updates per generator update."""
+    if p.n_critic > 0:
+        return p.n_critic
+    return 5 if p.loss in ("wgan", "wgan-gp") else 1
+
+
+def _levels(size: int) -> int:
+    """Number of 2x up/down-samplings between 4x4 and ``size``."""
+    levels = int(math.log2(size)) - 2
+    if size < 16 or 2 ** (levels + 2) != size:
+        raise ValueError(f"DCGAN needs a power-of-two image size >= 16, got {size}")
+    return levels
+
+
+def _stride2(kernel: int) -> dict:
+    """Padding for exact 2x resizing: k4 p1, or k5 p2 (+ output_padding 1 when transposed)."""
+    return {"kernel": kernel, "stride": 2, "padding": (kernel - 1) // 2}
+
+
+class Generator(nn.Module):
+    """z (B, latent, 1, 1) -> image (B, C, size, size) in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, kernel=4):
+        super().__init__()
+        levels = _levels(size)
+        widths = [width * 2 ** (levels - 1 - i) for i in range(levels)]  # e.g. 512 256 128 64
+        extra = {"output_padding": 1} if kernel == 5 else {}
+        layers = [ConvNormAct(latent_dim, widths[0], 4, 1, 0, transpose=True)]  # 1 -> 4
+        for w_in, w_out in zip(widths, widths[1:]):
+            layers.append(ConvNormAct(w_in, w_out, transpose=True, **_stride2(kernel), **extra))
+        out = ConvNormAct(widths[-1], channels, norm="none", act="tanh", transpose=True,
+                          **_stride2(kernel), **extra)  # fmt: skip
+        self.net = nn.Sequential(*layers, out)
+        self.latent_dim = latent_dim
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """image (B, C, size, size) -> one score (logit or critic value) per image, shape (B,)."""
+
+    def __init__(self, channels: int, size: int, width=64, kernel=4, norm="batch", dropout=0.0):
+        super().__init__()
+        levels = _levels(size)
+        widths = [width * 2**i for i in range(levels)]  # e.g. 64 128 256 512
+        layers = [ConvNormAct(channels, widths[0], norm="none", act="lrelu", dropout=dropout,
+                              **_stride2(kernel))]  # fmt: skip
+        for w_in, w_out in zip(widths, widths[1:]):
+            layers.append(
+                ConvNormAct(
+                    w_in, w_out, norm=norm, act="lrelu", dropout=dropout, **_stride2(kernel)
+                )
+            )
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))  # 4x4 -> 1x1 score
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def build(p: DCGANConfig, data) -> dict[str, nn.Module]:
+    """The generator and discriminator for ``data.size`` / ``data.channels``, DCGAN-initialised."""
+    norm = p.d_norm if p.d_norm != "auto" else ("none" if p.loss == "wgan-gp" else "batch")
+    return {
+        "G": init_weights(Generator(p.latent_dim, data.channels, data.size, p.g_width, p.kernel)),
+        "D": init_weights(
+            Discriminator(data.channels, data.size, p.d_width, p.kernel, norm, p.d_dropout)
+        ),
+    }
+
+
+def optimizers(nets, p: DCGANConfig) -> dict[str, torch.optim.Optimizer]:
+    """Adam(beta1) or RMSprop for each net; fused/foreach kernels where the device has them."""
+    kind = p.optimizer if p.optimizer != "auto" else ("rmsprop" if p.loss == "wgan" else "adam")
+
+    def make(net: nn.Module, lr: float) -> torch.optim.Optimizer:
+        params = unwrap(net).parameters()
+        if kind == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, betas=(p.beta1, 0.999), foreach=True)
+
+    return {"G": make(nets["G"], p.lr_g), "D": make(nets["D"], p.lr_d)}
+
+
+def train_step(nets, opts, batch, p: DCGANConfig, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """One discriminator update, plus a generator update every ``n_critic``-th step."""
+    G, D = nets["G"], nets["D"]
+    real = batch["image"]
+    update_g = (ctx.step + 1) % critic_steps(p) == 0
+    z = torch.randn(real.shape[0], p.latent_dim, 1, 1, device=real.device)
+    # Under DDP, a generator forward must be followed by its backward in the same step: only
+    # build the graph when the generator is updated now; reuse the fakes for its loss then.
+    with torch.set_grad_enabled(update_g):
+        fake = G(z)
+
+    d_real, d_fake = D(real), D(fake.detach())
+    loss_d = losses.d_loss(p.loss, d_real, d_fake)
+    metrics = {"loss_d": loss_d.detach(), "d_real": d_real.detach().mean()}
+    if p.loss == "wgan-gp":
+        penalty = losses.gradient_penalty(unwrap(D), real, fake)
+        loss_d = loss_d + p.gp_weight * penalty
+        metrics["gp"] = penalty.detach()
+    ctx.update(opts["D"], loss_d)
+    if p.loss == "wgan":
+        with torch.no_grad():
+            for param in unwrap(D).parameters():
+                param.clamp_(-p.clip_value, p.clip_value)
+    metrics["d_fake"] = d_fake.detach().mean()
+
+    if update_g:
+        with frozen(D) as critic:
+            loss_g = losses.g_loss(p.loss, critic(fake))
+        ctx.update(opts["G"], loss_g)
+        metrics["loss_g"] = loss_g.detach()
+    return metrics
+
+
+# --- sampling, latent interpolation and vector arithmetic -------------------------------------
+
+
+def latents(seeds: list[int], latent_dim: int) -> torch.Tensor:
+    """One latent vector per seed (B, latent_dim): seed s always gives the same z."""
+    return torch.stack(
+        [torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+
+
+def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "slerp"):
+    """``steps`` latents from z0 to z1 (both ends included), linear or spherical.
+
+    Slerp follows the great circle (White 2016): Gaussian latents concentrate near a sphere, so
+    linear midpoints have atypically small norms and give washed-out images.
+    """
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
+    if mode == "linear":
+        return (1 - t) * z0 + t * z1
+    if mode != "slerp":
+        raise ValueError(f"unknown interpolation '{mode}'; valid: linear, slerp")
+    cos = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-6:  # (anti)parallel: slerp degenerates to lerp
+        return (1 - t) * z0 + t * z1
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+def arithmetic(za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+    """mean(a) - mean(b) + mean(c) over groups of latents (Radford et al. section 6.3)."""
+    return za.mean(0) - zb.mean(0) + zc.mean(0)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] for latents ``z`` with the generator in eval mode."""
+    G = unwrap(G)
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    images = G(z.to(device)).float()
+    G.train(was_training)
+    return images
+
+
+def sample_inputs(p: DCGANConfig, first_batch, n: int, generator: torch.Generator):
+    """The fixed noise batch every sample grid of a run is drawn from."""
+    return torch.randn(n, p.latent_dim, generator=generator)
+
+
+def sample(nets, p: DCGANConfig, z: torch.Tensor) -> torch.Tensor:
+    """Generated images for the fixed noise batch."""
+    return generate(nets["G"], z)
+
+
+def evaluate(nets, p: DCGANConfig, reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    """SWD of generated images against real ones; digit coverage/Frechet when asked for."""
+    from genart import metrics
+
+    real = reference["image"]
+    noise = torch.randn(real.shape[0], p.latent_dim, generator=torch.Generator().manual_seed(0))
+    fake = torch.cat([generate(nets["G"], z) for z in noise.split(256)])
+    scores = metrics.swd(real.cpu(), fake.cpu())
+    if p.eval_digits:
+        from genart import digits
+
+        scores |= {f"digits_{k}": v for k, v in digits.digit_scores(fake.cpu()).items()}
+    return scores
+
+
+SPEC = register(
+    ModelSpec(
+        name="dcgan",
+        config=DCGANConfig,
+        build=build,
+        optimizers=optimizers,
+        train_step=train_step,
+        data="images",
+        sample_inputs=sample_inputs,
+        sample=sample,
+        evaluate=evaluate,
+        export=("G",),
+        metric="swd",
+        mode="min",
+    )
+)

@@ -1,0 +1,159 @@
+"""Checkpoints that restore exactly, or not at all; and exported generators for serving.
+
+A checkpoint folder holds ``state.pt`` (nets, optimizers, schedulers, grad scaler, step and
+data position, every RNG state of every worker, model state such as image pools), the resolved
+``config.yaml``, the metrics ``history.json``, and ``manifest.json`` written last with the size
+and SHA-256 of every other file. Ray does not commit checkpoint folders atomically
+(ray-project/ray#41700), so a folder whose manifest is missing or does not match its files is
+incomplete and is never restored: the previous complete one is used instead.
+
+Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+
+Export format: ``<net>.pt`` state_dicts + ``config.yaml`` + ``meta.json``. A state_dict with the
+config is the safe, portable choice: loading executes no pickled code (TorchScript archives
+carry code), and the architecture is rebuilt from genart's own model code, the single source of
+truth that Serve and the CLI already import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from genart import registry, storage
+from genart.config import Config, save
+
+MANIFEST = "manifest.json"
+STATE = "state.pt"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+class IncompleteCheckpoint(RuntimeError):
+    """A checkpoint folder whose manifest is missing or does not match its files."""
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write(directory: str | Path, state: dict[str, Any], cfg: Config, history: list[dict]) -> Path:
+    """Write a complete checkpoint folder; the manifest goes last, so its presence means done."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state, directory / STATE)
+    save(cfg, directory / "config.yaml")
+    (directory / "history.json").write_text(json.dumps(history))
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
+             for p in sorted(directory.iterdir()) if p.name != MANIFEST}  # fmt: skip
+    manifest = {"step": int(state["step"]), "model": cfg.model, "files": files}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.rename(directory / MANIFEST)
+    return directory
+
+
+def verify(directory: str | Path) -> dict:
+    """The manifest of a complete checkpoint folder; raises IncompleteCheckpoint otherwise."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as err:
+        raise IncompleteCheckpoint(f"{directory}: no valid {MANIFEST} ({err})") from err
+    for name, meta in manifest["files"].items():
+        path = directory / name
+        if (
+            not path.exists()
+            or path.stat().st_size != meta["bytes"]
+            or _digest(path) != meta["sha256"]
+        ):
+            raise IncompleteCheckpoint(f"{directory}: {name} is missing or does not match")
+    return manifest
+
+
+def load(directory: str | Path, map_location="cpu") -> tuple[dict, Config, list[dict]]:
+    """(state, config, history) of a verified checkpoint folder."""
+    directory = Path(directory)
+    verify(directory)
+    state = torch.load(directory / STATE, map_location=map_location, weights_only=True)
+    cfg = Config.from_dict(yaml.safe_load((directory / "config.yaml").read_text()))
+    history = json.loads((directory / "history.json").read_text())
+    return state, cfg, history
+
+
+def latest_complete(run_uri: str) -> Path | None:
+    """A local copy of the newest complete checkpoint under a run folder, or None."""
+    candidates = [d for d in storage.list_dirs(run_uri) if d.startswith(CHECKPOINT_PREFIX)]
+    best: tuple[int, Path] | None = None
+    for name in candidates:
+        local = storage.local_copy(storage.join(run_uri, name))
+        try:
+            step = verify(local)["step"]
+        except IncompleteCheckpoint:
+            continue
+        if best is None or step > best[0]:
+            best = (step, local)
+    return best[1] if best else None
+
+
+def resolve(path: str) -> Path:
+    """A checkpoint folder from a checkpoint path, or a run folder (its newest complete one)."""
+    if storage.exists(storage.join(path, MANIFEST)):
+        local = storage.local_copy(path)
+        verify(local)
+        return local
+    found = latest_complete(path)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint in {path}")
+    return found
+
+
+# --- export for serving --------------------------------------------------------------------
+
+
+def export(source: str, out: str) -> Path:
+    """Export the serving networks of a run/checkpoint to ``out`` (local path or URI)."""
+    ckpt = resolve(source)
+    state, cfg, _ = load(ckpt)
+    spec = registry.get(cfg.model)
+    staging = (
+        Path(tempfile.mkdtemp(prefix="genart-export-")) if storage.is_remote(out) else Path(out)
+    )
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in spec.export:
+        torch.save(state["nets"][name], staging / f"{name}.pt")
+    save(cfg, staging / "config.yaml")
+    meta = {"model": cfg.model, "nets": list(spec.export), "step": state["step"],
+            "checkpoint": str(source), "format": "state_dict+config"}  # fmt: skip
+    (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+    storage.upload_dir(staging, out)
+    return staging
+
+
+def load_exported(path: str, device: str | torch.device = "cpu"):
+    """(nets in eval mode, config) from an exported folder, a checkpoint, or a run folder."""
+    local = storage.local_copy(path)
+    if (local / "meta.json").exists():
+        cfg = Config.from_dict(yaml.safe_load((local / "config.yaml").read_text()))
+        names = json.loads((local / "meta.json").read_text())["nets"]
+        weights = {n: torch.load(local / f"{n}.pt", map_location="cpu", weights_only=True)
+                   for n in names}  # fmt: skip
+    else:
+        state, cfg, _ = load(resolve(path))
+        names = registry.get(cfg.model).export
+        weights = {n: state["nets"][n] for n in names}
+    built = registry.get(cfg.model).build(cfg.params, cfg.data)
+    nets = {}
+    for name in names:
+        built[name].load_state_dict(weights[name])
+        nets[name] = built[name].to(device).eval()
+    return nets, cfg

@@ -1,0 +1,103 @@
+"""``fit(cfg)``: build the TorchTrainer for a resolved config and run it.
+
+The same call works on a laptop (a local Ray started in-process) and on a cluster (``ray job
+submit`` sets ``RAY_ADDRESS``, and ``ray.init()`` connects to it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from genart import registry, storage
+from genart.config import Config, ConfigError
+from genart.train.checkpoint import CHECKPOINT_PREFIX
+
+
+def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray sized for this run.
+
+    A local instance gets logical CPUs beyond the physical ones: Ray Data must have CPUs left
+    beside the Train workers, or a streaming dataset fed to workers that hold every CPU hangs.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    cpus = max(os.cpu_count() or 2, int(workers * cpus_per_worker) + 2)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+
+
+def dataset(cfg: Config):
+    """The Ray Dataset a model's spec asks for (``images``, ``paired``, ``unpaired``, ``content``)."""
+    from genart.data import pipelines
+
+    kind = registry.get(cfg.model).data
+    d = cfg.data
+    if not d.uri:
+        raise ConfigError("data.uri is empty: pass --data DIR|s3://...|FILE.parquet")
+    if kind in ("images", "content"):
+        return pipelines.images(d.uri, size=d.size, channels=d.channels, column=d.parquet_column)
+    if kind == "paired":
+        direction = getattr(cfg.params, "direction", "AtoB")
+        return pipelines.paired(d.uri, size=d.size, channels=d.channels, direction=direction)
+    if kind == "unpaired":
+        # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
+        uri_a, uri_b = (d.uri, d.uri_b) if d.uri_b else (
+            storage.join(d.uri, "trainA"), storage.join(d.uri, "trainB"))  # fmt: skip
+        return pipelines.unpaired(uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed)
+    raise ConfigError(f"model '{cfg.model}' asks for unknown data kind '{kind}'")
+
+
+def resolve_run(cfg: Config) -> Config:
+    """Fill in the run name and absolute storage path; refuse to clobber an existing run."""
+    if not cfg.run.name:
+        cfg.run.name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg.run.storage_path = storage.absolute(cfg.run.storage_path)
+    run_uri = storage.join(cfg.run.storage_path, cfg.run.name)
+    has_checkpoints = any(d.startswith(CHECKPOINT_PREFIX) for d in storage.list_dirs(run_uri))
+    if has_checkpoints and not cfg.run.resume:
+        raise ConfigError(
+            f"run '{cfg.run.name}' already has checkpoints in {run_uri}: pass --resume to "
+            "continue it, or choose another --name"
+        )
+    return cfg
+
+
+def fit(cfg: Config):
+    """Train ``cfg`` with Ray Train; returns the ``ray.train.Result``."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    from genart.train.loop import train_loop_per_worker
+
+    cfg = resolve_run(cfg)
+    s = cfg.scaling
+    init_ray(s.workers, s.cpus_per_worker)
+    resources = {
+        "CPU": s.cpus_per_worker,
+        **({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.workers, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name,
+            storage_path=cfg.run.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+        datasets={"train": dataset(cfg)},
+        # preserve_order: each worker gets the same rows every epoch, so resume is exact.
+        dataset_config=ray.train.DataConfig(
+            execution_options=ExecutionOptions(preserve_order=True)
+        ),
+    )
+    return trainer.fit()

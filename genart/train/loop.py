@@ -1,0 +1,358 @@
+"""The one Ray Train loop every model trains through.
+
+It owns everything a ``train_step`` must not know about: devices, DDP, mixed precision, the
+dataset shard and its position, RNG, reporting, progress lines, sample grids, TensorBoard and
+checkpoints. Models plug in through :class:`genart.registry.ModelSpec`.
+
+Exact resume: the data order is a pure function of (seed, epoch) — Ray Data runs with
+``preserve_order`` so every worker gets the same rows each epoch — and a checkpoint stores the
+epoch and the number of batches consumed in it, every worker's RNG states and model state. A
+resumed run skips the consumed batches and continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from genart import registry
+from genart.config import Config
+from genart.data.transforms import random_flip
+from genart.train import checkpoint, outputs
+
+IMAGE_COLUMNS = ("image", "A", "B")
+
+
+@dataclass
+class Position:
+    """Where training stands: optimizer step and place in the data stream."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Window:
+    """Running sums of a reporting window's metrics; read out with one device sync."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        self.steps += 1
+        for key, value in metrics.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def read(self, images_per_step: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        out["images_per_s"] = self.steps * images_per_step / elapsed
+        out["step_time_s"] = elapsed / max(self.steps, 1)
+        return out
+
+
+# --- set-up helpers -----------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (Python's as a JSON string: weights_only loads no tuples)."""
+    state = {
+        "python": json.dumps(random.getstate()),
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+            "has_gauss": has_gauss, "gauss": gauss, "kind": kind}  # fmt: skip
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def precision(name: str, device: torch.device) -> tuple[torch.dtype | None, Any]:
+    """(autocast dtype or None, GradScaler or None) for the configured precision on ``device``."""
+    if name == "auto":
+        if device.type != "cuda":
+            return None, None
+        name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if name == "fp32":
+        return None, None
+    if name == "bf16":
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler(device.type)
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every worker's ``obj`` in rank order (just ``[obj]`` on a single worker)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def has_trainable(net: torch.nn.Module) -> bool:
+    """Whether a net has parameters to train (only those are wrapped in DDP)."""
+    return any(p.requires_grad for p in net.parameters())
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int):
+    """The batches of one epoch, in an order fixed by (seed, epoch, rank); skips ``skip``."""
+    batches = shard.iter_torch_batches(
+        batch_size=cfg.data.batch_size,
+        drop_last=True,  # equal batch counts on every rank: DDP steps in lockstep
+        local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+        local_shuffle_seed=(cfg.train.seed * 1_000_003 + epoch * 1009 + rank)
+        if cfg.data.shuffle_buffer
+        else None,
+        device="cpu",
+    )
+    return itertools.islice(batches, skip, None)
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool, flip: bool) -> dict:
+    """Image columns to ``device`` (NHWC layout if asked), flipped with one shared random mask."""
+    columns = [c for c in IMAGE_COLUMNS if c in batch]
+    tensors = [batch[c].float() for c in columns]
+    if flip:
+        tensors = random_flip(*tensors)  # global torch RNG: checkpointed, so resume is exact
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    moved = {c: t.to(device, non_blocking=True).contiguous(memory_format=fmt)
+             for c, t in zip(columns, tensors)}  # fmt: skip
+    return {**batch, **moved}
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train_loop_per_worker(config: dict) -> dict:
+    """Ray Train entry point: one worker's share of a training run (``config`` = Config dict)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = Config.from_dict(config)
+    spec = registry.get(cfg.model)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    seed_everything(cfg.train.seed * 7919 + rank)
+
+    nets = spec.build(cfg.params, cfg.data)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
+    opts = spec.optimizers(nets, cfg.params)
+    scheds = spec.schedulers(opts, cfg.params, cfg.train.steps) if spec.schedulers else {}
+    dtype, scaler = precision(cfg.train.precision, device)
+    ctx = registry.StepContext(scaler=scaler, device_type=device.type)
+    pos, fixed = Position(), None
+
+    restored = _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device)
+    if restored is not None:
+        pos, fixed = restored
+    wrapped = {
+        k: ray.train.torch.prepare_model(v, move_to_device=False) if world > 1 and has_trainable(v)
+        else v
+        for k, v in nets.items()
+    }  # fmt: skip
+    out = outputs.RunOutputs(cfg, enabled=rank == 0, history=pos.history)
+    if restored is not None:
+        out.log(f"resumed from step {pos.step} (epoch {pos.epoch}, batch {pos.batch_in_epoch})")
+
+    shard = ray.train.get_dataset_shard("train")
+    images_per_step = cfg.data.batch_size * world
+    window = Window()
+    reference = outputs.Reference(cfg.train.eval_samples)
+    autocast = (
+        torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    )
+    while pos.step < cfg.train.steps:
+        seen = 0
+        for batch in epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch):
+            seen += 1
+            batch = to_device(batch, device, cfg.train.channels_last, cfg.data.flip)
+            if rank == 0:
+                reference.add(batch)
+            if fixed is None and spec.sample_inputs is not None:
+                generator = torch.Generator().manual_seed(cfg.train.seed)
+                fixed = spec.sample_inputs(cfg.params, batch, 64, generator)
+            if pos.step == cfg.train.fail_at_step and restored is None:
+                raise RuntimeError(f"fail_at_step={pos.step}: injected failure (testing aid)")
+            ctx.step = pos.step
+            with autocast:
+                window.add(spec.train_step(wrapped, opts, batch, cfg.params, ctx))
+            for sched in scheds.values():
+                sched.step()
+            pos.step += 1
+            pos.batch_in_epoch += 1
+            if pos.step % cfg.train.sample_every == 0 or pos.step == cfg.train.steps:
+                _sample(out, spec, wrapped, cfg, fixed, pos.step, device)
+            if pos.step >= cfg.train.steps:
+                break
+            if pos.step % cfg.train.log_every == 0 or pos.step % cfg.train.checkpoint_every == 0:
+                metrics = window.read(images_per_step)
+                window = Window()
+                out.record(pos.step, metrics)
+                ckpt_due = pos.step % cfg.train.checkpoint_every == 0
+                state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if ckpt_due else None
+                _report(out, metrics, pos, state, cfg)
+        else:
+            if seen == 0:
+                raise ValueError(
+                    f"worker {rank} got no full batch of {cfg.data.batch_size} images: the "
+                    f"dataset is smaller than batch_size x workers ({world})"
+                )
+            pos.epoch += 1
+            pos.batch_in_epoch = 0
+
+    # Final report: last window, evaluation, a checkpoint (so Result.metrics holds the scores).
+    metrics = window.read(images_per_step) if window.steps else {}
+    out.record(pos.step, metrics)
+    if rank == 0 and spec.evaluate is not None and len(reference):
+        with side_effect_free(device):
+            scores = spec.evaluate(_unwrapped(wrapped), cfg.params, reference.batch())
+        metrics |= {f"eval_{k}": v for k, v in scores.items()}
+    state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
+    _report(out, metrics, pos, state, cfg)
+    return out.finish(metrics) if rank == 0 else {}
+
+
+@contextlib.contextmanager
+def side_effect_free(device: torch.device):
+    """Run evaluation or sampling without touching the training RNG streams (exact resume)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        yield
+
+
+def _sample(out, spec, nets, cfg: Config, fixed, step: int, device) -> None:
+    """A sample grid from the fixed inputs (rank 0 only; no RNG or autograd side effects)."""
+    if out.enabled and spec.sample is not None and fixed is not None:
+        with side_effect_free(device):
+            out.sample_grid(step, spec.sample(_unwrapped(nets), cfg.params, fixed))
+
+
+def _unwrapped(nets: dict) -> dict:
+    return {k: registry.unwrap(v) for k, v in nets.items()}
+
+
+def _state(pos, nets, opts, scheds, scaler, ctx, fixed) -> dict:
+    """Everything a resume needs; per-worker parts (RNG, model state) gathered from all ranks."""
+    per_worker = gather({"rng": rng_state(), "ctx_state": ctx.state})
+    return {
+        "step": pos.step,
+        "epoch": pos.epoch,
+        "batch_in_epoch": pos.batch_in_epoch,
+        "nets": {k: registry.unwrap(v).state_dict() for k, v in nets.items()},
+        "opts": {k: v.state_dict() for k, v in opts.items()},
+        "scheds": {k: v.state_dict() for k, v in scheds.items()},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "workers": per_worker,
+        "fixed": fixed,
+    }
+
+
+def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) -> None:
+    """ray.train.report on every rank (a barrier); rank 0 attaches the checkpoint if any."""
+    import ray.train
+
+    if state is None or not out.enabled:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="genart-ckpt-") as tmp:
+        checkpoint.write(tmp, state, cfg, pos.history)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    out.checkpointed(pos.step)
+
+
+def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
+    """Load the newest complete checkpoint of this run, if any: (Position, fixed inputs)."""
+    import ray.train
+
+    found = ray.train.get_checkpoint()
+    if found is None:
+        return None
+    with found.as_directory() as local:
+        try:
+            state, _, history = checkpoint.load(local)
+        except checkpoint.IncompleteCheckpoint as err:
+            # Ray registered a checkpoint whose files are not all there (e.g. a crash during
+            # upload): fall back to the newest complete one in the run folder.
+            fallback = checkpoint.latest_complete(_run_uri(found))
+            if fallback is None:
+                raise RuntimeError(f"no complete checkpoint to resume from ({err})") from err
+            state, _, history = checkpoint.load(fallback)
+    for name, net in nets.items():
+        net.load_state_dict(state["nets"][name])
+    for name, opt in opts.items():
+        opt.load_state_dict(state["opts"][name])
+    for name, sched in scheds.items():
+        sched.load_state_dict(state["scheds"][name])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    workers = state["workers"]
+    if len(workers) > rank:
+        set_rng_state(workers[rank]["rng"])
+        ctx.state = _to(workers[rank]["ctx_state"], device)
+    pos = Position(state["step"], state["epoch"], state["batch_in_epoch"], history)
+    return pos, state["fixed"]
+
+
+def _run_uri(found) -> str:
+    """The run folder (local path or URI) holding a Ray checkpoint."""
+    parent = str(Path(found.path).parent)
+    scheme = found.filesystem.type_name
+    return parent if scheme == "local" else f"{scheme}://{parent}"
+
+
+def _to(obj, device):
+    """Move the tensors of a nested dict/list structure to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj

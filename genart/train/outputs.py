@@ -1,0 +1,148 @@
+"""What a training run leaves for people to look at (written by rank 0 only).
+
+Layout of a run folder ``<storage_path>/<name>/`` (next to Ray's ``checkpoint_*`` folders):
+``config.yaml`` (resolved config), ``metrics.jsonl`` (one line per report, rebuilt from the
+checkpoint on resume so no step is lost or repeated), ``samples/step_XXXXXX.png`` (grids from
+the fixed inputs), ``tb/`` (TensorBoard events), and at the end ``loss_curve.png`` and
+``metrics.json`` (final losses and quality scores). For remote storage the files are staged
+locally and uploaded at every checkpoint and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genart import storage
+from genart.config import Config, save
+from genart.images import grid, save_grid
+
+
+class Reference:
+    """The first ``n`` real rows seen in training, kept on CPU for the final evaluation."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.rows: dict[str, list[torch.Tensor]] = {}
+        self.count = 0
+
+    def add(self, batch: dict) -> None:
+        if self.count >= self.n:
+            return
+        take = min(self.n - self.count, next(iter(batch.values())).shape[0])
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                self.rows.setdefault(key, []).append(value[:take].detach().float().cpu())
+        self.count += take
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v) for k, v in self.rows.items()}
+
+
+class RunOutputs:
+    """Progress lines, metrics log, sample grids, TensorBoard and final artifacts of one run."""
+
+    def __init__(self, cfg: Config, enabled: bool, history: list[dict]):
+        self.cfg = cfg
+        self.enabled = enabled
+        self.history = history
+        self.uri = storage.join(cfg.run.storage_path, cfg.run.name)
+        self.started = time.perf_counter()
+        if not enabled:
+            return
+        remote = storage.is_remote(self.uri)
+        self.dir = Path(tempfile.mkdtemp(prefix="genart-run-")) if remote else Path(self.uri)
+        (self.dir / "samples").mkdir(parents=True, exist_ok=True)
+        save(cfg, self.dir / "config.yaml")
+        # Rewritten from the restored history: entries past the checkpoint are dropped.
+        lines = "".join(json.dumps(h) + "\n" for h in history)
+        (self.dir / "metrics.jsonl").write_text(lines)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=history[-1]["step"] + 1
+                                if history else None)  # fmt: skip
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            print(f"[{self.cfg.run.name}] {message}", flush=True)
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """Append one report to the history, the metrics log, TensorBoard and the console."""
+        if not (self.enabled and metrics):
+            return
+        entry = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}}
+        self.history.append(entry)
+        with (self.dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        for key, value in metrics.items():
+            self.tb.add_scalar(key, value, step)
+        self.log(self._progress(step, metrics))
+
+    def _progress(self, step: int, metrics: dict[str, float]) -> str:
+        total = self.cfg.train.steps
+        losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("loss"))
+        rate = metrics.get("images_per_s", 0.0)
+        eta = (total - step) * metrics.get("step_time_s", 0.0)
+        return (
+            f"step {step}/{total} ({100 * step // total}%) | {losses} | "
+            f"{rate:.0f} img/s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
+        )
+
+    def sample_grid(self, step: int, images: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        path = self.dir / "samples" / f"step_{step:06d}.png"
+        save_grid(images, path)
+        self.tb.add_image("samples", (grid(images) + 1) / 2, step)
+
+    def checkpointed(self, step: int) -> None:
+        if self.enabled:
+            self.tb.flush()
+            storage.upload_dir(self.dir, self.uri)
+
+    def finish(self, final: dict[str, float]) -> dict:
+        """Write metrics.json and the loss curve; returns the paths and final metrics."""
+        (self.dir / "metrics.json").write_text(json.dumps(final, indent=1))
+        curve = plot_losses(self.history, self.dir / "loss_curve.png")
+        self.tb.close()
+        storage.upload_dir(self.dir, self.uri)
+        samples = sorted((self.dir / "samples").glob("step_*.png"))
+        files = {
+            "run": self.uri,
+            "metrics": storage.join(self.uri, "metrics.json"),
+            "loss_curve": storage.join(self.uri, curve.name),
+            "samples": storage.join(self.uri, "samples", samples[-1].name) if samples else None,
+            "tensorboard": storage.join(self.uri, "tb"),
+        }
+        self.log(f"done in {time.perf_counter() - self.started:.0f}s: " + json.dumps(final))
+        return {"files": files, "metrics": final}
+
+
+def plot_losses(history: list[dict], path: Path) -> Path:
+    """Loss curves (every ``loss*`` metric against step) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    keys = sorted({k for h in history for k in h if k.startswith("loss")})
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot(*zip(*points), label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if keys:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
