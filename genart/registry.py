@@ -104,7 +104,7 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 # Model modules register on import; listed here so `get` can import them on demand.
-_MODULES = ("dcgan",)
+_MODULES = ("dcgan", "pix2pix", "cyclegan", "fast_style")
 
 
 def register(spec: ModelSpec) -> ModelSpec:

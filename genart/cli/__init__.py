@@ -13,7 +13,7 @@ import sys
 
 from genart.config import ConfigError
 
-COMMAND_MODULES = ("data",)
+COMMAND_MODULES = ("data", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,12 @@ padding or initialisation) reaches every network at once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 Norm = Literal["batch", "instance", "none"]
@@ -114,3 +118,139 @@ def init_weights(net: nn.Module, std: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
     return net
+
+
+# --- image-to-image translation: U-Net skip block, test-time dropout, PatchGAN -----------------
+
+
+class NoiseDropout(nn.Dropout):
+    """Dropout that can stay on in eval mode: pix2pix's only source of noise.
+
+    Isola et al. (2017, section 3.1) give the generator noise "only in the form of dropout,
+    applied on several layers of our generator at both training and test time". ``at_test``
+    keeps it on after ``.eval()``; set it False for deterministic inference (ONNX export).
+    """
+
+    def __init__(self, p: float = 0.5, at_test: bool = True):
+        super().__init__(p)
+        self.at_test = at_test
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p, self.training or self.at_test)
+
+
+@contextlib.contextmanager
+def without_test_dropout(net: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`NoiseDropout` of ``net`` is off in eval mode.
+
+    For deterministic inference (ONNX export and its parity check); the flags are restored.
+    """
+    modules = [m for m in net.modules() if isinstance(m, NoiseDropout)]
+    flags = [m.at_test for m in modules]
+    for m in modules:
+        m.at_test = False
+    try:
+        yield net
+    finally:
+        for m, flag in zip(modules, flags):
+            m.at_test = flag
+
+
+class UNetSkipBlock(nn.Module):
+    """One level of a U-Net: down-sample, the inner levels, up-sample, concatenate the skip.
+
+    Built recursively from the innermost level outwards (Ronneberger et al. 2015; the pix2pix
+    generator, Isola et al. 2017 section 3.2.1 and appendix 6.1.1). Down path: LeakyReLU(0.2) ->
+    4x4 stride-2 conv -> norm (neither activation nor norm on the outermost level, no norm on
+    the innermost). Up path: ReLU -> 4x4 stride-2 transposed conv -> norm [-> dropout], and tanh
+    instead of the norm on the outermost level. Every level but the outermost returns
+    ``cat([x, up(inner(down(x)))])``, so the decoder sees the encoder's features at its scale.
+    """
+
+    def __init__(
+        self,
+        outer_ch: int,
+        inner_ch: int,
+        inner: nn.Module | None = None,
+        in_ch: int | None = None,
+        norm: str = "batch",
+        dropout: float = 0.0,
+        dropout_at_test: bool = True,
+        outermost: bool = False,
+    ):
+        super().__init__()
+        innermost = inner is None
+        self.outermost = outermost
+        # Not in-place: ``x`` itself is concatenated as the skip after the inner levels ran.
+        down_act = [] if outermost else [nn.LeakyReLU(0.2)]
+        down_norm = "none" if outermost or innermost else norm
+        self.down = nn.Sequential(
+            *down_act,
+            ConvNormAct(in_ch or outer_ch, inner_ch, 4, 2, 1, norm=down_norm, act="none"),
+        )
+        self.inner = inner if inner is not None else nn.Identity()
+        up_in = inner_ch if innermost else 2 * inner_ch
+        up_norm, up_act = ("none", "tanh") if outermost else (norm, "none")
+        up_conv = ConvNormAct(up_in, outer_ch, 4, 2, 1, norm=up_norm, act=up_act, transpose=True)
+        up = [nn.ReLU(), up_conv]
+        if dropout > 0:
+            up.append(NoiseDropout(dropout, dropout_at_test))
+        self.up = nn.Sequential(*up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.up(self.inner(self.down(x)))
+        return y if self.outermost else torch.cat([x, y], dim=1)
+
+
+class PatchDiscriminator(nn.Sequential):
+    """PatchGAN: one real/fake logit per overlapping image patch (Isola et al. 2017, 3.2.2).
+
+    ``n_layers=3`` is the paper's 70x70 discriminator C64-C128-C256-C512 (appendix 6.1.2): 4x4
+    convs, stride 2 except the last two, LeakyReLU(0.2), no norm on the first layer, then a
+    4x4 conv to one channel. Each channel count doubles up to 8 * ``ndf``. Being fully
+    convolutional, it scores images of any size (>= the receptive field for a non-empty map).
+    """
+
+    def __init__(self, in_ch: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
+        layers = [ConvNormAct(in_ch, ndf, 4, 2, 1, norm="none", act="lrelu")]
+        channels = ndf
+        for i in range(1, n_layers + 1):
+            out = ndf * min(2**i, 8)
+            stride = 2 if i < n_layers else 1
+            layers.append(ConvNormAct(channels, out, 4, stride, 1, norm=norm, act="lrelu"))
+            channels = out
+        layers.append(ConvNormAct(channels, 1, 4, 1, 1, norm="none", act="none"))
+        super().__init__(*layers)
+
+
+def receptive_field(n_layers: int = 3) -> int:
+    """Side in pixels of the input patch one PatchGAN output sees (70 for ``n_layers=3``).
+
+    Read off the architecture itself (every conv of a :class:`PatchDiscriminator`), with the
+    usual recursion r += (k - 1) * dilation * j, j *= stride, where j is the distance in input
+    pixels between neighbouring positions of the current layer.
+    """
+    field, jump = 1, 1
+    for m in PatchDiscriminator(1, ndf=1, n_layers=n_layers, norm="none").modules():
+        if isinstance(m, nn.Conv2d):
+            field += (m.kernel_size[0] - 1) * m.dilation[0] * jump
+            jump *= m.stride[0]
+    return field
+
+
+def has_batch_norm(net: nn.Module) -> bool:
+    """Whether ``net`` normalises across the batch (so batch composition changes its outputs)."""
+    return any(isinstance(m, nn.BatchNorm2d | nn.SyncBatchNorm) for m in net.modules())
+
+
+def forward_split(net: nn.Module, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``net`` applied to each batch: one forward pass over their concatenation when it can be.
+
+    With per-sample (instance or no) normalisation one pass over the concatenation is faster
+    and gives the same outputs. Batch norm must see each batch alone, as in the reference
+    implementation: for D, mixed real/fake statistics would let it tell them apart by the
+    statistics alone. ``net`` may be a DDP wrapper: one or several forwards, then one backward.
+    """
+    if len(batches) == 1 or has_batch_norm(net):
+        return tuple(net(x) for x in batches)
+    return net(torch.cat(batches)).split([len(x) for x in batches])

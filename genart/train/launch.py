@@ -32,7 +32,7 @@ def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
 
 
 def dataset(cfg: Config):
-    """The Ray Dataset a model's spec asks for (``images``, ``paired``, ``unpaired``, ``content``)."""
+    """The Ray Dataset the model's spec asks for: images, paired, unpaired or content."""
     from genart.data import pipelines
 
     kind = registry.get(cfg.model).data

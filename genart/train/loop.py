@@ -209,9 +209,7 @@ def train_loop_per_worker(config: dict) -> dict:
         torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     )
     while pos.step < cfg.train.steps:
-        seen = 0
         for batch in epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch):
-            seen += 1
             batch = to_device(batch, device, cfg.train.channels_last, cfg.data.flip)
             if rank == 0:
                 reference.add(batch)
@@ -239,7 +237,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if ckpt_due else None
                 _report(out, metrics, pos, state, cfg)
         else:
-            if seen == 0:
+            if pos.batch_in_epoch == 0:
                 raise ValueError(
                     f"worker {rank} got no full batch of {cfg.data.batch_size} images: the "
                     f"dataset is smaller than batch_size x workers ({world})"
