@@ -13,7 +13,7 @@ import sys
 
 from genart.config import ConfigError
 
-COMMAND_MODULES = ("data", "eval")
+COMMAND_MODULES = ("data", "train", "sample", "eval", "style")
 
 
 def build_parser() -> argparse.ArgumentParser:

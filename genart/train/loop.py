@@ -197,7 +197,8 @@ def train_loop_per_worker(config: dict) -> dict:
         else v
         for k, v in nets.items()
     }  # fmt: skip
-    out = outputs.RunOutputs(cfg, enabled=rank == 0, history=pos.history)
+    resumed_from = pos.step if restored is not None else None
+    out = outputs.RunOutputs(cfg, rank == 0, pos.history, resumed_from)
     if restored is not None:
         out.log(f"resumed from step {pos.step} (epoch {pos.epoch}, batch {pos.batch_in_epoch})")
 

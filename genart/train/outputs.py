@@ -49,8 +49,9 @@ class Reference:
 class RunOutputs:
     """Progress lines, metrics log, sample grids, TensorBoard and final artifacts of one run."""
 
-    def __init__(self, cfg: Config, enabled: bool, history: list[dict]):
+    def __init__(self, cfg: Config, enabled: bool, history: list[dict], resumed_from=None):
         self.cfg = cfg
+        self.resumed_from = resumed_from  # step of the checkpoint this attempt started from
         self.enabled = enabled
         self.history = history
         self.uri = storage.join(cfg.run.storage_path, cfg.run.name)
@@ -122,7 +123,7 @@ class RunOutputs:
             "tensorboard": storage.join(self.uri, "tb"),
         }
         self.log(f"done in {time.perf_counter() - self.started:.0f}s: " + json.dumps(final))
-        return {"files": files, "metrics": final}
+        return {"files": files, "metrics": final, "resumed_from": self.resumed_from}
 
 
 def plot_losses(history: list[dict], path: Path) -> Path:

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from genart.config import DataConfig
+from genart.losses import GAN_MODES
+from genart.models import dcgan
+from genart.registry import StepContext
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kernel", [4, 5])
+def test_shapes(size, channels, kernel):
+    p = dcgan.DCGANConfig(kernel=kernel, g_width=8, d_width=8, latent_dim=16)
+    nets = dcgan.build(p, DataConfig(size=size, channels=channels))
+    images = nets["G"](torch.randn(3, 16))
+    assert images.shape == (3, channels, size, size)
+    assert images.abs().max() <= 1
+    assert nets["D"](images).shape == (3,)
+
+
+def test_bad_size_is_refused():
+    with pytest.raises(ValueError, match="power-of-two"):
+        dcgan.build(dcgan.DCGANConfig(), DataConfig(size=48))
+
+
+@pytest.mark.parametrize("mode", GAN_MODES)
+def test_each_loss_makes_the_discriminator_loss_drop(mode):
+    torch.manual_seed(0)
+    p = dcgan.DCGANConfig(loss=mode, g_width=8, d_width=8, latent_dim=16, n_critic=1)
+    if mode == "wgan":
+        p.lr_d = 5e-3  # clipped critic: a larger step shows the trend within a few updates
+    nets = dcgan.build(p, DataConfig(size=32, channels=1))
+    opts = dcgan.optimizers(nets, p)
+    batch = {"image": torch.rand(8, 1, 32, 32) * 2 - 1}
+    ctx = StepContext()
+    losses = []
+    for step in range(25):
+        ctx.step = step
+        losses.append(float(dcgan.train_step(nets, opts, batch, p, ctx)["loss_d"]))
+    # Skip the first step for wgan: clipping shrinks the initial weights at once.
+    start, end = sum(losses[1:4]) / 3, sum(losses[-3:]) / 3
+    assert end < start, (mode, losses)
+
+
+def test_wgan_defaults_follow_the_paper():
+    p = dcgan.DCGANConfig(loss="wgan")
+    nets = dcgan.build(p, DataConfig(size=32, channels=1))
+    assert isinstance(dcgan.optimizers(nets, p)["D"], torch.optim.RMSprop)
+    assert dcgan.critic_steps(p) == 5
+    assert dcgan.critic_steps(dcgan.DCGANConfig()) == 1
+
+
+def test_wgan_clips_the_critic_and_updates_g_every_n_critic():
+    p = dcgan.DCGANConfig(loss="wgan", g_width=8, d_width=8, latent_dim=16, clip_value=0.01)
+    nets = dcgan.build(p, DataConfig(size=32, channels=1))
+    opts = dcgan.optimizers(nets, p)
+    batch = {"image": torch.rand(4, 1, 32, 32) * 2 - 1}
+    g_updates = 0
+    for step in range(10):
+        metrics = dcgan.train_step(nets, opts, batch, p, StepContext(step=step))
+        g_updates += "loss_g" in metrics
+    assert g_updates == 2
+    assert max(param.abs().max() for param in nets["D"].parameters()) <= 0.01
+
+
+def test_interpolation_endpoints_equal_the_inputs():
+    z0, z1 = dcgan.latents([1, 2], 32)
+    for mode in ("linear", "slerp"):
+        path = dcgan.interpolate(z0, z1, 7, mode)
+        assert path.shape == (7, 32)
+        torch.testing.assert_close(path[0], z0)
+        torch.testing.assert_close(path[-1], z1)
+    # slerp keeps the norm near the endpoints'; linear midpoints shrink
+    mid_slerp = dcgan.interpolate(z0, z1, 3, "slerp")[1].norm()
+    mid_lerp = dcgan.interpolate(z0, z1, 3, "linear")[1].norm()
+    assert mid_slerp > mid_lerp
+
+
+def test_latents_are_seeded_and_arithmetic_is_mean_difference():
+    torch.testing.assert_close(dcgan.latents([5], 8), dcgan.latents([5], 8))
+    a, b, c = dcgan.latents([1, 2], 8), dcgan.latents([3], 8), dcgan.latents([4, 5, 6], 8)
+    torch.testing.assert_close(dcgan.arithmetic(a, b, c), a.mean(0) - b[0] + c.mean(0))
