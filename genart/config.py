@@ -54,7 +54,8 @@ class TrainConfig:
     # Mixed precision: auto = bf16 on GPUs that support it, else fp16 with a scaler; off on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # NHWC memory format: faster convolutions on GPU and oneDNN CPU
-    eval_samples: int = 512  # images generated for the final metrics
+    eval_samples: int = 512  # real images kept for the quality metrics (SWD, PSNR, ...)
+    eval_every: int = 0  # also score quality every k steps (Tune's schedulers need it); 0 = end
     fail_at_step: int = -1  # testing aid: raise once at this step (checks fault tolerance)
 
 

@@ -233,6 +233,8 @@ def train_loop_per_worker(config: dict) -> dict:
             if pos.step % cfg.train.log_every == 0 or pos.step % cfg.train.checkpoint_every == 0:
                 metrics = window.read(images_per_step)
                 window = Window()
+                if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
+                    metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
                 out.record(pos.step, metrics)
                 ckpt_due = pos.step % cfg.train.checkpoint_every == 0
                 state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if ckpt_due else None
@@ -249,10 +251,7 @@ def train_loop_per_worker(config: dict) -> dict:
     # Final report: last window, evaluation, a checkpoint (so Result.metrics holds the scores).
     metrics = window.read(images_per_step) if window.steps else {}
     out.record(pos.step, metrics)
-    if rank == 0 and spec.evaluate is not None and len(reference):
-        with side_effect_free(device):
-            scores = spec.evaluate(_unwrapped(wrapped), cfg.params, reference.batch())
-        metrics |= {f"eval_{k}": v for k, v in scores.items()}
+    metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
     state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
     _report(out, metrics, pos, state, cfg)
     return out.finish(metrics) if rank == 0 else {}
@@ -264,6 +263,15 @@ def side_effect_free(device: torch.device):
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         yield
+
+
+def _evaluate(rank, spec, nets, cfg: Config, reference, device) -> dict[str, float]:
+    """Quality metrics on rank 0 (``eval_`` prefixed), computed without side effects."""
+    if rank != 0 or spec.evaluate is None or not len(reference):
+        return {}
+    with side_effect_free(device):
+        scores = spec.evaluate(_unwrapped(nets), cfg.params, reference.batch())
+    return {f"eval_{k}": v for k, v in scores.items()}
 
 
 def _sample(out, spec, nets, cfg: Config, fixed, step: int, device) -> None:
