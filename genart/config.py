@@ -53,7 +53,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # Mixed precision: auto = bf16 on GPUs that support it, else fp16 with a scaler; off on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True  # NHWC memory format: faster convolutions on GPU and oneDNN CPU
+    # NHWC memory format: faster convolutions on GPU tensor cores; measured slower on CPU here
+    # (benchmarks/dcgan.py), so auto = on for CUDA only.
+    channels_last: Literal["auto", "on", "off"] = "auto"
     eval_samples: int = 512  # real images kept for the quality metrics (SWD, PSNR, ...)
     eval_every: int = 0  # also score quality every k steps (Tune's schedulers need it); 0 = end
     fail_at_step: int = -1  # testing aid: raise once at this step (checks fault tolerance)
@@ -76,6 +78,10 @@ class RunConfig:
     storage_path: str = "runs"  # local folder or any URI Ray Train supports (s3://...)
     max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
     resume: bool = False  # continue the named run from its latest complete checkpoint
+    # Checkpoint (folder or URI) a run with no checkpoint of its own starts from: weights,
+    # optimizer moments, step and RNG come from it, hyper-parameters from this config (how a
+    # PBT trial exploits another trial's checkpoint).
+    init_from: str = ""
 
 
 SECTIONS: dict[str, type] = {

@@ -67,8 +67,11 @@ def resolve_run(cfg: Config) -> Config:
     return cfg
 
 
-def fit(cfg: Config):
-    """Train ``cfg`` with Ray Train; returns the ``ray.train.Result``."""
+def fit(cfg: Config, callbacks: list | None = None):
+    """Train ``cfg`` with Ray Train; returns the ``ray.train.Result``.
+
+    ``callbacks``: Ray Train ``UserCallback``s run on the controller (Tune relays reports).
+    """
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -93,6 +96,7 @@ def fit(cfg: Config):
             storage_path=cfg.run.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=callbacks,
         ),
         datasets={"train": dataset(cfg)},
         # preserve_order: each worker gets the same rows every epoch, so resume is exact.

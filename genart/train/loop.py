@@ -181,7 +181,10 @@ def train_loop_per_worker(config: dict) -> dict:
     seed_everything(cfg.train.seed * 7919 + rank)
 
     nets = spec.build(cfg.params, cfg.data)
-    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    nhwc = cfg.train.channels_last == "on" or (
+        cfg.train.channels_last == "auto" and device.type == "cuda"
+    )
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
     nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
     opts = spec.optimizers(nets, cfg.params)
     scheds = spec.schedulers(opts, cfg.params, cfg.train.steps) if spec.schedulers else {}
@@ -211,7 +214,7 @@ def train_loop_per_worker(config: dict) -> dict:
     )
     while pos.step < cfg.train.steps:
         for batch in epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch):
-            batch = to_device(batch, device, cfg.train.channels_last, cfg.data.flip)
+            batch = to_device(batch, device, nhwc, cfg.data.flip)
             if rank == 0:
                 reference.add(batch)
             if fixed is None and spec.sample_inputs is not None:
