@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test check lint bench clean
+.PHONY: install demo test check lint bench browser clean
 
 install: $(STAMP)
 
@@ -23,8 +23,16 @@ demo: $(STAMP)
 	$(BIN)/genart demo
 
 ## The whole test suite (what CI runs).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest -q -rs tests
+
+## Debian's Chromium for the playground browser test (skipped with a reason if it can't install).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
+	    >/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"; \
+	fi
 
 ## Lint + the fast unit tests (no Ray), under a minute.
 check: $(STAMP) lint

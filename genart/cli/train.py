@@ -82,21 +82,38 @@ def export(args) -> int:
 
 
 def demo(args) -> int:
+    """Generate digits, train DCGAN on local Ray workers, write and list what people look at."""
     from pathlib import Path
 
     from genart import config
     from genart.data import synthetic
+    from genart.train import checkpoint
     from genart.train.launch import fit
 
-    data = Path(args.out) / "data" / "digits"
-    if not data.exists():
+    out = Path(args.out)
+    data = out / "data" / "digits"
+    if not (data / "labels.csv").exists():
         synthetic.generate("digits", data, n=6000, size=32, seed=0)
-    cfg = config.load("dcgan", "jobs/dcgan-digits.yaml" if Path("jobs/dcgan-digits.yaml").exists()
-                      else None, [f"data.uri={data}", f"train.steps={args.steps}",
-                                  f"scaling.workers={args.workers}",
-                                  f"run.storage_path={args.out}"])  # fmt: skip
+    recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-digits.yaml"
+    cfg = config.load("dcgan", recipe, [
+        f"data.uri={data}", f"train.steps={args.steps}", f"scaling.workers={args.workers}",
+        f"run.storage_path={out}",
+    ])  # fmt: skip
     result = fit(cfg)
     if result.error:
         raise result.error
-    print(json.dumps(result.return_value, indent=1))
+    run_dir = Path(result.return_value["files"]["run"])
+    export_dir = run_dir / "export"
+    checkpoint.export(str(run_dir), str(export_dir))
+    strip = run_dir / "interpolation.png"
+    from genart.cli import main as cli_main
+
+    cli_main(["interpolate", str(export_dir), "--seeds", "0", "1", "2", "3", "--steps", "8",
+              "--out", str(strip)])  # fmt: skip
+    files = result.return_value["files"] | {"interpolation": str(strip), "export": str(export_dir)}
+    print("\nDemo finished. Look at:")
+    for key, value in files.items():
+        print(f"  {key:13s} {value}")
+    print("Final metrics:", json.dumps(result.return_value["metrics"], indent=1))
+    print(f"Serve it:  genart serve --dcgan {export_dir}")
     return 0
