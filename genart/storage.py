@@ -57,8 +57,9 @@ def upload_dir(local: str | Path, uri: str) -> None:
         return
     fs, path = filesystem(uri)
     fs.create_dir(path, recursive=True)
-    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)  # fmt: skip
+    pafs.copy_files(
+        str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
 
 
 def local_copy(uri: str) -> Path:
@@ -67,6 +68,7 @@ def local_copy(uri: str) -> Path:
         return Path(absolute(uri))
     fs, path = filesystem(uri)
     target = Path(tempfile.mkdtemp(prefix="genart-"))
-    pafs.copy_files(path, str(target), source_filesystem=fs,
-                    destination_filesystem=pafs.LocalFileSystem())  # fmt: skip
+    pafs.copy_files(
+        path, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
     return target

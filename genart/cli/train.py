@@ -48,14 +48,22 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="storage path: folder or s3:// URI (run.storage_path)")
     p.add_argument("--max-failures", type=int, help="automatic restarts (run.max_failures)")
     p.add_argument("--resume", action="store_true", help="continue the named run")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config value (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value (repeatable)",
+    )
 
 
 def overrides(args) -> list[str]:
     """The --set list extended with the shortcut flags that were given."""
-    extra = [f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items()
-             if getattr(args, flag, None) is not None]  # fmt: skip
+    extra = [
+        f"{key}={getattr(args, flag)}"
+        for flag, key in SHORTCUTS.items()
+        if getattr(args, flag, None) is not None
+    ]
     if getattr(args, "resume", False):
         extra.append("run.resume=true")
     return extra + list(args.set)
@@ -95,10 +103,16 @@ def demo(args) -> int:
     if not (data / "labels.csv").exists():
         synthetic.generate("digits", data, n=6000, size=32, seed=0)
     recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-digits.yaml"
-    cfg = config.load("dcgan", recipe, [
-        f"data.uri={data}", f"train.steps={args.steps}", f"scaling.workers={args.workers}",
-        f"run.storage_path={out}",
-    ])  # fmt: skip
+    cfg = config.load(
+        "dcgan",
+        recipe,
+        [
+            f"data.uri={data}",
+            f"train.steps={args.steps}",
+            f"scaling.workers={args.workers}",
+            f"run.storage_path={out}",
+        ],
+    )
     result = fit(cfg)
     if result.error:
         raise result.error
@@ -108,8 +122,21 @@ def demo(args) -> int:
     strip = run_dir / "interpolation.png"
     from genart.cli import main as cli_main
 
-    cli_main(["interpolate", str(export_dir), "--seeds", "0", "1", "2", "3", "--steps", "8",
-              "--out", str(strip)])  # fmt: skip
+    cli_main(
+        [
+            "interpolate",
+            str(export_dir),
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "3",
+            "--steps",
+            "8",
+            "--out",
+            str(strip),
+        ]
+    )
     files = result.return_value["files"] | {"interpolation": str(strip), "export": str(export_dir)}
     print("\nDemo finished. Look at:")
     for key, value in files.items():

@@ -81,8 +81,15 @@ class Generator(nn.Module):
         layers = [ConvNormAct(latent_dim, widths[0], 4, 1, 0, transpose=True)]  # 1 -> 4
         for w_in, w_out in zip(widths, widths[1:]):
             layers.append(ConvNormAct(w_in, w_out, transpose=True, **_stride2(kernel), **extra))
-        out = ConvNormAct(widths[-1], channels, norm="none", act="tanh", transpose=True,
-                          **_stride2(kernel), **extra)  # fmt: skip
+        out = ConvNormAct(
+            widths[-1],
+            channels,
+            norm="none",
+            act="tanh",
+            transpose=True,
+            **_stride2(kernel),
+            **extra,
+        )
         self.net = nn.Sequential(*layers, out)
         self.latent_dim = latent_dim
 
@@ -97,8 +104,11 @@ class Discriminator(nn.Module):
         super().__init__()
         levels = _levels(size)
         widths = [width * 2**i for i in range(levels)]  # e.g. 64 128 256 512
-        layers = [ConvNormAct(channels, widths[0], norm="none", act="lrelu", dropout=dropout,
-                              **_stride2(kernel))]  # fmt: skip
+        layers = [
+            ConvNormAct(
+                channels, widths[0], norm="none", act="lrelu", dropout=dropout, **_stride2(kernel)
+            )
+        ]
         for w_in, w_out in zip(widths, widths[1:]):
             layers.append(
                 ConvNormAct(

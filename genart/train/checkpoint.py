@@ -53,8 +53,11 @@ def write(directory: str | Path, state: dict[str, Any], cfg: Config, history: li
     torch.save(state, directory / STATE)
     save(cfg, directory / "config.yaml")
     (directory / "history.json").write_text(json.dumps(history))
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
-             for p in sorted(directory.iterdir()) if p.name != MANIFEST}  # fmt: skip
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
+        for p in sorted(directory.iterdir())
+        if p.name != MANIFEST
+    }
     manifest = {"step": int(state["step"]), "model": cfg.model, "files": files}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -132,8 +135,13 @@ def export(source: str, out: str) -> Path:
     for name in spec.export:
         torch.save(state["nets"][name], staging / f"{name}.pt")
     save(cfg, staging / "config.yaml")
-    meta = {"model": cfg.model, "nets": list(spec.export), "step": state["step"],
-            "checkpoint": str(source), "format": "state_dict+config"}  # fmt: skip
+    meta = {
+        "model": cfg.model,
+        "nets": list(spec.export),
+        "step": state["step"],
+        "checkpoint": str(source),
+        "format": "state_dict+config",
+    }
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
     storage.upload_dir(staging, out)
     return staging
@@ -145,8 +153,9 @@ def load_exported(path: str, device: str | torch.device = "cpu"):
     if (local / "meta.json").exists():
         cfg = Config.from_dict(yaml.safe_load((local / "config.yaml").read_text()))
         names = json.loads((local / "meta.json").read_text())["nets"]
-        weights = {n: torch.load(local / f"{n}.pt", map_location="cpu", weights_only=True)
-                   for n in names}  # fmt: skip
+        weights = {
+            n: torch.load(local / f"{n}.pt", map_location="cpu", weights_only=True) for n in names
+        }
     else:
         state, cfg, _ = load(resolve(path))
         names = registry.get(cfg.model).export

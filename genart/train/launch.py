@@ -46,8 +46,11 @@ def dataset(cfg: Config):
         return pipelines.paired(d.uri, size=d.size, channels=d.channels, direction=direction)
     if kind == "unpaired":
         # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
-        uri_a, uri_b = (d.uri, d.uri_b) if d.uri_b else (
-            storage.join(d.uri, "trainA"), storage.join(d.uri, "trainB"))  # fmt: skip
+        uri_a, uri_b = (
+            (d.uri, d.uri_b)
+            if d.uri_b
+            else (storage.join(d.uri, "trainA"), storage.join(d.uri, "trainB"))
+        )
         return pipelines.unpaired(uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed)
     raise ConfigError(f"model '{cfg.model}' asks for unknown data kind '{kind}'")
 

@@ -92,8 +92,13 @@ def rng_state() -> dict[str, Any]:
 
 def _numpy_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-            "has_gauss": has_gauss, "gauss": gauss, "kind": kind}  # fmt: skip
+    return {
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": pos,
+        "has_gauss": has_gauss,
+        "gauss": gauss,
+        "kind": kind,
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -160,8 +165,10 @@ def to_device(batch: dict, device: torch.device, channels_last: bool, flip: bool
     if flip:
         tensors = random_flip(*tensors)  # global torch RNG: checkpointed, so resume is exact
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    moved = {c: t.to(device, non_blocking=True).contiguous(memory_format=fmt)
-             for c, t in zip(columns, tensors)}  # fmt: skip
+    moved = {
+        c: t.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        for c, t in zip(columns, tensors)
+    }
     return {**batch, **moved}
 
 
@@ -196,10 +203,11 @@ def train_loop_per_worker(config: dict) -> dict:
     if restored is not None:
         pos, fixed = restored
     wrapped = {
-        k: ray.train.torch.prepare_model(v, move_to_device=False) if world > 1 and has_trainable(v)
+        k: ray.train.torch.prepare_model(v, move_to_device=False)
+        if world > 1 and has_trainable(v)
         else v
         for k, v in nets.items()
-    }  # fmt: skip
+    }
     resumed_from = pos.step if restored is not None else None
     out = outputs.RunOutputs(cfg, rank == 0, pos.history, resumed_from)
     if restored is not None:
@@ -308,6 +316,7 @@ def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) 
     """ray.train.report on every rank (a barrier); rank 0 attaches the checkpoint if any."""
     import ray.train
 
+    metrics = {**metrics, "step": pos.step}  # Tune's schedulers measure progress in steps
     if state is None or not out.enabled:
         ray.train.report(metrics)
         return
@@ -318,12 +327,40 @@ def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) 
 
 
 def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
-    """Load the newest complete checkpoint of this run, if any: (Position, fixed inputs)."""
+    """Load the newest complete checkpoint of this run or, if it has none, ``run.init_from``.
+
+    Returns (Position, fixed inputs), or None when there is nothing to start from.
+    """
     import ray.train
 
     found = ray.train.get_checkpoint()
-    if found is None:
+    if found is not None:
+        state, history = _load_own(found)
+    elif cfg.run.init_from:
+        state, _, history = checkpoint.load(checkpoint.resolve(cfg.run.init_from))
+    else:
         return None
+    own_settings = _optimizer_settings(opts)
+    for name, net in nets.items():
+        net.load_state_dict(state["nets"][name])
+    for name, opt in opts.items():
+        opt.load_state_dict(state["opts"][name])
+    for name, sched in scheds.items():
+        sched.load_state_dict(state["scheds"][name])
+    if found is None:
+        _adopt_settings(opts, scheds, own_settings)
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    workers = state["workers"]
+    if len(workers) > rank:
+        set_rng_state(workers[rank]["rng"])
+        ctx.state = _to(workers[rank]["ctx_state"], device)
+    pos = Position(state["step"], state["epoch"], state["batch_in_epoch"], history)
+    return pos, state["fixed"]
+
+
+def _load_own(found) -> tuple[dict, list[dict]]:
+    """(state, history) of this run's checkpoint, or of its newest complete one."""
     with found.as_directory() as local:
         try:
             state, _, history = checkpoint.load(local)
@@ -334,20 +371,31 @@ def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
             if fallback is None:
                 raise RuntimeError(f"no complete checkpoint to resume from ({err})") from err
             state, _, history = checkpoint.load(fallback)
-    for name, net in nets.items():
-        net.load_state_dict(state["nets"][name])
+    return state, history
+
+
+def _optimizer_settings(opts: dict) -> dict[str, list[dict]]:
+    """Each optimizer's per-group hyper-parameters (lr, betas, ...), without the parameters."""
+    return {
+        name: [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+        for name, opt in opts.items()
+    }
+
+
+def _adopt_settings(opts: dict, scheds: dict, settings: dict[str, list[dict]]) -> None:
+    """Put this config's optimizer hyper-parameters back after loading another run's state.
+
+    ``load_state_dict`` restores the other run's learning rates too, which would silently undo
+    a PBT perturbation. The lr keeps the other run's schedule position: it is this config's
+    base lr times the factor the other run's schedule had reached.
+    """
     for name, opt in opts.items():
-        opt.load_state_dict(state["opts"][name])
-    for name, sched in scheds.items():
-        sched.load_state_dict(state["scheds"][name])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    workers = state["workers"]
-    if len(workers) > rank:
-        set_rng_state(workers[rank]["rng"])
-        ctx.state = _to(workers[rank]["ctx_state"], device)
-    pos = Position(state["step"], state["epoch"], state["batch_in_epoch"], history)
-    return pos, state["fixed"]
+        for group, own in zip(opt.param_groups, settings[name]):
+            factor = group["lr"] / group.get("initial_lr", group["lr"])
+            group.update(own)
+            group["lr"] = group.get("initial_lr", group["lr"]) * factor
+    for sched in scheds.values():
+        sched.base_lrs = [group["initial_lr"] for group in sched.optimizer.param_groups]
 
 
 def _run_uri(found) -> str:

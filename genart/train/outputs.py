@@ -67,8 +67,9 @@ class RunOutputs:
         (self.dir / "metrics.jsonl").write_text(lines)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(self.dir / "tb"), purge_step=history[-1]["step"] + 1
-                                if history else None)  # fmt: skip
+        self.tb = SummaryWriter(
+            str(self.dir / "tb"), purge_step=history[-1]["step"] + 1 if history else None
+        )
 
     def log(self, message: str) -> None:
         if self.enabled:

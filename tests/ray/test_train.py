@@ -28,13 +28,27 @@ def storage(tmp_path_factory):
 
 
 def run(digits, storage, name, steps, *extra):
-    cfg = config.load("dcgan", overrides=[
-        f"data.uri={digits}", "data.size=16", "data.channels=1", "data.batch_size=8",
-        "dcgan.g_width=8", "dcgan.d_width=8", "dcgan.latent_dim=16",
-        f"train.steps={steps}", "train.log_every=2", "train.checkpoint_every=4",
-        "train.sample_every=4", "train.eval_samples=32", "scaling.workers=2",
-        f"run.name={name}", f"run.storage_path={storage}", *extra,
-    ])  # fmt: skip
+    cfg = config.load(
+        "dcgan",
+        overrides=[
+            f"data.uri={digits}",
+            "data.size=16",
+            "data.channels=1",
+            "data.batch_size=8",
+            "dcgan.g_width=8",
+            "dcgan.d_width=8",
+            "dcgan.latent_dim=16",
+            f"train.steps={steps}",
+            "train.log_every=2",
+            "train.checkpoint_every=4",
+            "train.sample_every=4",
+            "train.eval_samples=32",
+            "scaling.workers=2",
+            f"run.name={name}",
+            f"run.storage_path={storage}",
+            *extra,
+        ],
+    )
     result = fit(cfg)
     assert result.error is None, result.error
     return result

@@ -7,10 +7,17 @@ from genart.train import checkpoint
 
 
 def tiny_cfg():
-    return config.load("dcgan", overrides=[
-        "data.size=16", "data.channels=1", "dcgan.g_width=4", "dcgan.d_width=4",
-        "dcgan.latent_dim=8", "run.name=t",
-    ])  # fmt: skip
+    return config.load(
+        "dcgan",
+        overrides=[
+            "data.size=16",
+            "data.channels=1",
+            "dcgan.g_width=4",
+            "dcgan.d_width=4",
+            "dcgan.latent_dim=8",
+            "run.name=t",
+        ],
+    )
 
 
 def state_for(cfg, step):
@@ -21,8 +28,9 @@ def state_for(cfg, step):
 def write_run(tmp_path, steps):
     cfg = tiny_cfg()
     for step in steps:
-        checkpoint.write(tmp_path / f"checkpoint_{step:03d}", state_for(cfg, step), cfg,
-                         [{"step": step}])  # fmt: skip
+        checkpoint.write(
+            tmp_path / f"checkpoint_{step:03d}", state_for(cfg, step), cfg, [{"step": step}]
+        )
     return cfg
 
 
@@ -64,7 +72,10 @@ def test_export_and_load_exported(tmp_path):
     cfg = write_run(tmp_path / "run", [2])
     checkpoint.export(str(tmp_path / "run"), str(tmp_path / "exported"))
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == [
-        "G.pt", "config.yaml", "meta.json"]  # fmt: skip
+        "G.pt",
+        "config.yaml",
+        "meta.json",
+    ]
     nets, loaded = checkpoint.load_exported(str(tmp_path / "exported"))
     assert loaded == cfg and list(nets) == ["G"] and not nets["G"].training
     state, _, _ = checkpoint.load(tmp_path / "run" / "checkpoint_002")
@@ -78,10 +89,40 @@ def test_sample_interpolate_arithmetic_cli(tmp_path):
     write_run(tmp_path / "run", [2])
     run = str(tmp_path / "run")
     assert cli.main(["sample", run, "--n", "6", "--out", str(tmp_path / "s.png")]) == 0
-    assert cli.main(["interpolate", run, "--seeds", "1", "2", "3", "--steps", "4",
-                     "--out", str(tmp_path / "i.png")]) == 0  # fmt: skip
-    assert cli.main(["arithmetic", run, "--a", "1,2", "--b", "3", "--c", "4,5",
-                     "--out", str(tmp_path / "a.png")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "interpolate",
+                run,
+                "--seeds",
+                "1",
+                "2",
+                "3",
+                "--steps",
+                "4",
+                "--out",
+                str(tmp_path / "i.png"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "arithmetic",
+                run,
+                "--a",
+                "1,2",
+                "--b",
+                "3",
+                "--c",
+                "4,5",
+                "--out",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
     from PIL import Image
 
     # 4 images of 16 px per row with 2 px padding: 2 + 4 * 18 = 74 wide; 2 rows of interpolation
