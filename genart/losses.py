@@ -47,7 +47,9 @@ def g_loss(mode: str, fake: torch.Tensor) -> torch.Tensor:
     if mode == "bce":
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
     if mode == "lsgan":
-        return 0.5 * F.mse_loss(fake, torch.ones_like(fake))
+        # No 1/2 here: the reference CycleGAN/pix2pix code weighs the adversarial term 1 against
+        # cycle λ = 10, and users tune λ against that scale.
+        return F.mse_loss(fake, torch.ones_like(fake))
     if mode in ("wgan", "wgan-gp", "hinge"):
         return -fake.mean()
     raise ValueError(f"unknown GAN loss '{mode}'; valid: {GAN_MODES}")

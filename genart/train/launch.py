@@ -42,8 +42,11 @@ def dataset(cfg: Config):
     if kind in ("images", "content"):
         return pipelines.images(d.uri, size=d.size, channels=d.channels, column=d.parquet_column)
     if kind == "paired":
+        # A pix2pix root (train/ val/ test/) trains on train/ only: never on held-out pairs.
+        train_dir = storage.join(d.uri, "train")
+        uri = train_dir if storage.exists(train_dir) else d.uri
         direction = getattr(cfg.params, "direction", "AtoB")
-        return pipelines.paired(d.uri, size=d.size, channels=d.channels, direction=direction)
+        return pipelines.paired(uri, size=d.size, channels=d.channels, direction=direction)
     if kind == "unpaired":
         # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
         uri_a, uri_b = (

@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from genart import registry
 from genart.config import Config
+from genart.data import pipelines
 from genart.data.transforms import random_flip
 from genart.train import checkpoint, outputs
 
@@ -188,6 +189,9 @@ def train_loop_per_worker(config: dict) -> dict:
     seed_everything(cfg.train.seed * 7919 + rank)
 
     nets = spec.build(cfg.params, cfg.data)
+    if getattr(cfg.params, "sync_bn", False) and world > 1 and device.type == "cuda":
+        # Batch statistics over the global batch (small per-GPU batches); NCCL/CUDA only.
+        nets = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
     nhwc = cfg.train.channels_last == "on" or (
         cfg.train.channels_last == "auto" and device.type == "cuda"
     )
@@ -256,6 +260,8 @@ def train_loop_per_worker(config: dict) -> dict:
                     f"worker {rank} got no full batch of {cfg.data.batch_size} images: the "
                     f"dataset is smaller than batch_size x workers ({world})"
                 )
+            if pos.epoch == 0 and out.enabled:  # a full pass: every unreadable file was seen
+                out.log(str(pipelines.skip_report()))
             pos.epoch += 1
             pos.batch_in_epoch = 0
 

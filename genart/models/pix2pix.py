@@ -1,0 +1,243 @@
+"""Pix2Pix: paired image-to-image translation with a conditional GAN (Isola et al. 2017).
+
+Generator: a U-Net (encoder-decoder with skip connections) whose depth follows the image
+size, so the bottleneck is 1x1 (``unet_256`` = 8 down-samplings, ``unet_128`` = 7). Its only
+noise is dropout in the innermost decoder blocks, kept on at test time as in the paper.
+Discriminator: a 70x70 PatchGAN that sees the input and the output side by side,
+``D(concat(A, B))``, so it judges whether B is a plausible translation *of this A*.
+
+Objective (eq. 4): G* = arg min_G max_D L_cGAN(G, D) + lambda L1(G), lambda = 100. The L1 term
+gets the low frequencies right; the patch discriminator only has to model high-frequency
+structure (section 3.2.2).
+
+Data: ``paired`` batches ``{"A": source, "B": target}`` in [-1, 1]. The ``direction`` field is
+applied by the data pipeline (``pipelines.paired(..., direction=params.direction)``), so the
+step always translates ``A`` into ``B``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genart import losses
+from genart.config import ConfigError
+from genart.models.layers import PatchDiscriminator, UNetSkipBlock, forward_split, init_weights
+from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
+
+TranslationLoss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
+
+
+@dataclass
+class Pix2PixConfig:
+    """Pix2Pix hyper-parameters (YAML section ``pix2pix:``; CLI ``--set pix2pix.key=value``)."""
+
+    direction: Literal["AtoB", "BtoA"] = "AtoB"  # which half of each A|B image is the input
+    ngf: int = 64  # generator channels after the first down-sampling; doubles up to 8x
+    ndf: int = 64  # discriminator channels at its first layer
+    depth: int = 0  # U-Net down-samplings; 0 = log2(data.size), a 1x1 bottleneck
+    d_layers: int = 3  # PatchGAN strided layers; 3 = the 70x70 receptive field
+    norm: Literal["batch", "instance", "none"] = "batch"  # in G and D, as in the paper
+    sync_bn: bool = False  # batch norm statistics over all GPU workers (SyncBatchNorm)
+    dropout: float = 0.5  # in the innermost ``dropout_blocks`` decoder blocks (the noise z)
+    dropout_blocks: int = 3  # paper: the first 3 decoder layers (CD512-CD1024-CD1024)
+    dropout_at_test: bool = True  # keep dropout on at inference, as the paper does
+    gan_loss: TranslationLoss = "bce"  # bce = the paper's vanilla cGAN objective
+    l1_weight: float = 100.0  # lambda of eq. 4
+    gp_weight: float = 10.0  # wgan-gp penalty weight
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lr_decay: float = 0.5  # fraction of the steps, at the end, over which lr falls linearly to 0
+
+
+def unet_depth(size: int, depth: int = 0) -> int:
+    """U-Net down-samplings for images of side ``size`` (``depth`` 0 = log2(size))."""
+    depth = depth or int(math.log2(size))
+    if depth < 2:
+        raise ConfigError(f"pix2pix.depth must be >= 2, got {depth}")
+    return depth
+
+
+class UNetGenerator(nn.Module):
+    """U-Net from ``in_ch`` to ``out_ch`` channels with ``depth`` 2x down-samplings.
+
+    Channels per level: ngf, 2 ngf, 4 ngf, then 8 ngf down to the bottleneck (appendix 6.1.1).
+    Inputs need sides that are multiples of ``stride`` = 2 ** depth; ``genart.translate`` pads
+    other sizes and crops back.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        depth: int,
+        ngf: int = 64,
+        norm: str = "batch",
+        dropout: float = 0.5,
+        dropout_blocks: int = 3,
+        dropout_at_test: bool = True,
+    ):
+        super().__init__()
+        self.stride = 2**depth
+        block = None
+        for level in reversed(range(depth)):  # innermost first; each wraps the previous
+            outermost = level == 0
+            drop = dropout if level >= depth - dropout_blocks and not outermost else 0.0
+            block = UNetSkipBlock(
+                outer_ch=out_ch if outermost else ngf * min(2 ** (level - 1), 8),
+                inner_ch=ngf * min(2**level, 8),
+                inner=block,
+                in_ch=in_ch if outermost else None,
+                norm=norm,
+                dropout=drop,
+                dropout_at_test=dropout_at_test,
+                outermost=outermost,
+            )
+        self.net = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and (x.shape[-2] % self.stride or x.shape[-1] % self.stride):
+            raise ValueError(
+                f"U-Net input sides must be multiples of {self.stride}, got {tuple(x.shape[-2:])}"
+                " (genart.translate.translate pads and crops back)"
+            )
+        return self.net(x)
+
+
+def build(p: Pix2PixConfig, data) -> dict[str, nn.Module]:
+    """U-Net G for ``data.size`` and a conditional PatchGAN D on (A, B), both N(0, 0.02)-init."""
+    if p.gan_loss == "wgan-gp" and p.norm == "batch":
+        # The penalty is per sample; batch norm couples samples (Gulrajani et al. section 4).
+        raise ConfigError("pix2pix.gan_loss=wgan-gp needs pix2pix.norm=instance or none")
+    depth = unet_depth(data.size, p.depth)
+    G = UNetGenerator(data.channels, data.channels, depth, p.ngf, p.norm, p.dropout,
+                      p.dropout_blocks, p.dropout_at_test)  # fmt: skip
+    D = PatchDiscriminator(2 * data.channels, p.ndf, p.d_layers, p.norm)
+    return {"G": init_weights(G), "D": init_weights(D)}
+
+
+# --- optimisation: shared with CycleGAN --------------------------------------------------------
+
+
+def adam(nets: Iterable[nn.Module], lr: float, beta1: float) -> torch.optim.Adam:
+    """Adam(lr, (beta1, 0.999)) over the parameters of ``nets`` (DDP wrappers are unwrapped).
+
+    The fused kernel updates every parameter in one pass (CPU and CUDA), instead of a loop of
+    small ops per parameter tensor as the reference implementation's default Adam does.
+    """
+    params = [q for net in nets for q in unwrap(net).parameters()]
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=True)
+
+
+def optimizers(nets, p: Pix2PixConfig) -> dict[str, torch.optim.Optimizer]:
+    """Adam(2e-4, beta1 0.5) for G and for D (Isola et al. section 3.3)."""
+    return {"G": adam([nets["G"]], p.lr, p.beta1), "D": adam([nets["D"]], p.lr, p.beta1)}
+
+
+def linear_decay(total_steps: int, fraction: float) -> Callable[[int], float]:
+    """LR factor: 1 until the last ``fraction`` of ``total_steps``, then linearly down to 0.
+
+    The reference schedule (n_epochs at the base rate, then n_epochs_decay falling to zero)
+    expressed in optimizer steps; fraction 0.5 = 100 + 100 epochs.
+    """
+    decay_steps = max(1, round(total_steps * fraction)) if fraction > 0 else 0
+    start = total_steps - decay_steps
+
+    def factor(step: int) -> float:
+        if decay_steps == 0 or step < start:
+            return 1.0
+        return max(0.0, (total_steps - step) / decay_steps)
+
+    return factor
+
+
+def schedulers(opts, p, total_steps: int) -> dict[str, torch.optim.lr_scheduler.LambdaLR]:
+    """One LambdaLR per optimizer with :func:`linear_decay` (stepped once per train step)."""
+    factor = linear_decay(total_steps, p.lr_decay)
+    return {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in opts.items()}
+
+
+def discriminator_loss(p, D: nn.Module, real: torch.Tensor, fake: torch.Tensor):
+    """D's loss on a real and a (detached) fake batch, with the WGAN-GP term when asked for.
+
+    Returns ``(loss, metrics)``; ``D`` may be a DDP wrapper (its backward follows in the step).
+    """
+    d_real, d_fake = forward_split(D, real, fake.detach())
+    loss = losses.d_loss(p.gan_loss, d_real, d_fake)
+    metrics = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+    if p.gan_loss == "wgan-gp":
+        penalty = losses.gradient_penalty(unwrap(D), real, fake)
+        loss = loss + p.gp_weight * penalty
+        metrics["gp"] = penalty.detach()
+    return loss, metrics
+
+
+def train_step(nets, opts, batch, p: Pix2PixConfig, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """One D update, then one G update, on a batch of aligned pairs (A -> B)."""
+    G, D = nets["G"], nets["D"]
+    real_a, real_b = batch["A"], batch["B"]
+    # G's backward comes in this same step (the G update), as DDP requires.
+    fake_b = G(real_a)
+
+    # D update: the conditional discriminator sees (input, output) pairs (eq. 1).
+    fake_pair = torch.cat([real_a, fake_b], 1)
+    loss_d, metrics = discriminator_loss(p, D, torch.cat([real_a, real_b], 1), fake_pair)
+    ctx.update(opts["D"], loss_d)
+
+    # G update against the updated D, plus lambda * L1 to the target (eq. 3, 4).
+    with frozen(D) as critic:
+        loss_gan = losses.g_loss(p.gan_loss, critic(fake_pair))
+    loss_l1 = F.l1_loss(fake_b, real_b)
+    ctx.update(opts["G"], loss_gan + p.l1_weight * loss_l1)
+    return metrics | {
+        "loss_d": loss_d.detach(),
+        "loss_g_gan": loss_gan.detach(),
+        "loss_l1": loss_l1.detach(),
+    }
+
+
+# --- samples and evaluation -------------------------------------------------------------------
+
+
+def sample_inputs(p, first_batch, n: int, generator: torch.Generator | None = None):
+    """The first ``n`` pairs of the first batch: every sample grid of a run translates these."""
+    return {key: first_batch[key][:n].detach().cpu() for key in ("A", "B")}
+
+
+def sample(nets, p: Pix2PixConfig, inputs) -> torch.Tensor:
+    """One image per pair, input | output | target side by side: (n, C, H, 3W)."""
+    from genart.translate import translate
+
+    return torch.cat([inputs["A"], translate(nets["G"], inputs["A"]), inputs["B"]], dim=-1)
+
+
+def evaluate(nets, p: Pix2PixConfig, reference) -> dict[str, float]:
+    """PSNR/SSIM of G(A) against B over the reference batch, and of the identity baseline A."""
+    from genart.translate import score
+
+    return score(nets["G"], reference["A"], reference["B"])
+
+
+SPEC = register(
+    ModelSpec(
+        name="pix2pix",
+        config=Pix2PixConfig,
+        build=build,
+        optimizers=optimizers,
+        train_step=train_step,
+        data="paired",
+        sample_inputs=sample_inputs,
+        sample=sample,
+        evaluate=evaluate,
+        schedulers=schedulers,
+        export=("G",),
+        metric="psnr",
+        mode="max",
+    )
+)

@@ -1,0 +1,95 @@
+"""Shared translation layers: PatchGAN, its receptive field, U-Net skip block, test-time dropout."""
+
+import pytest
+import torch
+from torch import nn
+
+from genart.models import layers
+
+
+def test_receptive_field_default_is_70():
+    assert layers.receptive_field() == 70
+    assert layers.receptive_field(3) == 70
+    assert layers.receptive_field(1) == 16  # the paper's 16x16 PatchGAN
+
+
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_receptive_field_matches_gradient_support(n_layers):
+    """One output's gradient reaches exactly receptive_field(n) input rows and columns."""
+    torch.manual_seed(0)
+    disc = layers.PatchDiscriminator(1, ndf=2, n_layers=n_layers, norm="none")
+    image = torch.randn(1, 1, 160, 160, requires_grad=True)
+    scores = disc(image)
+    mid_h, mid_w = scores.shape[-2] // 2, scores.shape[-1] // 2
+    scores[0, 0, mid_h, mid_w].backward()
+    rows = image.grad[0, 0].abs().sum(1).nonzero().flatten()
+    cols = image.grad[0, 0].abs().sum(0).nonzero().flatten()
+    expected = layers.receptive_field(n_layers)
+    assert rows.max() - rows.min() + 1 == expected
+    assert cols.max() - cols.min() + 1 == expected
+
+
+def test_patch_discriminator_is_c64_c128_c256_c512():
+    disc = layers.PatchDiscriminator(6, norm="batch")
+    convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
+    assert all(c.kernel_size == (4, 4) for c in convs)
+    assert [c.stride[0] for c in convs] == [2, 2, 2, 1, 1]
+    # No norm on the first layer: three batch norms for four hidden convs.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in disc.modules()) == 3
+    slopes = {m.negative_slope for m in disc.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.2}
+    assert disc(torch.zeros(2, 6, 64, 64)).shape == (2, 1, 6, 6)
+
+
+@pytest.mark.parametrize("norm, kind", [("instance", nn.InstanceNorm2d), ("none", None)])
+def test_patch_discriminator_norms(norm, kind):
+    disc = layers.PatchDiscriminator(3, ndf=4, norm=norm)
+    norms = [m for m in disc.modules() if isinstance(m, nn.InstanceNorm2d | nn.BatchNorm2d)]
+    assert len(norms) == (3 if kind else 0)
+    assert all(isinstance(m, kind) for m in norms)
+
+
+def test_unet_skip_blocks_concatenate_their_input():
+    torch.manual_seed(0)
+    inner = layers.UNetSkipBlock(8, 16, norm="instance")  # innermost: no sub-block
+    middle = layers.UNetSkipBlock(4, 8, inner=inner, norm="instance")
+    outer = layers.UNetSkipBlock(3, 4, inner=middle, in_ch=2, outermost=True)
+    x = torch.randn(2, 4, 8, 8)
+    y = middle(x)
+    assert y.shape == (2, 8, 8, 8)
+    assert torch.equal(y[:, :4], x)  # the skip half is the input itself
+    out = outer(torch.randn(2, 2, 16, 16))
+    assert out.shape == (2, 3, 16, 16)
+    assert out.abs().max() <= 1  # tanh output
+
+
+def test_noise_dropout_stays_on_in_eval_unless_switched_off():
+    torch.manual_seed(0)
+    net = nn.Sequential(layers.NoiseDropout(0.5, at_test=True)).eval()
+    x = torch.ones(1000)
+    assert (net(x) == 0).any()
+    with layers.without_test_dropout(net):
+        assert torch.equal(net(x), x)
+    assert net[0].at_test  # restored
+    net[0].at_test = False
+    assert torch.equal(net(x), x)
+    assert (net.train()(x) == 0).any()  # always on in training
+
+
+def test_forward_split_matches_separate_calls():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    for norm in ("instance", "batch"):
+        net = layers.PatchDiscriminator(3, ndf=4, norm=norm)
+        split = layers.forward_split(net, a, b)
+        assert [s.shape[0] for s in split] == [2, 3]
+        torch.testing.assert_close(split[0], net(a))
+        torch.testing.assert_close(split[1], net(b))
+
+
+def test_has_batch_norm():
+    assert layers.has_batch_norm(layers.PatchDiscriminator(3, norm="batch"))
+    assert not layers.has_batch_norm(layers.PatchDiscriminator(3, norm="instance"))
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(layers.PatchDiscriminator(3, norm="batch"))
+    assert layers.has_batch_norm(synced)
