@@ -23,6 +23,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join another cluster recorded in /tmp/ray
             num_cpus=4,
             include_dashboard=False,
             object_store_memory=500 * 1024**2,

@@ -28,7 +28,8 @@ def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
         ray.init()
         return
     cpus = max(os.cpu_count() or 2, int(workers * cpus_per_worker) + 2)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    # address="local": always a fresh instance, never whichever cluster /tmp/ray points at.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
 
 def dataset(cfg: Config):

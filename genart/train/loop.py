@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from genart import registry
+from genart import registry, storage
 from genart.config import Config
 from genart.data import pipelines
 from genart.data.transforms import random_flip
@@ -340,8 +340,14 @@ def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
     import ray.train
 
     found = ray.train.get_checkpoint()
+    # Ray registers a checkpoint only after it is uploaded: a crash in between leaves a complete
+    # one Ray does not know about, which is still the newest state of this run.
+    unregistered = None if found else checkpoint.latest_complete(_own_run(cfg))
     if found is not None:
         state, history = _load_own(found)
+    elif unregistered is not None:
+        state, _, history = checkpoint.load(unregistered)
+        found = unregistered  # this run's own state: keep its optimizer settings
     elif cfg.run.init_from:
         state, _, history = checkpoint.load(checkpoint.resolve(cfg.run.init_from))
     else:
@@ -402,6 +408,11 @@ def _adopt_settings(opts: dict, scheds: dict, settings: dict[str, list[dict]]) -
             group["lr"] = group.get("initial_lr", group["lr"]) * factor
     for sched in scheds.values():
         sched.base_lrs = [group["initial_lr"] for group in sched.optimizer.param_groups]
+
+
+def _own_run(cfg: Config) -> str:
+    """This run's folder (local path or URI)."""
+    return storage.join(cfg.run.storage_path, cfg.run.name)
 
 
 def _run_uri(found) -> str:

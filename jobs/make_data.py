@@ -1,0 +1,43 @@
+"""Draw a synthetic dataset where a fresh cluster's workers can read it: ``python
+jobs/make_data.py digits --out s3://bucket/data/digits --n 6000 --size 32``.
+
+On a multi-node cluster every node reads the training data, so ``--out`` should be shared
+storage (``s3://...``); the images are drawn in a local scratch folder and uploaded. Re-running
+rewrites identical files, so a resubmitted job is harmless.
+"""
+
+import argparse
+import sys
+import tempfile
+
+from genart import storage
+from genart.data import synthetic
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="draw a synthetic dataset (local or s3://)")
+    parser.add_argument("kind", choices=synthetic.KINDS)
+    parser.add_argument("--out", required=True, help="folder or s3:// prefix")
+    parser.add_argument("--n", type=int, default=1000, help="train images")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rgb", action="store_true", help="digits: colour digit on colour")
+    return parser.parse_args(argv)
+
+
+def make(args: argparse.Namespace) -> str:
+    """Draw the dataset into ``args.out`` (via a scratch folder when remote); returns it."""
+
+    def draw(out: str) -> str:
+        return synthetic.generate(args.kind, out, args.n, args.size, args.seed, args.rgb)
+
+    if not storage.is_remote(args.out):
+        return str(draw(args.out))
+    with tempfile.TemporaryDirectory(prefix="genart-data-") as scratch:
+        storage.upload_dir(draw(scratch), args.out)
+    return args.out
+
+
+if __name__ == "__main__":
+    args = parse(sys.argv[1:])
+    print(f"{args.kind} data ready at {make(args)}")

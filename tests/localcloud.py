@@ -1,0 +1,132 @@
+"""Test helpers for the cluster-operations tests: a local S3, private Ray instances, processes.
+
+Everything listens on 127.0.0.1 on free ports. A module that needs Ray processes started with
+particular environment variables (workers inherit the environment of the Ray that spawns them,
+not of the driver calling ``fit``) swaps the shared in-process Ray for its own with
+:func:`private_ray`, which restarts the shared one, same size, afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on loopback."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _psutil():
+    """psutil as Ray vendors it: importing ray puts ray/thirdparty_files on sys.path first."""
+    import ray  # noqa: F401
+
+    return importlib.import_module("psutil")
+
+
+def descendants(pid: int) -> list:
+    """psutil Processes below ``pid``."""
+    return _psutil().Process(pid).children(recursive=True)
+
+
+def terminate_tree(pid: int, grace_s: float = 15) -> None:
+    """SIGTERM ``pid`` and everything below it; SIGKILL what is left after ``grace_s``.
+
+    How the tests stop a `ray start` they launched: `ray stop` would kill every Ray process of
+    the machine, other people's included.
+    """
+    psutil = _psutil()
+    tree = [*descendants(pid), psutil.Process(pid)]
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
+    """An S3 server (moto, server mode) with ``bucket``; yields the AWS variables that reach it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+    (port,) = free_ports(1)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",  # no 1 s metadata probe per client
+    }
+    try:
+        boto3.client("s3", **_boto_args(env)).create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        server.stop()
+
+
+def _boto_args(env: dict[str, str]) -> dict[str, str]:
+    return {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": env["AWS_REGION"],
+            "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}  # fmt: skip
+
+
+def s3_client(env: dict[str, str]):
+    """A boto3 S3 client for the server of :func:`moto_s3`."""
+    import boto3
+
+    return boto3.client("s3", **_boto_args(env))
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the previous values."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def private_ray(**init_args) -> Iterator[None]:
+    """This process's Ray replaced by ``ray.init(**init_args)`` (or by nothing, if none given:
+    the block connects its own, e.g. to a ``ray.cluster_utils.Cluster``); then the previous
+    local Ray, if there was one, is started again with the same CPUs and object store."""
+    import ray
+
+    shared = None
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+        shared = {"num_cpus": int(resources["CPU"]),
+                  "object_store_memory": int(resources["object_store_memory"])}  # fmt: skip
+        ray.shutdown()
+    try:
+        if init_args:
+            ray.init(**init_args)
+        yield
+    finally:
+        ray.shutdown()
+        if shared:
+            ray.init(**shared, include_dashboard=False, log_to_driver=False)
