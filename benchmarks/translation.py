@@ -286,13 +286,16 @@ QUALITY = {  # per model: dataset kind, batch size, config overrides (CPU-sized 
 def training_images(model: str, data_dir: Path) -> dict[str, torch.Tensor]:
     """All training images in memory: {"A": (N, C, H, W), "B": ...} in [-1, 1]."""
     from genart.data.transforms import split_ab
-    from genart.translate import list_images, read_array, to_tensor
+    from genart.images import find_images
+    from genart.translate import read_array, to_tensor
 
     if model == "pix2pix":
-        halves = [split_ab(read_array(p, 3)) for p in list_images(data_dir / "train")]
+        halves = [
+            split_ab(read_array(p, 3)) for p in find_images(data_dir / "train", recursive=False)
+        ]
         return {"A": torch.stack([to_tensor(a) for a, _ in halves]),
                 "B": torch.stack([to_tensor(b) for _, b in halves])}  # fmt: skip
-    folders = {key: list_images(data_dir / f"train{key}") for key in ("A", "B")}
+    folders = {key: find_images(data_dir / f"train{key}", recursive=False) for key in ("A", "B")}
     return {key: torch.stack([to_tensor(read_array(p, 3)) for p in paths])
             for key, paths in folders.items()}  # fmt: skip
 

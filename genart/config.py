@@ -23,7 +23,11 @@ from typing import Any, Literal
 import yaml
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user (config, data, request): the message says what to fix."""
+
+
+class ConfigError(InputError):
     """A config key, type or value is invalid; the message names the key and the valid choices."""
 
 

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from genart.data.transforms import IMAGE_EXTENSIONS
+
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 array (B, H, W, C) or (H, W, C)."""
@@ -43,3 +45,14 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     to_pil(grid(images, nrow)).save(path)
     return path
+
+
+def find_images(root: str | Path, recursive: bool = True) -> list[Path]:
+    """Image files (by extension) under ``root``, sorted; FileNotFoundError if there are none."""
+    pattern = "**/*" if recursive else "*"
+    paths = sorted(
+        p for p in Path(root).glob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {root}")
+    return paths

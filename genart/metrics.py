@@ -299,16 +299,6 @@ def frechet_distance(
 # --------------------------------------------------------------------------------------------
 # Image folders
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def list_images(directory: str | Path) -> list[Path]:
-    """Image files under ``directory`` (recursively), sorted; FileNotFoundError if none."""
-    paths = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {directory}")
-    return paths
-
 
 def load_folder(
     directory: str | Path,
@@ -324,7 +314,9 @@ def load_folder(
     ``n`` files, a seeded random subset is taken, not the first ``n`` in name order: folders
     are often sorted by class, and a prefix would miss classes.
     """
-    paths = list_images(directory)
+    from genart.images import find_images
+
+    paths = find_images(directory)
     if n is not None and n < len(paths):
         paths = sorted(random.Random(seed).sample(paths, n))
     images = [resize_crop(decode(path.read_bytes(), channels), size) for path in paths]

@@ -27,13 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from genart.config import Config, ConfigError
-from genart.images import to_pil
+from genart.images import find_images, to_pil
 from genart.models.layers import without_test_dropout
 from genart.registry import unwrap
 
 DIRECTIONS = ("AtoB", "BtoA")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
 
 # --- any-size inference -----------------------------------------------------------------------
 
@@ -147,15 +145,6 @@ def select_generator(
     return nets["G"], trained
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; an error if there are none."""
-    folder = Path(folder)
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return paths
-
-
 def read_array(path: str | Path, channels: int) -> np.ndarray:
     """One image file as uint8 (H, W, C) at its own size (decoded as the training data are)."""
     from genart.data.transforms import decode
@@ -225,7 +214,7 @@ def translate_folder(
     """
     import ray
 
-    sources = list_images(input_dir)
+    sources = find_images(input_dir, recursive=False)
     dataset = ray.data.read_binary_files([str(p) for p in sources], include_paths=True)
     translated = dataset.map_batches(
         TranslateBatch,
@@ -251,7 +240,7 @@ def paired_test_set(folder: Path, channels: int, direction: str):
     from genart.data.transforms import split_ab
 
     sources, targets = [], []
-    for path in list_images(folder):
+    for path in find_images(folder, recursive=False):
         a, b = (to_tensor(half) for half in split_ab(read_array(path, channels)))
         sources.append(a if direction == "AtoB" else b)
         targets.append(b if direction == "AtoB" else a)
@@ -260,7 +249,7 @@ def paired_test_set(folder: Path, channels: int, direction: str):
 
 def truth_test_set(source_dir: Path, truth_dir: Path, channels: int):
     """Sources and their true translations, matched by file name (CycleGAN ``_truth`` layout)."""
-    sources = list_images(source_dir)
+    sources = find_images(source_dir, recursive=False)
     missing = [p.name for p in sources if not (truth_dir / p.name).exists()]
     if missing:
         raise FileNotFoundError(f"no ground truth in {truth_dir} for {missing[:3]} ...")

@@ -11,9 +11,9 @@ import argparse
 import importlib
 import sys
 
-from genart.config import ConfigError
+from genart.config import InputError
 
-COMMAND_MODULES = ("data", "train", "sample", "eval", "style")
+COMMAND_MODULES = ("data", "train", "sample", "eval", "style", "serve", "tune", "translate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ConfigError, FileNotFoundError) as err:
+    except (InputError, FileNotFoundError) as err:
         print(f"genart: error: {err}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 KINDS_HELP = "digits, shapes, pairs, unpaired, styles"  # checked against KINDS by a unit test
 
 
@@ -68,13 +67,13 @@ def preview_command(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from genart.images import from_pil, save_grid
+    from genart.images import find_images, from_pil, save_grid
 
     root = Path(args.dir)
     out = Path(args.out) if args.out else root / "preview.png"
     files = [p for p in find_images(root) if p.resolve() != out.resolve()]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise FileNotFoundError(f"no images under {root} besides {out.name}")
     # Evenly spaced rather than the first n: every folder of a layout shows up.
     count = min(args.n, len(files))
     images = [Image.open(files[i * len(files) // count]) for i in range(count)]
@@ -93,10 +92,7 @@ def pack_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursively), sorted by path."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def _count_images(folder: Path) -> int:
-    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    from genart.data.transforms import IMAGE_EXTENSIONS
+
+    return sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -61,8 +61,9 @@ def _add_swd(verbs) -> None:
 
 def _run_swd(args) -> int:
     from genart import metrics
+    from genart.images import find_images
 
-    n = min(args.n, *(len(metrics.list_images(d)) for d in (args.real_dir, args.fake_dir)))
+    n = min(args.n, *(len(find_images(d)) for d in (args.real_dir, args.fake_dir)))
     real = metrics.load_folder(args.real_dir, n, args.size, seed=args.seed)
     fake = metrics.load_folder(args.fake_dir, n, args.size, seed=args.seed)
     result = metrics.swd(real, fake, seed=args.seed)

@@ -1,0 +1,67 @@
+"""Helpers every benchmark shares: the machine's description, a printed table, a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPUs, load, library versions and the GPU if any."""
+    import ray
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # shared machines: read numbers with it
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    """Print dicts as an aligned text table; columns in first-seen key order."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_json(name: str, payload: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``payload`` to ``out_dir/name.json`` with the time and machine added; returns it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    document = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    document |= {"machine": machine()} | payload
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    return path
