@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from genart.data.transforms import IMAGE_EXTENSIONS
 
@@ -35,6 +34,10 @@ def from_pil(image: Image.Image, channels: int = 3) -> torch.Tensor:
 
 def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
     """Tile a batch (B, C, H, W) in [-1, 1] into one (C, H', W') image (near-square by default)."""
+    # torchvision imported here: it pulls in torch._dynamo (seconds), which serving replicas and
+    # data workers that never draw a grid should not pay for.
+    from torchvision.utils import make_grid
+
     nrow = nrow or max(1, int(np.ceil(np.sqrt(images.shape[0]))))
     return make_grid(images.detach().float().cpu(), nrow=nrow, padding=padding, pad_value=1.0)
 

@@ -11,6 +11,7 @@ locally and uploaded at every checkpoint and at the end.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +74,9 @@ class RunOutputs:
 
     def log(self, message: str) -> None:
         if self.enabled:
-            print(f"[{self.cfg.run.name}] {message}", flush=True)
+            # Not print(): Ray Train patches it to log *and* tee to stdout, doubling every line.
+            sys.stdout.write(f"[{self.cfg.run.name}] {message}\n")
+            sys.stdout.flush()
 
     def record(self, step: int, metrics: dict[str, float]) -> None:
         """Append one report to the history, the metrics log, TensorBoard and the console."""

@@ -1,0 +1,234 @@
+"""Fast-style serving: latency and throughput over HTTP against calling the model in-process.
+
+The work is the same on every path: decode a PNG with the server's validation, stylise it with
+Johnson et al.'s network (width 32, 5 residual blocks, random weights), encode the result as
+PNG. ``direct`` does it in this process; ``http`` POSTs the image to the genart Serve app
+(ingress + one FastStyle replica) with batching off (``max_batch_size`` 1) or on (16, 5 ms
+window). Both apps run side by side, so the three paths are timed in interleaved rounds and
+load from other processes on a shared machine hits them alike.
+
+Scenarios: 256x256 images with 1 and 16 concurrent clients (threads, each sending its next
+request when its last one returns; ``direct`` with 16 clients is 16 threads calling the net),
+and 16x16 images with 1 client, where the model costs ~1 ms and what remains is the fixed cost
+of serving. The replica gets one logical CPU, so Ray gives it one torch thread; the direct call
+runs one torch thread too.
+
+Derived: serving overhead = p50(http) - p50(direct) at 1 client; batching speed-up =
+throughput with batching / without at 16 clients.
+
+    python -m benchmarks.serve [--quick] [--out bench-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+from PIL import Image
+
+BATCHING = {
+    "off": {"max_batch_size": 1},
+    "on": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
+}
+# (image side, concurrent clients): the measured scenarios
+SCENARIOS = ((256, 1), (256, 16), (16, 1))
+
+
+def settings(quick: bool) -> dict:
+    """Interleaved rounds per scenario and requests per path in each round."""
+    if quick:
+        return {"rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16}, "tiny_per_round": 10}
+    return {"rounds": {1: 10, 16: 4}, "per_round": {1: 5, 16: 32}, "tiny_per_round": 30}
+
+
+def test_image(side: int) -> bytes:
+    """A PNG with structure and noise (roughly photo-like to encode and decode)."""
+    rng = np.random.default_rng(0)
+    x, y = np.meshgrid(np.linspace(0, 1, side), np.linspace(0, 1, side))
+    base = np.stack([x, y, (x + y) / 2], -1) * 200 + rng.normal(0, 20, (side, side, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def load(call: Callable[[bytes], None], data: bytes, clients: int, total: int):
+    """Latencies (s) of ``total`` calls from ``clients`` threads, and the wall time they took."""
+    latencies: list[float] = []
+    remaining = iter(range(total))
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if next(remaining, None) is None:
+                    return
+            start = time.perf_counter()
+            call(data)
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - start
+
+
+def direct_path(export: str) -> Callable[[bytes], None]:
+    """The server's work for one request, in this process."""
+    from genart.data.transforms import to_float
+    from genart.models.fast_style import apply
+    from genart.serve.validation import Limits, decode_image
+    from genart.train.checkpoint import load_exported
+    from genart.translate import png_bytes
+
+    net = load_exported(export)[0]["G"]
+
+    def call(data: bytes) -> None:
+        image = torch.from_numpy(to_float(decode_image(data, Limits())))[None]
+        png_bytes(apply(net, image)[0])
+
+    return call
+
+
+def http_path(url: str) -> Callable[[bytes], None]:
+    """One POST of the image per call, over a kept-alive connection per client thread."""
+    local = threading.local()
+
+    def call(data: bytes) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        local.session.post(url, data=data, timeout=600).raise_for_status()
+
+    return call
+
+
+@contextlib.contextmanager
+def served(export: str) -> Iterator[dict[str, str]]:
+    """One app per batching mode on a free port; yields {mode: URL of its style endpoint}."""
+    import ray
+    from ray import serve
+
+    from genart.serve.app import build
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    urls = {}
+    for mode, user_config in BATCHING.items():
+        # One replica, no queue limit: measure the service, not the admission control.
+        style = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+                 "max_ongoing_requests": 32, "max_queued_requests": -1,
+                 "ray_actor_options": {"num_cpus": 1}, "user_config": user_config}  # fmt: skip
+        options = {"FastStyle": style, "Ingress": {"ray_actor_options": {"num_cpus": 0.5}}}
+        serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
+                  route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
+        urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
+    try:
+        yield urls
+    finally:
+        serve.shutdown()
+        if started:
+            ray.shutdown()
+
+
+def measure(paths: dict[str, Callable], data: bytes, clients: int, rounds: int, per_round: int):
+    """Interleaved rounds of every path; one table row per path."""
+    for call in paths.values():  # warm-up: connections, allocator, oneDNN kernel choice
+        load(call, data, clients, clients)
+    latencies = {name: [] for name in paths}
+    walls = dict.fromkeys(paths, 0.0)
+    for _ in range(rounds):
+        for name, call in paths.items():
+            times, wall = load(call, data, clients, per_round)
+            latencies[name] += times
+            walls[name] += wall
+    rows = []
+    for name, times in latencies.items():
+        ms = sorted(1000 * t for t in times)
+        rows.append({"path": name, "requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
+                     "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
+                     "throughput_rps": round(len(ms) / walls[name], 2)})  # fmt: skip
+    return rows
+
+
+def run(out_dir: Path, quick: bool) -> dict:
+    """Measure every scenario; print the table and write ``serve.json`` in ``out_dir``."""
+    from benchmarks.common import print_table, write_json
+    from genart.serve.demo import export_initialised
+
+    s = settings(quick)
+    torch.set_num_threads(1)  # as the replica (one logical CPU -> OMP_NUM_THREADS=1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        export = str(export_initialised("fast_style", [], Path(tmp) / "style"))
+        with served(export) as urls:
+            paths = {"direct": direct_path(export)}
+            paths |= {f"http, batching {mode}": http_path(url) for mode, url in urls.items()}
+            for side, clients in SCENARIOS:
+                per_round = s["tiny_per_round"] if side < 256 else s["per_round"][clients]
+                scenario = measure(
+                    paths, test_image(side), clients, s["rounds"][clients], per_round
+                )
+                rows += [{"image": f"{side}x{side}", "clients": clients, **row} for row in scenario]
+                print_table(rows[-len(paths) :])
+                print(flush=True)
+    print_table(rows)
+    derived = summarise(rows)
+    print("\n".join(f"{k}: {v}" for k, v in derived.items()))
+    result = {"settings": s, "rows": rows, "derived": derived}
+    write_json("serve", result, out_dir)
+    return result
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Serving overhead at 1 client and the batching speed-up at 16, beside their targets."""
+
+    def get(image: str, clients: int, path: str, key: str) -> float:
+        match = (image, clients, path)
+        return next(r[key] for r in rows if (r["image"], r["clients"], r["path"]) == match)
+
+    def overhead(image: str, mode: str) -> float:
+        http = get(image, 1, f"http, batching {mode}", "p50_ms")
+        return round(http - get(image, 1, "direct", "p50_ms"), 1)
+
+    speedup = get("256x256", 16, "http, batching on", "throughput_rps") / get(
+        "256x256", 16, "http, batching off", "throughput_rps"
+    )
+    return {
+        "overhead_p50_ms_256_batching_off": overhead("256x256", "off"),
+        "overhead_p50_ms_256_batching_on": overhead("256x256", "on"),
+        "overhead_p50_ms_16px_batching_off": overhead("16x16", "off"),
+        "overhead_target_ms": 3,
+        "batching_speedup_256_16_clients": round(speedup, 2),
+        "batching_speedup_target": 2,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
+    parser.add_argument("--out", default="bench-results", help="folder for serve.json")
+    args = parser.parse_args()
+    run(Path(args.out), args.quick)
+
+
+if __name__ == "__main__":
+    main()

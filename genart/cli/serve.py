@@ -1,0 +1,195 @@
+"""``genart serve``: run the HTTP application on Ray Serve and print how to call it.
+
+Without ``--config`` it serves the embedded default: the demo exports under ``--demo-dir``
+(created on first use, see ``genart.serve.demo``) on 127.0.0.1:8000. With ``--config FILE`` it
+deploys a Serve config file such as serve_config.yaml, deployment options included, as
+``serve run FILE`` would. It joins a running Ray cluster if there is one, else starts a local one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+IMPORT_PATH = "genart.serve.app:build_app"
+DEFAULT_DEMO_DIR = "runs/serve-demo"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve the models over HTTP with Ray Serve")
+    p.add_argument("--config", help="Serve config YAML (e.g. serve_config.yaml); default: demo")
+    p.add_argument("--demo-dir", default=DEFAULT_DEMO_DIR,
+                   help=f"where the demo exports live (default {DEFAULT_DEMO_DIR})")  # fmt: skip
+    p.add_argument("--prepare", action="store_true",
+                   help="only create the demo exports that serve_config.yaml names")  # fmt: skip
+    p.add_argument("--host", help="HTTP host (default: the config's, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default: the config's, else 8000)")
+    p.add_argument("--no-block", action="store_true",
+                   help="return once deployed (it stays up on a cluster you started)")  # fmt: skip
+    p.set_defaults(func=serve_command)
+
+
+def default_config(demo_dir: str) -> dict:
+    """The embedded default: one genart application over the demo exports, on localhost."""
+    from genart.serve import demo
+
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": 8000},
+        "applications": [{"name": "genart", "route_prefix": "/", "import_path": IMPORT_PATH,
+                          "args": demo.prepare(demo_dir)}],
+    }  # fmt: skip
+
+
+def load_config(path: str):
+    """A Serve config file as ``ServeDeploySchema``, checked to hold only genart applications."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(Path(path).read_text()))
+    for app in schema.applications:
+        if app.import_path != IMPORT_PATH:
+            raise SystemExit(
+                f"genart: application '{app.name}' imports {app.import_path}; genart serve runs "
+                f"{IMPORT_PATH} applications only (use `serve run {path}` for others)"
+            )
+        if app.runtime_env:
+            raise SystemExit(f"genart: runtime_env of '{app.name}': use `serve run {path}`")
+    return schema
+
+
+def absolute_paths(args: dict) -> dict:
+    """The app's args with relative local model paths made absolute (from the current directory).
+
+    Replicas resolve relative paths against the directory Ray was started in, which need not be
+    this one; a missing path is an error here, with what to do about it.
+    """
+    from genart import storage
+    from genart.serve.app import AppSettings
+
+    settings = AppSettings.model_validate(args)
+
+    def resolve(path: str) -> str:
+        if storage.is_remote(path):
+            return path
+        local = Path(path).expanduser().resolve()
+        if not local.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: export a run there (genart export RUN --out {path}), "
+                f"or create the demo exports serve_config.yaml names: genart serve --prepare"
+            )
+        return str(local)
+
+    settings.dcgan = resolve(settings.dcgan) if settings.dcgan else None
+    settings.styles = {name: resolve(p) for name, p in settings.styles.items()}
+    settings.translators = {name: resolve(p) for name, p in settings.translators.items()}
+    return settings.model_dump()
+
+
+def connect() -> None:
+    """Join a running Ray cluster (RAY_ADDRESS or a local `ray start`), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+    except ConnectionError:
+        ray.init()
+
+
+def deploy(schema) -> list[str]:
+    """Start Serve with the config's HTTP options and run each application; returns their URLs.
+
+    Each application's ``deployments`` entries become ``Deployment.options`` overrides, as
+    ``serve run``/``serve deploy`` apply them.
+    """
+    from ray import serve
+
+    from genart.serve.app import TOKEN_ENV, build
+
+    serve.start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    token = os.environ.get(TOKEN_ENV) or None
+    urls = []
+    for app in schema.applications:
+        options = {d.name: d.model_dump(exclude_unset=True, exclude={"name"})
+                   for d in app.deployments}  # fmt: skip
+        application = build(absolute_paths(app.args), options, token)
+        serve.run(application, name=app.name, route_prefix=app.route_prefix,
+                  logging_config=app.logging_config)  # fmt: skip
+        prefix = (app.route_prefix or "/").rstrip("/")
+        urls.append(f"http://{schema.http_options.host}:{schema.http_options.port}{prefix}")
+    return urls
+
+
+def curl_examples(url: str, args: dict) -> list[str]:
+    """Ready-to-paste curl commands for what an application serves."""
+    curl = "curl"
+    if os.environ.get("GENART_API_TOKEN"):
+        curl += ' -H "Authorization: Bearer $GENART_API_TOKEN"'
+    json_post = f"{curl} -H 'Content-Type: application/json'"
+    lines = [f"{curl} {url}/models"]
+    if args.get("dcgan"):
+        lines.append(f"""{json_post} -d '{{"n": 16, "seed": 0}}' {url}/dcgan/sample -o grid.png""")
+    lines += [f"{curl} --data-binary @photo.jpg {url}/style/{name} -o styled.png"
+              for name in args.get("styles") or {}]  # fmt: skip
+    lines += [f"{curl} --data-binary @photo.jpg {url}/translate/{name} -o translated.png"
+              for name in args.get("translators") or {}]  # fmt: skip
+    if args.get("dream") is not None:
+        lines.append(f"{curl} --data-binary @photo.jpg '{url}/dream?iterations=5' -o dream.png")
+    if args.get("gatys") is not None:
+        contents = '"$(base64 -w0 photo.jpg)" "$(base64 -w0 style.jpg)"'
+        body = f"""printf '{{"content": "%s", "styles": ["%s"]}}' {contents}"""
+        lines.append(f"{body} | {json_post} --data-binary @- {url}/gatys/jobs  # poll status_url")
+    return lines
+
+
+def serve_command(args) -> int:
+    if args.prepare:
+        from genart.serve import demo
+
+        demo.prepare(args.demo_dir)
+        print(f"demo exports ready in {args.demo_dir}; now: serve run serve_config.yaml")
+        return 0
+    from ray.serve.schema import ServeDeploySchema
+
+    if args.config:
+        schema = load_config(args.config)
+    else:
+        schema = ServeDeploySchema.model_validate(default_config(args.demo_dir))
+    if args.host:
+        schema.http_options.host = args.host
+    if args.port:
+        schema.http_options.port = args.port
+    connect()
+    urls = deploy(schema)
+    for url, app in zip(urls, schema.applications):
+        print(f"\ngenart is serving at {url}/ (the playground; API docs at {url}/docs). Try:")
+        print("\n".join("  " + line for line in curl_examples(url, app.args)))
+    if not args.no_block:
+        wait_then_delete([app.name for app in schema.applications])
+    return 0
+
+
+def wait_then_delete(names: list[str]) -> None:
+    """Block until Ctrl-C or SIGTERM, then delete these applications (and only these).
+
+    Other applications on a shared cluster keep running; `serve run` killed by SIGTERM, by
+    contrast, leaves its applications behind.
+    """
+    import signal
+
+    from ray import serve
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    print("\nCtrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        for name in names:
+            serve.delete(name)

@@ -1,0 +1,83 @@
+"""Tiny demo exports of every served family, so ``genart serve`` answers on a fresh checkout.
+
+The networks are freshly initialised (step 0), not trained: the endpoints work and return
+images of the right size and type, but the pictures are noise until real runs are exported
+(``genart train ...`` then ``genart export RUN --out DIR``). The one exception is DCGAN: the
+newest ``genart demo`` run under ``runs/``, if there is one, is exported and served instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from genart import config, registry
+from genart.train import checkpoint
+
+# name -> (registered model, config overrides): small enough to build in a second on CPU.
+DEMO_MODELS = {
+    "dcgan": ("dcgan", ["data.size=32", "data.channels=1", "dcgan.latent_dim=64",
+                        "dcgan.g_width=32", "dcgan.d_width=32"]),
+    "style-demo": ("fast_style", []),
+    "pix2pix-demo": ("pix2pix", ["data.size=64", "pix2pix.ngf=16", "pix2pix.ndf=16"]),
+    "cyclegan-demo": ("cyclegan", ["data.size=64", "cyclegan.ngf=16", "cyclegan.ndf=16",
+                                   "cyclegan.n_blocks=2"]),
+}  # fmt: skip
+
+
+def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 0) -> Path:
+    """Export freshly initialised networks of ``model``, as ``genart export`` would a run.
+
+    The step-0 checkpoint is kept beside the export (``<out>.checkpoint``), so the export's
+    meta.json names a folder that exists.
+    """
+    cfg = config.load(model, overrides=overrides)
+    torch.manual_seed(seed)
+    nets = registry.get(model).build(cfg.params, cfg.data)
+    state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
+    source = out.with_name(out.name + ".checkpoint")
+    checkpoint.write(source, state, cfg, [])
+    checkpoint.export(str(source), str(out))
+    return out
+
+
+def latest_demo_run(runs: Path) -> Path | None:
+    """The newest ``genart demo`` DCGAN run (``runs/dcgan-<timestamp>``) with a checkpoint."""
+    for run in sorted(runs.glob("dcgan-*"), reverse=True):
+        if checkpoint.latest_complete(str(run)) is not None:
+            return run
+    return None
+
+
+def vgg_weights() -> str:
+    """ImageNet VGG weights when the torch hub cache has them, else a seeded random network."""
+    from genart import vgg
+
+    cached = all(vgg.hub_cache_path(arch).is_file() for arch in ("vgg16", "vgg19"))
+    return "auto" if cached else "random"
+
+
+def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
+    """Create any missing demo export under ``directory``; returns the app's settings (args)."""
+    directory = Path(directory).resolve()
+    for name, (model, overrides) in DEMO_MODELS.items():
+        out = directory / name
+        if (out / "meta.json").is_file():
+            continue
+        trained = latest_demo_run(Path(runs)) if name == "dcgan" else None
+        if trained is not None:
+            print(f"exporting the DCGAN of {trained} to {out}")
+            checkpoint.export(str(trained), str(out))
+        else:
+            print(f"creating an untrained {model} demo export in {out}")
+            export_initialised(model, overrides, out)
+    weights = vgg_weights()
+    return {
+        "dcgan": str(directory / "dcgan"),
+        "styles": {"demo": str(directory / "style-demo")},
+        "translators": {"pix2pix-demo": str(directory / "pix2pix-demo"),
+                        "cyclegan-demo": str(directory / "cyclegan-demo")},
+        "gatys": {"vgg_weights": weights},
+        "dream": {"vgg_weights": weights},
+    }  # fmt: skip

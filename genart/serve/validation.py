@@ -1,0 +1,218 @@
+"""What the HTTP app accepts: image bytes, their declared sizes, and typed, bounded JSON bodies.
+
+Every check here runs in the ingress before a model replica sees the request, so a bad request
+costs microseconds to milliseconds, gets a 4xx that says why, and never reaches (or breaks) a
+model. Images are checked in order of cost:
+
+1. the format, by magic bytes (never by file name or Content-Type): PNG, JPEG, WebP only, so
+   Pillow's rarer decoders, with their history of CVEs, never see untrusted bytes;
+2. the declared width and height, read from the header (no pixel decoded): a 20,000 x 20,000
+   PNG of a few kilobytes is refused here, where Pillow alone would only warn below ~179 MP;
+3. the full decode, which rejects truncated or corrupt pixel data.
+
+Request body bytes are capped before any of this by FastAPI's ``max_body_size`` (the app
+builder sets it from :class:`Limits`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Annotated, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Magic bytes of the accepted formats. WebP is a RIFF container: "RIFF", 4 size bytes, "WEBP".
+SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
+FORMATS = ("PNG", "JPEG", "WEBP")
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+class RequestError(Exception):
+    """A request the app refuses, with the HTTP status and a reason for the client."""
+
+    def __init__(self, status: int, reason: str):
+        # Both in args: exceptions are pickled as (class, args) when they cross Ray processes.
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.reason}"
+
+
+class Limits(BaseModel):
+    """Caps on what one request may carry (``limits:`` in the application's args)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, le=2**30)  # whole request body
+    max_pixels: int = Field(2048 * 2048, ge=64, le=2**28)  # width x height, from the header
+    max_side: int = Field(4096, ge=8, le=65535)  # longest side, from the header
+    min_side: int = Field(8, ge=1, le=1024)  # shortest side: smaller is no picture to restyle
+
+
+def sniff_format(data: bytes) -> str:
+    """The format of encoded image bytes from their magic bytes; 415 for anything else."""
+    for name, signature in SIGNATURES.items():
+        if data.startswith(signature):
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise RequestError(415, f"unsupported image format: send one of {', '.join(FORMATS)}")
+
+
+def check_size(width: int, height: int, limits: Limits) -> None:
+    """413 for an image over the pixel or side cap, 422 for one under the minimum side."""
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise RequestError(
+            413,
+            f"image is {width}x{height}; the limit is {limits.max_pixels} pixels and "
+            f"{limits.max_side} per side: resize it first",
+        )
+    if min(width, height) < limits.min_side:
+        raise RequestError(
+            422, f"image is {width}x{height}; each side must be >= {limits.min_side}"
+        )
+
+
+def open_header(data: bytes, fmt: str) -> Image.Image:
+    """The image with only its header parsed, by the one decoder its magic bytes named.
+
+    413 for a decompression bomb (Pillow's own limit, ~179 MP), 400 for an unreadable header.
+    """
+    try:
+        return Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as err:
+        raise RequestError(413, f"image declares too many pixels: {err}") from err
+    except Exception as err:  # Pillow's plugins raise many types (OSError, SyntaxError, ...)
+        raise RequestError(400, f"unreadable image header: {err}") from err
+
+
+def decode_image(data: bytes, limits: Limits) -> np.ndarray:
+    """Validated image bytes -> uint8 RGB array (H, W, 3); raises :class:`RequestError`.
+
+    Statuses: 400 empty, truncated or corrupt; 413 too many pixels or too long a side (checked
+    on the header, before decoding); 415 not PNG, JPEG or WebP; 422 too small.
+    """
+    if not data:
+        raise RequestError(400, "empty request body: send the image bytes as the body")
+    image = open_header(data, sniff_format(data))
+    check_size(*image.size, limits)
+    try:
+        image.load()  # the full decode: truncated or corrupt pixel data fails here
+        return np.asarray(image.convert("RGB"))
+    except Exception as err:  # as in open_header: decoding untrusted bytes fails in many ways
+        raise RequestError(400, f"corrupt or truncated image: {err}") from err
+
+
+def decode_base64_image(text: str, limits: Limits) -> np.ndarray:
+    """An image sent as base64 text in a JSON body (a ``data:`` URL prefix is allowed)."""
+    payload = text.partition(",")[2] if text.startswith("data:") else text
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError(400, f"image is not valid base64: {err}") from err
+    return decode_image(data, limits)
+
+
+def fit_long_side(image: np.ndarray, side: int) -> np.ndarray:
+    """Downscale a uint8 (H, W, C) image so its longest side is at most ``side`` (never up)."""
+    height, width = image.shape[:2]
+    if max(height, width) <= side:
+        return image
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+# --- JSON bodies --------------------------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    """JSON bodies: unknown fields and loose types (``"4"`` for 4) are 422 errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+OutputFormat = Literal["png", "json"]  # one PNG (a grid) or JSON with one base64 PNG per image
+
+
+class SampleRequest(Strict):
+    """``n`` generated images; image i uses latent seed ``seed + i``."""
+
+    n: int = Field(16, ge=1, le=64)
+    seed: Seed = 0
+    # Truncation trick (Brock et al. 2019): latent components beyond +-t are redrawn, trading
+    # variety for typicality; None = plain N(0, 1) latents.
+    truncation: float | None = Field(None, gt=0.0, le=4.0)
+    format: OutputFormat = "png"
+
+
+class InterpolateRequest(Strict):
+    """A walk through latent space: ``steps`` images from each seed to the next."""
+
+    seeds: list[Seed] = Field(min_length=2, max_length=8)
+    steps: int = Field(8, ge=2, le=32)
+    mode: Literal["slerp", "linear"] = "slerp"
+    format: OutputFormat = "png"
+
+
+class ArithmeticRequest(Strict):
+    """mean(z of seeds a) - mean(z of seeds b) + mean(z of seeds c) (Radford et al. 6.3)."""
+
+    a: list[Seed] = Field(min_length=1, max_length=16)
+    b: list[Seed] = Field(min_length=1, max_length=16)
+    c: list[Seed] = Field(min_length=1, max_length=16)
+    format: OutputFormat = "png"
+
+
+class GatysSettings(Strict):
+    """The Gatys hyper-parameters a client may choose; the server fixes VGG and its layers."""
+
+    size: int = Field(256, ge=32, le=2048)  # long side the content is resized to
+    iterations: int = Field(100, ge=1, le=2000)  # loss evaluations per scale
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    content_weight: float = Field(1.0, ge=0.0, le=1e12)
+    style_weight: float = Field(1e6, ge=0.0, le=1e12)
+    tv_weight: float = Field(0.0, ge=0.0, le=1e9)
+    init: Literal["content", "style", "noise"] = "content"
+    preserve_color: Literal["none", "ycbcr", "yiq"] = "none"
+    scales: int = Field(1, ge=1, le=4)
+    style_blend: list[Annotated[float, Field(ge=0.0, le=1e6)]] = Field([], max_length=4)
+    seed: Seed = 0
+
+
+class GatysRequest(Strict):
+    """Content and style images as base64 (PNG, JPEG or WebP) plus settings."""
+
+    content: str = Field(min_length=1)
+    styles: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=4)
+    settings: GatysSettings = GatysSettings()
+
+    @model_validator(mode="after")
+    def _blend_matches_styles(self) -> GatysRequest:
+        blend = self.settings.style_blend
+        if blend and len(blend) != len(self.styles):
+            raise ValueError(
+                f"settings.style_blend has {len(blend)} weights for {len(self.styles)} styles"
+            )
+        return self
+
+
+class DreamParams(BaseModel):
+    """Deep Dream settings, as query parameters (the body is the image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(256, ge=32, le=2048)  # long side the image is resized to (never up)
+    octaves: int = Field(3, ge=1, le=8)
+    iterations: int = Field(10, ge=1, le=100)  # gradient steps per octave
+    step_size: float = Field(0.012, gt=0.0, le=0.5)
+    jitter: int = Field(32, ge=0, le=128)
+    smooth: float = Field(0.0, ge=0.0, le=16.0)
+    seed: Seed = 0

@@ -1,0 +1,137 @@
+"""The playground page in headless Chromium: it loads, lists the styles, and stylises an upload.
+
+The browser is driven over the Chrome DevTools Protocol (a websocket, via aiohttp, which Ray
+Serve already depends on). Needs Debian's chromium package:
+``apt-get install -y --no-install-recommends chromium``.
+"""
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+
+import pytest
+import requests
+
+from genart.serve import app, demo
+
+pytestmark = pytest.mark.ray
+
+BROWSER = next(
+    (
+        path
+        for name in ("chromium", "chromium-browser", "google-chrome")
+        if (path := shutil.which(name))
+    ),
+    None,
+)
+
+# Runs in the page: upload a generated 40x30 PNG, pick a style, press Run, wait for the result.
+STYLISE = """
+(async () => {
+  const $ = (id) => document.getElementById(id);
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  for (let i = 0; i < 400 && !document.querySelector("#action option"); i++) await sleep(50);
+  const canvas = document.createElement("canvas");
+  canvas.width = 40; canvas.height = 30;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#3a7"; ctx.fillRect(0, 0, 40, 30);
+  ctx.fillStyle = "#a37"; ctx.fillRect(5, 5, 20, 10);
+  const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+  const files = new DataTransfer();
+  files.items.add(new File([blob], "upload.png", {type: "image/png"}));
+  $("image").files = files.files;
+  $("image").dispatchEvent(new Event("change"));
+  $("action").value = "style:mosaic";
+  $("run").click();
+  const done = () => $("status").textContent.startsWith("done");
+  const busy = () => $("status").className !== "error" && !done();
+  for (let i = 0; i < 1200 && busy(); i++) await sleep(50);
+  if ($("result").src) await $("result").decode();
+  return {status: $("status").textContent, error: $("status").className === "error",
+          options: [...document.querySelectorAll("#action option")].map((o) => o.value),
+          width: $("result").naturalWidth, height: $("result").naturalHeight};
+})()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def playground_url(ray_local, tmp_path_factory):
+    from ray import serve
+
+    overrides = ["fast_style.width=8", "fast_style.residual_blocks=1"]
+    style = demo.export_initialised("fast_style", overrides, tmp_path_factory.mktemp("m") / "s")
+    light = {"ray_actor_options": {"num_cpus": 0.1}}
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app.build({"styles": {"mosaic": str(style)}}, {"Ingress": light, "FastStyle": light}),
+              name="playground", logging_config={"enable_access_log": False})  # fmt: skip
+    yield f"http://127.0.0.1:{port}/"
+    serve.shutdown()
+
+
+@pytest.fixture
+def devtools(tmp_path):
+    """The websocket URL of a page in a fresh headless Chromium."""
+    if BROWSER is None:
+        pytest.skip(
+            "chromium is not installed: apt-get install -y --no-install-recommends chromium"
+        )
+    process = subprocess.Popen(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--remote-debugging-port=0", f"--user-data-dir={tmp_path}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in process.stderr:  # Chromium prints its DevTools endpoint on start
+            if match := re.search(r"DevTools listening on ws://([\d.:]+)/", line):
+                break
+        else:
+            pytest.fail("chromium exited without a DevTools endpoint")
+        targets = requests.get(f"http://{match[1]}/json/list", timeout=10).json()
+        yield next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def in_page(ws_url: str, url: str, script: str) -> dict:
+    """Open ``url`` in the page, then the value of the (async) ``script`` evaluated there."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
+        ids = iter(range(1, 10**6))
+
+        async def call(method: str, **params) -> dict:
+            request_id = next(ids)
+            await ws.send_json({"id": request_id, "method": method, "params": params})
+            async for message in ws:
+                reply = json.loads(message.data)
+                if reply.get("id") == request_id:
+                    assert "error" not in reply, reply
+                    return reply["result"]
+            raise ConnectionError("DevTools closed the connection")
+
+        await call("Page.navigate", url=url)
+        loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+        while not (await call("Runtime.evaluate", expression=loaded))["result"]["value"]:
+            await asyncio.sleep(0.05)
+        result = await call("Runtime.evaluate", expression=script, awaitPromise=True,
+                            returnByValue=True, timeout=60_000)  # fmt: skip
+        assert "exceptionDetails" not in result, result
+        return result["result"]["value"]
+
+
+def test_playground_stylises_an_upload(playground_url, devtools):
+    outcome = asyncio.run(in_page(devtools, playground_url, STYLISE))
+    assert outcome["options"] == ["style:mosaic"]
+    assert outcome["status"].startswith("done"), outcome
+    assert (outcome["width"], outcome["height"]) == (40, 30)

@@ -1,0 +1,354 @@
+"""The Serve application over real HTTP on the local Ray, with tiny generated checkpoints.
+
+One application serves every family for the whole module (starting its seven replicas is the
+expensive part); each test exercises endpoints against it. Expected images are computed in
+this process from the same exports and compared with what came back over HTTP.
+"""
+
+import base64
+import io
+import socket
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from PIL import Image
+
+from genart.models import dcgan, fast_style
+from genart.serve import app, demo
+from genart.train.checkpoint import load_exported
+from genart.translate import png_bytes, translate
+
+pytestmark = pytest.mark.ray
+
+TOKEN = "test-token-123"
+MAX_BODY = 2 * 2**20
+TINY = {
+    "dcgan": ("dcgan", ["data.size=16", "data.channels=1", "dcgan.latent_dim=8",
+                        "dcgan.g_width=8", "dcgan.d_width=8"]),
+    "mosaic": ("fast_style", ["fast_style.width=8", "fast_style.residual_blocks=1"]),
+    "candy": ("fast_style", ["fast_style.width=8", "fast_style.residual_blocks=1"]),
+    "facades": ("pix2pix", ["data.size=16", "pix2pix.ngf=4", "pix2pix.ndf=4"]),
+    "zebra": ("cyclegan", ["data.size=16", "cyclegan.ngf=4", "cyclegan.ndf=4",
+                           "cyclegan.n_blocks=1"]),
+}  # fmt: skip
+SMALL_VGG = {"arch": "vgg16", "content_layers": ["relu2_2"], "style_layers": ["relu1_2", "relu2_2"]}
+ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4}
+LIGHT = {"ray_actor_options": {"num_cpus": 0.1}, "autoscaling_config": ONE_REPLICA}
+OPTIONS = {
+    "Ingress": LIGHT,
+    # A long batch window: concurrent requests surely share a batch.
+    "DCGANGenerator": LIGHT | {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}},
+    # A short queue: a burst overloads it (the 503 test). Serve counts requests not yet
+    # assigned to a replica as queued, so keep it >= the concurrency of the other style tests.
+    "FastStyle": LIGHT | {"max_ongoing_requests": 4, "max_queued_requests": 4,
+                          "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}},
+    "Translator": LIGHT,
+    "GatysWorker": LIGHT,
+    "JobStore": {"ray_actor_options": {"num_cpus": 0}},
+    "Dreamer": LIGHT,
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def gradient_png(side: int) -> bytes:
+    """A large image that compresses to a few kilobytes (for the overload test)."""
+    x, y = np.meshgrid(*[np.linspace(0, 255, side, dtype=np.uint8)] * 2)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([x, y, x // 2 + y // 2], -1)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def expected(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, C, H, W) in [-1, 1] -> RGB uint8-valued arrays, as the server encodes them."""
+    return [decoded(png_bytes(image)) for image in images]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Client:
+    """HTTP calls to the served app, authenticated unless told otherwise."""
+
+    def __init__(self, url: str, models: dict[str, str]):
+        self.url, self.models = url, models
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.session.get(self.url + path, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.session.post(self.url + path, timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tmp_path_factory):
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("models")
+    models = {}
+    for seed, (name, (model, overrides)) in enumerate(TINY.items()):
+        models[name] = str(demo.export_initialised(model, overrides, root / name, seed=seed))
+    settings = {
+        "dcgan": models["dcgan"],
+        "styles": {"mosaic": models["mosaic"], "candy": models["candy"]},
+        "translators": {"facades": models["facades"], "zebra": models["zebra"]},
+        "gatys": {
+            "vgg_weights": "random",
+            "config": SMALL_VGG,
+            "max_side": 64,
+            "sync_max_side": 48,
+        },
+        "dream": {"vgg_weights": "random", "config": {"layers": ["relu2_2"]}, "max_side": 64},
+        "limits": {"max_body_bytes": MAX_BODY},
+    }
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app.build(settings, OPTIONS, api_token=TOKEN), name="genart-test",
+              logging_config={"enable_access_log": False})  # fmt: skip
+    yield Client(f"http://127.0.0.1:{port}", models)
+    serve.shutdown()
+
+
+def test_health_docs_and_a_self_contained_playground(served):
+    assert requests.get(served.url + "/healthz", timeout=10).json() == {"status": "ok"}
+    page = requests.get(served.url + "/", timeout=10)
+    assert page.status_code == 200 and "genart playground" in page.text
+    assert "src=" not in page.text.replace('$("result").src', "").split("<script>")[0]
+    assert "http://" not in page.text and "https://" not in page.text  # no external assets
+    assert requests.get(served.url + "/docs", timeout=10).status_code == 200
+    paths = requests.get(served.url + "/openapi.json", timeout=10).json()["paths"]
+    for path in ("/dcgan/sample", "/style/{name}", "/translate/{model}", "/gatys/jobs", "/dream"):
+        assert path in paths
+    assert "image/png" in paths["/style/{name}"]["post"]["requestBody"]["content"]
+
+
+def test_bearer_token_guards_the_models(served):
+    assert requests.get(served.url + "/models", timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.get(served.url + "/models", headers=wrong, timeout=10).status_code == 401
+    response = requests.post(served.url + "/style/mosaic", data=png(16, 16), timeout=10)
+    assert response.status_code == 401
+
+
+def test_models_say_what_is_loaded_from_where(served):
+    listing = served.get("/models").json()
+    assert listing["dcgan"]["checkpoint"] == served.models["dcgan"]
+    assert listing["dcgan"]["config"]["model"] == "dcgan" and listing["dcgan"]["meta"]["step"] == 0
+    assert set(listing["styles"]) == {"mosaic", "candy"}
+    assert listing["translators"]["zebra"]["config"]["model"] == "cyclegan"
+    assert "random" in listing["gatys"]["vgg_weights"] and listing["dream"]["max_side"] == 64
+
+
+def test_dcgan_sample_interpolate_arithmetic(served):
+    G = load_exported(served.models["dcgan"])[0]["G"]
+    grid = served.post("/dcgan/sample", json={"n": 4, "seed": 5})
+    assert grid.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(grid.content)).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
+    got = served.post("/dcgan/sample", json={"n": 3, "seed": 5, "format": "json"}).json()
+    want = expected(dcgan.generate(G, dcgan.latents([5, 6, 7], 8)))
+    assert got["count"] == 3
+    for image, reference in zip(got["images"], want):
+        assert np.abs(decoded(base64.b64decode(image)) - reference).max() <= 1
+    truncated = served.post(
+        "/dcgan/sample", json={"n": 3, "seed": 5, "format": "json", "truncation": 0.3}
+    )
+    assert truncated.json()["images"] != got["images"]
+    walk = served.post(
+        "/dcgan/interpolate", json={"seeds": [1, 2, 3], "steps": 5, "mode": "linear"}
+    )
+    assert Image.open(io.BytesIO(walk.content)).size == (5 * 16 + 6 * 2, 2 * 16 + 3 * 2)
+    sums = served.post(
+        "/dcgan/arithmetic", json={"a": [1, 2], "b": [3], "c": [4], "format": "json"}
+    )
+    assert sums.json()["count"] == 4
+
+
+def test_batching_returns_each_caller_its_own_images(served):
+    G = load_exported(served.models["dcgan"])[0]["G"]
+    bodies = [{"n": 1 + i % 3, "seed": 100 * i, "format": "json"} for i in range(8)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda body: served.post("/dcgan/sample", json=body), bodies))
+    for body, reply in zip(bodies, replies):
+        seeds = list(range(body["seed"], body["seed"] + body["n"]))
+        want = expected(dcgan.generate(G, dcgan.latents(seeds, 8)))
+        got = [decoded(base64.b64decode(image)) for image in reply.json()["images"]]
+        assert len(got) == len(want)
+        assert all(np.abs(g - w).max() <= 1 for g, w in zip(got, want))
+
+
+def test_styles_side_by_side_at_any_size(served):
+    nets = {name: load_exported(served.models[name])[0]["G"] for name in ("mosaic", "candy")}
+    sizes = [("mosaic", (37, 23)), ("candy", (37, 23)), ("mosaic", (20, 30)), ("candy", (64, 16))]
+    jobs = [(name, png(w, h, seed=i)) for i, (name, (w, h)) in enumerate(sizes)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        replies = list(pool.map(lambda job: served.post(f"/style/{job[0]}", data=job[1]), jobs))
+    for (name, data), reply in zip(jobs, replies):
+        assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+        image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
+        (want,) = expected(fast_style.apply(nets[name], image))
+        assert decoded(reply.content).shape == want.shape
+        assert np.abs(decoded(reply.content) - want).max() <= 1
+
+
+def test_translate_pix2pix_and_both_cyclegan_directions(served):
+    data = png(37, 23)
+    pix = served.post("/translate/facades", data=data)
+    assert pix.status_code == 200 and decoded(pix.content).shape == (23, 37, 3)
+    assert served.post("/translate/facades?direction=BtoA", data=data).status_code == 422
+    nets = load_exported(served.models["zebra"])[0]
+    image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
+    for direction, net in (("AtoB", "G_AB"), ("BtoA", "G_BA")):
+        reply = served.post(f"/translate/zebra?direction={direction}", data=data)
+        (want,) = expected(translate(nets[net], image))
+        assert np.abs(decoded(reply.content) - want).max() <= 1
+
+
+def test_gatys_job_runs_to_completion(served):
+    body = {"content": b64(png(40, 30)), "styles": [b64(png(24, 24, seed=1))],
+            "settings": {"size": 32, "iterations": 20}}  # fmt: skip
+    submitted = served.post("/gatys/jobs", json=body)
+    assert submitted.status_code == 202
+    status_url = submitted.json()["status_url"]
+    assert submitted.headers["location"] == status_url
+    deadline = time.monotonic() + 180
+    while (job := served.get(status_url).json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["status"] == "done", job.get("error")
+    assert job["progress"]["evaluations"] == job["progress"]["total"] == 20
+    assert "random" in job["info"]["vgg_weights"] and job["info"]["losses"]["total"] > 0
+    result = served.get(job["result_url"])
+    assert result.headers["content-type"] == "image/png"
+    assert decoded(result.content).shape == (24, 32, 3)  # long side fit to settings.size
+    assert base64.b64decode(job["result_png"]) == result.content
+
+
+def test_gatys_synchronous_mode_is_for_small_work(served):
+    body = {"content": b64(png(40, 30)), "styles": [b64(png(24, 24, seed=1))],
+            "settings": {"size": 32, "iterations": 5}}  # fmt: skip
+    reply = served.post("/gatys/stylize", json=body)
+    assert reply.status_code == 200 and decoded(reply.content).shape == (24, 32, 3)
+    body["settings"]["size"] = 64  # over sync_max_side 48
+    assert served.post("/gatys/stylize", json=body).status_code == 422
+
+
+def test_dream(served):
+    reply = served.post("/dream?size=48&octaves=2&iterations=2", data=png(80, 60))
+    assert reply.status_code == 200 and decoded(reply.content).shape == (36, 48, 3)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid-looking PNG of a few bytes whose header declares ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = chunk(b"IDAT", zlib.compress(bytes(64)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+
+
+JSON_TYPE = {"Content-Type": "application/json"}
+SMALL = b64(png(16, 16))
+BAD = [
+    ("truncated PNG", "/style/mosaic", {"data": png(64, 64)[:300]}, 400),
+    ("empty body", "/style/mosaic", {"data": b""}, 400),
+    ("not an image", "/style/mosaic", {"data": b"GIF89a" + bytes(200)}, 415),
+    ("text", "/translate/zebra", {"data": b"hello world " * 20}, 415),
+    ("20,000 x 20,000 PNG", "/style/mosaic", {"data": png_declaring(20_000, 20_000)}, 413),
+    ("5,000 x 5,000 PNG", "/dream", {"data": png_declaring(5_000, 5_000)}, 413),
+    ("oversized body", "/style/mosaic", {"data": b"\x89PNG\r\n\x1a\n" + bytes(MAX_BODY)}, 413),
+    ("too small", "/style/mosaic", {"data": png(4, 4)}, 422),
+    ("unknown style", "/style/starry", {"data": png(16, 16)}, 404),
+    ("unknown translator", "/translate/horses", {"data": png(16, 16)}, 404),
+    ("bad direction", "/translate/zebra?direction=sideways", {"data": png(16, 16)}, 422),
+    ("string for int", "/dcgan/sample", {"json": {"n": "4"}}, 422),
+    ("n too big", "/dcgan/sample", {"json": {"n": 10_000}}, 422),
+    ("unknown field", "/dcgan/sample", {"json": {"n": 1, "size": 4096}}, 422),
+    ("not JSON", "/dcgan/sample", {"data": b"{n: 4", "headers": JSON_TYPE}, 422),
+    ("one seed", "/dcgan/interpolate", {"json": {"seeds": [1]}}, 422),
+    ("dream octaves", "/dream?octaves=99", {"data": png(16, 16)}, 422),
+    ("bad base64", "/gatys/jobs", {"json": {"content": "!!!", "styles": ["!!!"],
+                                            "settings": {"size": 32}}}, 400),
+    ("gatys too big", "/gatys/jobs", {"json": {"content": SMALL, "styles": [SMALL],
+                                               "settings": {"size": 512}}}, 422),
+]  # fmt: skip
+
+
+def test_bad_requests_get_4xx_with_a_reason_within_a_second(served):
+    for name, path, kwargs, status in BAD:
+        start = time.monotonic()
+        reply = served.post(path, **kwargs)
+        assert reply.status_code == status, (name, reply.status_code, reply.text[:300])
+        assert time.monotonic() - start < 1.0, name
+        assert reply.text, name  # the reason
+    assert served.get("/gatys/jobs/no-such-job").status_code == 404
+    assert served.post("/style/mosaic", data=png(16, 16)).status_code == 200  # still healthy
+
+
+def test_overload_beyond_the_queue_gets_503(served):
+    # FastStyle here queues at most 4 requests; 24 at once must overflow it.
+    data = gradient_png(512)
+    with ThreadPoolExecutor(24) as pool:
+        codes = list(
+            pool.map(lambda _: served.post("/style/candy", data=data).status_code, range(24))
+        )
+    assert set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 2, codes
+    assert served.post("/style/candy", data=png(16, 16)).status_code == 200
+
+
+def test_cli_prepares_demo_models_and_serves_a_config_file(served, tmp_path, monkeypatch, capsys):
+    from ray import serve
+
+    from genart.cli import main
+
+    assert main(["serve", "--prepare", "--demo-dir", str(tmp_path / "demo")]) == 0
+    for name in demo.DEMO_MODELS:
+        assert (tmp_path / "demo" / name / "meta.json").is_file()
+    config = {
+        "http_options": {"host": "127.0.0.1", "port": int(served.url.rsplit(":", 1)[1])},
+        "applications": [{
+            "name": "cli", "route_prefix": "/cli", "import_path": "genart.serve.app:build_app",
+            "args": {"dcgan": str(tmp_path / "demo" / "dcgan")},
+            "deployments": [{"name": name, **LIGHT} for name in ("Ingress", "DCGANGenerator")],
+        }],
+    }  # fmt: skip
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("GENART_API_TOKEN", TOKEN)
+    try:
+        assert main(["serve", "--config", str(path), "--no-block"]) == 0
+        printed = capsys.readouterr().out
+        assert f"{served.url}/cli/dcgan/sample" in printed and "Bearer $GENART_API_TOKEN" in printed
+        grid = served.post("/cli/dcgan/sample", json={"n": 4})
+        assert grid.status_code == 200
+        assert Image.open(io.BytesIO(grid.content)).size == (2 * 32 + 3 * 2,) * 2  # demo: 32 px
+    finally:
+        serve.delete("cli")

@@ -1,0 +1,253 @@
+"""What the HTTP app accepts, without Ray: images, bodies, app settings, serve_config.yaml."""
+
+import base64
+import dataclasses
+import io
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from pydantic import ValidationError
+
+from genart.models import dcgan, deepdream, gatys
+from genart.serve import app, deployments, validation
+from genart.serve.validation import Limits, RequestError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def encoded(width: int, height: int, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) is patched to declare ``width`` x ``height``."""
+    data = bytearray(encoded(8, 8, "JPEG"))
+    sof = data.index(b"\xff\xc0") + 5  # marker, 2 length bytes, 1 precision byte
+    data[sof : sof + 4] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def status_of(data: bytes, limits: Limits = Limits()) -> int:
+    with pytest.raises(RequestError) as caught:
+        validation.decode_image(data, limits)
+    return caught.value.status
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_accepted_formats_decode_to_rgb(fmt):
+    image = validation.decode_image(encoded(33, 17, fmt), Limits())
+    assert image.shape == (17, 33, 3) and image.dtype == np.uint8
+
+
+def test_grey_and_alpha_images_become_rgb():
+    for mode in ("L", "RGBA", "P"):
+        buffer = io.BytesIO()
+        Image.new(mode, (9, 12)).save(buffer, "PNG")
+        assert validation.decode_image(buffer.getvalue(), Limits()).shape == (12, 9, 3)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"hello, this is text", encoded(16, 16, "GIF"), encoded(16, 16, "BMP"), b"RIFF0000WAVEfmt "],
+    ids=["text", "gif", "bmp", "riff-not-webp"],
+)
+def test_other_formats_are_415_by_content(data):
+    assert status_of(data) == 415
+
+
+def test_truncated_and_empty_images_are_400():
+    assert status_of(encoded(64, 64)[:300]) == 400
+    assert status_of(encoded(64, 64, "JPEG")[:400]) == 400
+    assert status_of(b"") == 400
+
+
+def test_pixel_bombs_are_413_from_the_header_alone():
+    start = time.perf_counter()
+    # 400 MP: beyond Pillow's own bomb limit; 25 MP: below it, where Pillow only warns.
+    assert status_of(jpeg_declaring(20_000, 20_000)) == 413
+    assert status_of(jpeg_declaring(5_000, 5_000)) == 413
+    assert time.perf_counter() - start < 0.5  # nothing was decoded
+
+
+def test_side_caps():
+    assert status_of(encoded(300, 10), Limits(max_side=256)) == 413
+    assert status_of(encoded(4, 40)) == 422  # below min_side 8
+    assert validation.decode_image(encoded(256, 10), Limits(max_side=256)).shape == (10, 256, 3)
+
+
+def test_base64_images_with_or_without_data_url():
+    raw = encoded(10, 11)
+    text = base64.b64encode(raw).decode()
+    for sent in (text, "data:image/png;base64," + text):
+        assert validation.decode_base64_image(sent, Limits()).shape == (11, 10, 3)
+    with pytest.raises(RequestError) as caught:
+        validation.decode_base64_image("not base64 at all!", Limits())
+    assert caught.value.status == 400
+
+
+def test_request_error_survives_pickling():
+    # Errors raised in model replicas reach the ingress pickled (class, args).
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RequestError(422, "bad direction")))
+    assert (err.status, err.reason) == (422, "bad direction")
+
+
+def test_fit_long_side_only_shrinks():
+    image = np.zeros((100, 40, 3), np.uint8)
+    assert validation.fit_long_side(image, 50).shape == (50, 20, 3)
+    assert validation.fit_long_side(image, 500) is image
+
+
+# --- JSON bodies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"n": "4"},
+        {"n": 4.0},
+        {"n": 0},
+        {"n": 65},
+        {"seed": -1},
+        {"truncation": 0},
+        {"format": "gif"},
+        {"n": 4, "extra": 1},
+        {"seed": True},
+    ],  # fmt: skip
+)
+def test_sample_requests_are_typed_and_bounded(body):
+    with pytest.raises(ValidationError):
+        validation.SampleRequest.model_validate(body)
+
+
+def test_valid_requests_parse():
+    assert validation.SampleRequest.model_validate({"n": 4, "truncation": 1}).truncation == 1.0
+    walk = validation.InterpolateRequest.model_validate({"seeds": [1, 2, 3], "mode": "linear"})
+    assert walk.steps == 8
+    with pytest.raises(ValidationError):
+        validation.InterpolateRequest.model_validate({"seeds": [1]})
+    with pytest.raises(ValidationError):
+        validation.ArithmeticRequest.model_validate({"a": [1], "b": [], "c": [2]})
+
+
+def test_gatys_request_checks_blend_against_styles():
+    body = {"content": "x", "styles": ["y", "z"], "settings": {"style_blend": [1.0]}}
+    with pytest.raises(ValidationError, match="style_blend"):
+        validation.GatysRequest.model_validate(body)
+    body["settings"]["style_blend"] = [1.0, 2.0]
+    assert validation.GatysRequest.model_validate(body).settings.style_blend == [1.0, 2.0]
+    with pytest.raises(ValidationError):
+        validation.GatysRequest.model_validate({"content": "x", "styles": []})
+
+
+def test_client_settings_are_fields_of_the_model_configs():
+    # The worker applies them with dataclasses.replace: a renamed field must fail here first.
+    gatys_fields = {f.name for f in dataclasses.fields(gatys.GatysConfig)}
+    assert set(validation.GatysSettings.model_fields) - {"size"} <= gatys_fields
+    dream_fields = {f.name for f in dataclasses.fields(deepdream.DreamConfig)}
+    assert set(validation.DreamParams.model_fields) - {"size"} <= dream_fields
+
+
+# --- app settings, helpers, and the shipped Serve config ---------------------------------------
+
+
+def test_app_settings_reject_unknown_keys_and_unsafe_names():
+    with pytest.raises(ValidationError):
+        app.AppSettings.model_validate({"dcgan": "x", "stlyes": {}})
+    with pytest.raises(ValidationError, match="URL segments"):
+        app.AppSettings.model_validate({"styles": {"../etc": "x"}})
+
+
+def test_build_rejects_options_for_deployments_it_does_not_make():
+    application = app.build({"dcgan": "x"}, {"DCGANGenerator": {"max_queued_requests": 3}})
+    assert application is not None
+    with pytest.raises(ValueError, match="FastStyle"):
+        app.build({"dcgan": "x"}, {"FastStyle": {"max_queued_requests": 3}})
+
+
+def test_serve_config_is_valid_and_safe():
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    assert schema.http_options.host == "127.0.0.1"  # never beyond localhost by default
+    (application,) = raw["applications"]
+    assert application["import_path"] == "genart.serve.app:build_app"
+    settings = app.AppSettings.model_validate(application["args"])
+    assert settings.dcgan and settings.styles and settings.translators
+    assert settings.gatys and settings.dream
+    deployments = {d["name"]: d for d in application["deployments"]}
+    made = ("Ingress", "DCGANGenerator", "FastStyle", "Translator", "GatysWorker", "JobStore")
+    assert set(deployments) == {*made, "Dreamer"}
+    for name, d in deployments.items():
+        batch = d.get("user_config", {}).get("max_batch_size", 1)
+        assert d["max_ongoing_requests"] >= batch, name  # else batches silently cap
+        assert name == "JobStore" or d["max_queued_requests"] > 0, name  # 503, not a queue
+
+
+def test_truncated_latents():
+    plain = deployments.truncated_latents([3, 4], 32, None)
+    assert torch.equal(plain, dcgan.latents([3, 4], 32))
+    assert torch.equal(deployments.truncated_latents([3, 4], 32, 100.0), plain)
+    cut = deployments.truncated_latents([3, 4], 32, 0.5)
+    assert cut.abs().max() <= 0.5
+    assert torch.equal(cut, deployments.truncated_latents([3, 4], 32, 0.5))  # reproducible
+
+
+def test_run_grouped_keeps_order_across_keys_sizes_and_chunks(monkeypatch):
+    # At most two 8x8 images per forward pass.
+    monkeypatch.setattr(deployments, "PIXELS_PER_FORWARD", 2 * 8 * 8)
+    rng = np.random.default_rng(0)
+    sizes = [(8, 8), (8, 8), (6, 10), (8, 8), (8, 8), (8, 8)]
+    items = [
+        (("a", "b")[i % 2], rng.integers(0, 256, (*s, 3), dtype=np.uint8))
+        for i, s in enumerate(sizes)
+    ]
+    passes = []
+
+    def forward(key, batch):
+        passes.append((key, len(batch)))
+        return -batch if key == "b" else batch
+
+    outputs = deployments.run_grouped(items, forward)
+    assert max(n for _, n in passes) <= 2 and sum(n for _, n in passes) == len(items)
+    for (key, image), png in zip(items, outputs):
+        got = np.asarray(Image.open(io.BytesIO(png)))
+        expected = 255 - image if key == "b" else image
+        assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_cli_resolves_model_paths_and_says_what_to_do_when_missing(tmp_path, monkeypatch):
+    from genart.cli import serve as cli
+
+    (tmp_path / "styles" / "a").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    args = cli.absolute_paths({"styles": {"a": "styles/a"}, "dcgan": "s3://bucket/dcgan"})
+    assert args["styles"]["a"] == str(tmp_path / "styles" / "a")
+    assert args["dcgan"] == "s3://bucket/dcgan"  # remote URIs are left to the replicas
+    with pytest.raises(FileNotFoundError, match="genart serve --prepare"):
+        cli.absolute_paths({"dcgan": "runs/missing"})
+
+
+def test_cli_curl_examples_cover_what_is_served(monkeypatch):
+    from genart.cli import serve as cli
+
+    monkeypatch.delenv("GENART_API_TOKEN", raising=False)
+    args = {"dcgan": "d", "styles": {"mosaic": "m"}, "translators": {"zebra": "z"}, "dream": {}}
+    lines = cli.curl_examples("http://127.0.0.1:8000", args)
+    text = "\n".join(lines)
+    for path in ("/models", "/dcgan/sample", "/style/mosaic", "/translate/zebra", "/dream"):
+        assert f"http://127.0.0.1:8000{path}" in text
+    assert "gatys" not in text and "Authorization" not in text
+    monkeypatch.setenv("GENART_API_TOKEN", "t")
+    assert all("Bearer $GENART_API_TOKEN" in line for line in cli.curl_examples("u", args))
