@@ -142,5 +142,9 @@ def demo(args) -> int:
     for key, value in files.items():
         print(f"  {key:13s} {value}")
     print("Final metrics:", json.dumps(result.return_value["metrics"], indent=1))
-    print(f"Serve it:  genart serve --dcgan {export_dir}")
+    print("Serve it (the newest demo run under runs/ becomes /dcgan):  genart serve")
+    print(
+        """  then: curl -H 'Content-Type: application/json' -d '{"n": 16, "seed": 0}' """
+        "http://127.0.0.1:8000/dcgan/sample -o grid.png"
+    )
     return 0

@@ -1,0 +1,137 @@
+"""Fast style (Johnson et al.): the transformer net, the registered spec, training, ONNX."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genart import config, registry
+from genart.models import fast_style as fs
+from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv
+from genart.registry import StepContext
+from genart.vgg import RANDOM_NOTE
+
+TINY = {"width": 8, "residual_blocks": 1, "style_size": 32, "vgg_weights": "random"}
+SHALLOW = {"style_layers": ("relu1_2", "relu2_2"), "content_layer": "relu2_2"}
+
+
+@pytest.fixture(scope="module")
+def style_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("style") / "style.png"
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def params(style_path):
+    return fs.FastStyleConfig(style_image=style_path, **TINY, **SHALLOW)
+
+
+def batch(n=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(n, 3, size, size, generator=g) * 2 - 1}
+
+
+def test_transformer_net_is_built_from_the_shared_layers_and_keeps_size():
+    net = fs.TransformerNet(width=8, residual_blocks=2)
+    kinds = [type(m) for m in net.body]
+    assert kinds.count(ResidualBlock) == 2 and kinds.count(UpsampleConv) == 2
+    assert kinds[0] is ConvNormAct and kinds[-1] is ConvNormAct
+    assert any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+    out = net(torch.rand(2, 3, 24, 40) * 2 - 1)
+    assert out.shape == (2, 3, 24, 40) and out.abs().max() <= 1
+    assert fs.TransformerNet.stride == 4  # what genart.translate pads ONNX probes to
+
+
+def test_apply_handles_any_size_by_reflection_padding():
+    net = fs.TransformerNet(width=8, residual_blocks=1)
+    images = torch.rand(1, 3, 30, 45) * 2 - 1
+    out = fs.apply(net, images)
+    assert out.shape == (1, 3, 30, 45)
+    # Where no padding is needed, apply is exactly the net.
+    square = torch.rand(1, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(fs.apply(net, square), net(square))
+
+
+def test_spec_is_registered_with_only_the_generator_as_a_net(style_path):
+    spec = registry.get("fast_style")
+    assert spec.data == "content" and spec.export == ("G",)
+    assert (spec.metric, spec.mode) == ("perceptual", "min")
+    cfg = config.load("fast_style", overrides=[f"fast_style.style_image={style_path}",
+                      "fast_style.style_layers=relu1_2,relu2_2", "fast_style.width=8"])  # fmt: skip
+    assert cfg.params.style_layers == ("relu1_2", "relu2_2") and cfg.params.width == 8
+    nets = spec.build(cfg.params, cfg.data)
+    assert set(nets) == {"G"}  # the VGG loss network is not checkpointed or exported
+    assert all(key.startswith("body.") for key in nets["G"].state_dict())
+
+
+def test_train_step_lowers_the_perceptual_loss(params):
+    torch.manual_seed(0)
+    nets = fs.build(params)
+    opts = fs.optimizers(nets, params)
+    data = batch()
+    before = fs.evaluate(nets, params, data)["perceptual"]
+    for _ in range(15):
+        metrics = fs.train_step(nets, opts, data, params, StepContext())
+    after = fs.evaluate(nets, params, data)
+    assert after["perceptual"] < 0.8 * before
+    assert set(metrics) == {"loss", "content", "style", "tv"}
+    assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
+    total = metrics["content"] + metrics["style"] + metrics["tv"]
+    torch.testing.assert_close(metrics["loss"], total)
+
+
+def test_loss_network_is_cached_per_device_and_config(params):
+    first = fs.perceptual_loss(params, torch.device("cpu"))
+    assert fs.perceptual_loss(params, torch.device("cpu")) is first
+    other = fs.FastStyleConfig(**{**params.__dict__, "style_weight": 1.0})
+    assert fs.perceptual_loss(other, torch.device("cpu")) is not first
+    assert first.vgg.metadata["vgg_weights"] == RANDOM_NOTE
+    # Truncated at the deepest loss layer (relu2_2), and the style targets are fixed Grams.
+    assert first.vgg.names[-1] == "relu2_2"
+    assert first.grams["relu1_2"].shape == (1, 64, 64)
+
+
+def test_train_step_under_bf16_autocast_keeps_fp32_losses(params):
+    nets = fs.build(params)
+    opts = fs.optimizers(nets, params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        metrics = fs.train_step(nets, opts, batch(2), params, StepContext())
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in metrics.values())
+
+
+def test_sample_shows_the_fixed_content_above_its_stylised_version(params):
+    nets = fs.build(params)
+    fixed = fs.sample_inputs(params, batch(4), 64)
+    assert fixed.shape == (4, 3, 32, 32)
+    grid = fs.sample(nets, params, fixed)
+    assert grid.shape == (8, 3, 32, 32)
+    torch.testing.assert_close(grid[:4], fixed)
+    assert fs.sample_inputs(params, batch(12), 64).shape[0] == fs.SAMPLE_IMAGES
+
+
+def test_missing_style_image_is_a_clear_error(params, tmp_path):
+    missing = fs.FastStyleConfig(**{**params.__dict__, "style_image": str(tmp_path / "no.png")})
+    with pytest.raises(FileNotFoundError, match="no.png"):
+        fs.perceptual_loss(missing, torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match="style_image"):
+        fs.read_image("")
+
+
+def test_read_image_resizes_the_long_side(style_path):
+    image = fs.read_image(style_path, 28)
+    assert image.shape == (3, 20, 28) and image.min() >= -1 and image.max() <= 1
+
+
+def test_onnx_export_matches_torch_and_accepts_other_sizes(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = fs.TransformerNet(width=8, residual_blocks=1)
+    path = tmp_path / "G.onnx"
+    diff = fs.export_onnx(net, path, torch.rand(1, 3, 32, 48) * 2 - 1)
+    assert diff < 1e-4
+    probe = torch.rand(2, 3, 24, 40) * 2 - 1  # dynamic batch, height and width
+    (got,) = ort.InferenceSession(str(path)).run(None, {"image": probe.numpy()})
+    np.testing.assert_allclose(got, net(probe).detach().numpy(), atol=1e-4)
