@@ -176,7 +176,9 @@ def run(out_dir: Path, quick: bool) -> dict:
     """Both comparisons; prints a table and writes dcgan.json."""
     from benchmarks.common import machine, print_table, write_json
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # Ray Train workers run with OMP_NUM_THREADS=1 (one CPU each): the baselines get the same,
+    # else the plain loop's 2 torch threads fight its DataLoader worker for the 2 cores.
+    torch.set_num_threads(1)
     width, batch = (32, 32) if quick else (64, 64)
     steps, warmup = (25, 5) if quick else (60, 10)
     overrides = [

@@ -267,8 +267,9 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # Final report: last window, evaluation, a checkpoint (so Result.metrics holds the scores).
     metrics = window.read(images_per_step) if window.steps else {}
-    out.record(pos.step, metrics)
+    # Scores go into the history too: a run resumed at its end has no batches to score on.
     metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
+    out.record(pos.step, metrics)
     state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
     _report(out, metrics, pos, state, cfg)
     return out.finish(metrics) if rank == 0 else {}

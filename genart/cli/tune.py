@@ -1,0 +1,89 @@
+"""``genart tune``: Ray Tune sweeps of loss weights and learning rates, one Train run per trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from genart.cli.train import add_config_args, overrides
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="sweep hyper-parameters with Ray Tune (each trial a Ray Train run)",
+        description="Sweep a search space (YAML keyed by config paths) around a base config. "
+        "--name/--storage place the sweep, --resume continues it, --steps/--budget is each "
+        "trial's budget, --workers/--workers-per-trial and --gpus-per-worker size each trial.",
+    )
+    p.add_argument("model", help="dcgan, fast_style, pix2pix, cyclegan, or gatys")
+    add_config_args(p)
+    p.add_argument(
+        "--space",
+        default="builtin",
+        help="search space YAML, or 'builtin' (genart/tune/spaces/MODEL.yaml)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="trials, or repetitions of a grid (default: 4, or 1 grid with grid search)",
+    )
+    p.add_argument("--scheduler", choices=["asha", "pbt", "fifo"], default="asha")
+    p.add_argument("--search", choices=["random", "grid", "optuna-if-installed"], default="random")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=0,
+        help="trials at once (default: as many as the cluster's CPUs/GPUs hold)",
+    )
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        dest="workers",
+        help="Ray Train workers per trial (same as --workers)",
+    )
+    p.add_argument(
+        "--budget", type=int, dest="steps", help="optimizer steps per trial (same as --steps)"
+    )
+    p.add_argument("--metric", default="", help="metric to optimise (default: eval_<model's>)")
+    p.add_argument(
+        "--mode",
+        choices=["min", "max"],
+        default="",
+        help="whether lower or higher --metric is better (default: the model's)",
+    )
+    g = p.add_argument_group("gatys", "trials optimise one image; --data is the content image")
+    g.add_argument("--style", nargs="+", default=[], help="style image(s)")
+    g.add_argument("--size", type=int, default=256, help="content long side in pixels")
+    g.add_argument(
+        "--vgg-weights",
+        default="auto",
+        help="auto | PATH | s3://... | random (tests and demos only)",
+    )
+    p.set_defaults(func=tune)
+
+
+def tune(args) -> int:
+    from genart import config
+    from genart.tune import space, sweep
+
+    settings = sweep.Settings(
+        samples=args.samples,
+        scheduler=args.scheduler,
+        search=args.search,
+        max_concurrent=args.max_concurrent,
+        metric=args.metric,
+        mode=args.mode,
+    )
+    searched = space.load(args.model, args.space)
+    if args.model in space.STANDALONE:
+        raw = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+        raw = config.apply_overrides(raw or {}, overrides(args))
+        job = sweep.gatys_job(raw, args.style, args.size, args.vgg_weights)
+        report = sweep.sweep_gatys(job, searched, settings)
+    else:
+        cfg = config.load(args.model, args.config, overrides(args))
+        report = sweep.sweep(cfg, searched, settings)
+    return 0 if report.best is not None else 1

@@ -1,0 +1,248 @@
+"""Search spaces: the YAML schema, validation against the typed configs, Tune domains."""
+
+import importlib.util
+import random
+
+import pytest
+import yaml
+
+from genart import config, registry
+from genart.config import ConfigError
+from genart.tune import space
+from genart.tune.sweep import (
+    SWEEP_FILE,
+    Settings,
+    best_recipe,
+    error_summary,
+    eval_interval,
+    max_concurrent,
+    scheduler,
+    searcher,
+    stored_sweep,
+)
+
+MODELS = [*registry.names(), *space.STANDALONE]
+
+
+def sample(domain):
+    """One value from a Tune domain (or the fixed value itself)."""
+    return domain.sample() if hasattr(domain, "sample") else domain
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_builtin_space_is_valid_and_samples_valid_configs(model):
+    s = space.load(model)
+    assert s.dimensions and all(d.path.startswith(f"{model}.") for d in s.dimensions)
+    random.seed(0)
+    for _ in range(5):
+        values = {k: sample(v) for k, v in s.param_space().items()}
+        if model in space.STANDALONE:
+            kind = space.sections(model)[model]
+            config.build(kind, {k.split(".", 1)[1]: v for k, v in values.items()}, model)
+        else:
+            raw = space.with_values({"model": model}, values)
+            assert config.Config.from_dict(raw).model == model
+
+
+def test_distributions_parse_to_tune_domains():
+    s = space.parse(
+        "dcgan",
+        {
+            "dcgan.lr_g": {"loguniform": [1e-5, 1e-3]},
+            "dcgan.d_dropout": {"uniform": [0, 0.5]},
+            "dcgan.n_critic": {"randint": [1, 6]},
+            "dcgan.loss": {"choice": ["bce", "hinge"]},
+            "dcgan.kernel": {"grid": [4, 5]},
+            "train.seed": 3,
+        },
+    )
+    kinds = {d.path: (d.kind, d.values) for d in s.dimensions}
+    assert kinds["dcgan.lr_g"] == ("loguniform", (1e-5, 1e-3))
+    assert kinds["dcgan.d_dropout"] == ("uniform", (0.0, 0.5))  # int bound coerced to float
+    assert kinds["train.seed"] == (space.FIXED, (3,))
+    params = s.param_space()
+    for _ in range(20):
+        assert 1e-5 <= params["dcgan.lr_g"].sample() < 1e-3
+        assert 1 <= params["dcgan.n_critic"].sample() < 6
+        assert params["dcgan.loss"].sample() in ("bce", "hinge")
+    assert params["dcgan.kernel"] == {"grid_search": [4, 5]}
+    assert params["train.seed"] == 3
+    assert set(s.mutations()) == {"dcgan.lr_g", "dcgan.d_dropout", "dcgan.n_critic"}
+    assert s.has_grid
+
+
+def test_grid_search_turns_choices_into_grid_axes_and_refuses_ranges():
+    s = space.parse("dcgan", {"dcgan.loss": {"choice": ["bce", "lsgan"]}, "dcgan.lr_g": 1e-4})
+    assert s.param_space(grid=True) == {
+        "dcgan.loss": {"grid_search": ["bce", "lsgan"]},
+        "dcgan.lr_g": 1e-4,
+    }
+    ranged = space.parse("dcgan", {"dcgan.lr_g": {"loguniform": [1e-5, 1e-3]}})
+    with pytest.raises(ConfigError, match="grid search needs finite values"):
+        ranged.param_space(grid=True)
+
+
+def test_tuple_fields_take_lists_of_values():
+    s = space.parse(
+        "fast_style",
+        {
+            "fast_style.style_layer_weights": {"choice": [[], [0.4, 0.3, 0.2, 0.1]]},
+        },
+    )
+    assert s.dimensions[0].values == ((), (0.4, 0.3, 0.2, 0.1))
+    assert s.param_space()["fast_style.style_layer_weights"].categories == [
+        [],
+        [0.4, 0.3, 0.2, 0.1],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"dcgan.lr": {"uniform": [0, 1]}}, "unknown key 'dcgan.lr'; valid keys for dcgan: .*lr_g"),
+        ({"pix2pix.l1_weight": 10}, "unknown path 'pix2pix.l1_weight'; valid sections: .*dcgan"),
+        ({"lr_g": 1e-4}, "unknown path 'lr_g'"),
+        ({"run.name": "x"}, "set by the sweep"),
+        ({"dcgan.loss": {"choice": ["bce", "nope"]}}, r"'dcgan.loss\[1\]' = 'nope' is not one of"),
+        ({"dcgan.loss": {"uniform": [0, 1]}}, "dcgan.loss' is .*uniform draws floats"),
+        ({"dcgan.n_critic": {"loguniform": [1, 5]}}, "n_critic' is int: loguniform draws floats"),
+        ({"dcgan.lr_g": {"randint": [1, 5]}}, "lr_g' is float: randint draws ints"),
+        ({"dcgan.lr_g": {"loguniform": [0, 1e-3]}}, "loguniform needs low > 0"),
+        ({"dcgan.lr_g": {"uniform": [1e-3, 1e-4]}}, "needs low < high"),
+        ({"dcgan.lr_g": {"uniform": [1e-4]}}, r"needs \[low, high\]"),
+        ({"dcgan.lr_g": {"normal": [0, 1]}}, "kind in .*loguniform"),
+        ({"dcgan.lr_g": {"choice": []}}, "needs a non-empty list"),
+        ({"dcgan.lr_g": "fast"}, "'dcgan.lr_g' must be float"),
+        ({}, "non-empty mapping"),
+    ],
+)
+def test_invalid_spaces_fail_with_a_message_naming_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        space.parse("dcgan", raw)
+
+
+def test_gatys_space_is_checked_against_its_config():
+    s = space.parse("gatys", {"gatys.lr": {"loguniform": [0.1, 2]}})  # a float | None field
+    assert s.dimensions[0].values == (0.1, 2.0)
+    with pytest.raises(ConfigError, match="valid keys for gatys: .*style_weight"):
+        space.parse("gatys", {"gatys.beta": 1.0})
+
+
+def test_load_reads_files_and_reports_missing_ones(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("dcgan.lr_d: {loguniform: [1.0e-5, 1.0e-3]}\n")
+    assert space.load("dcgan", path).dimensions[0].path == "dcgan.lr_d"
+    with pytest.raises(FileNotFoundError, match="no search space"):
+        space.load("dcgan", tmp_path / "missing.yaml")
+
+
+def test_with_values_sets_nested_keys_without_touching_the_input():
+    raw = {"model": "dcgan", "dcgan": {"lr_g": 1e-4}}
+    out = space.with_values(raw, {"dcgan.lr_d": 1e-3, "train.seed": 2})
+    assert out == {"model": "dcgan", "dcgan": {"lr_g": 1e-4, "lr_d": 1e-3}, "train": {"seed": 2}}
+    assert raw == {"model": "dcgan", "dcgan": {"lr_g": 1e-4}}
+
+
+def test_eval_interval_is_a_report_step_about_a_quarter_of_the_budget():
+    assert eval_interval(2000, 25) == 500
+    assert eval_interval(100, 10) == 20  # 25 rounds to 20, a multiple of log_every
+    assert eval_interval(8, 25) == 25  # never below one report interval
+
+
+def test_max_concurrent_leaves_a_cpu_for_ray_data_and_counts_gpus():
+    cfg = config.load("dcgan", overrides=["scaling.workers=2"])
+    assert max_concurrent(cfg, {"CPU": 4}) == 1
+    assert max_concurrent(cfg, {"CPU": 16}) == 7
+    gpu = config.load("dcgan", overrides=["scaling.workers=2", "scaling.gpus_per_worker=1"])
+    assert max_concurrent(gpu, {"CPU": 16, "GPU": 4}) == 2
+    assert max_concurrent(cfg, {"CPU": 1}) == 1  # always at least one
+
+
+def test_best_recipe_is_a_fresh_run_of_the_best_values(tmp_path):
+    base = config.load(
+        "dcgan",
+        overrides=["run.name=sweep", "run.resume=true", "run.init_from=/x/checkpoint_000001"],
+    )
+    recipe = best_recipe(base, {"dcgan.lr_g": 3e-4, "dcgan.loss": "hinge"})
+    config.save(recipe, tmp_path / "best.yaml")
+    loaded = config.load(recipe=tmp_path / "best.yaml")
+    assert (loaded.params.lr_g, loaded.params.loss) == (3e-4, "hinge")
+    assert (loaded.run.name, loaded.run.resume, loaded.run.init_from) == ("", False, "")
+
+
+def test_error_summary_finds_the_cause_inside_ray_wrappers():
+    wrapped = RuntimeError(
+        "Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n  File loop.py\n"
+        "RuntimeError: fail_at_step=4: injected failure (testing aid)\n"
+    )
+    assert error_summary(wrapped) == "RuntimeError: fail_at_step=4: injected failure (testing aid)"
+    assert error_summary(ValueError("plain")) == "ValueError: plain"
+
+
+def test_tune_flags_map_onto_the_base_config():
+    from genart.cli import build_parser
+    from genart.cli.train import overrides
+
+    argv = [
+        "tune",
+        "dcgan",
+        "--workers-per-trial",
+        "2",
+        "--budget",
+        "300",
+        "--gpus-per-worker",
+        "0.5",
+        "--scheduler",
+        "pbt",
+        "--search",
+        "grid",
+    ]
+    args = build_parser().parse_args(argv)
+    assert {"scaling.workers=2", "train.steps=300", "scaling.gpus_per_worker=0.5"} <= set(
+        overrides(args)
+    )
+    assert (args.scheduler, args.search, args.space, args.samples) == ("pbt", "grid", "builtin", 0)
+
+
+def test_schedulers_count_steps_and_pbt_perturbs_the_numeric_keys():
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    s = space.parse(
+        "dcgan",
+        {"dcgan.lr_g": {"loguniform": [1e-5, 1e-3]}, "dcgan.loss": {"choice": ["bce", "hinge"]}},
+    )
+    asha = scheduler("asha", budget=1000, interval=250, space=s)
+    assert isinstance(asha, ASHAScheduler)
+    assert asha._time_attr == "step"
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [1000, 500, 250]
+    pbt = scheduler("pbt", budget=1000, interval=250, space=s)
+    assert isinstance(pbt, PopulationBasedTraining)
+    assert set(pbt._hyperparam_mutations) == {"dcgan.lr_g"}
+    with pytest.raises(ConfigError, match="PBT needs"):
+        scheduler("pbt", 1000, 250, space.parse("dcgan", {"dcgan.loss": {"choice": ["bce"]}}))
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        scheduler("hyperband", 1000, 250, s)
+
+
+def test_optuna_if_installed_falls_back_to_random_search_with_a_message(capsys):
+    s = space.parse("dcgan", {"dcgan.lr_g": {"loguniform": [1e-5, 1e-3]}})
+    found = searcher("optuna-if-installed", s, "eval_swd", "min")
+    if importlib.util.find_spec("optuna") is None:
+        assert found is None
+        assert "optuna is not installed" in capsys.readouterr().out
+    else:
+        assert type(found).__name__ == "OptunaSearch"
+    assert searcher("random", s, "eval_swd", "min") is None
+
+
+def test_resume_reads_the_config_and_settings_the_sweep_started_with(tmp_path):
+    started = config.load("dcgan", overrides=["dcgan.lr_d=0.001", "train.steps=300"])
+    stored = {"config": started.to_dict(), "scheduler": "pbt", "metric": "eval_swd", "mode": "min"}
+    (tmp_path / "sweep-a").mkdir()
+    (tmp_path / "sweep-a" / SWEEP_FILE).write_text(yaml.safe_dump(stored))
+    given = config.RunConfig(name="sweep-a", storage_path=str(tmp_path), resume=True)
+    cfg, settings = stored_sweep(given, Settings(scheduler="asha", samples=9))
+    assert (cfg.params.lr_d, cfg.train.steps, cfg.run.resume) == (0.001, 300, True)
+    assert (settings.scheduler, settings.metric, settings.samples) == ("pbt", "eval_swd", 9)
+    with pytest.raises(ConfigError, match="no sweep to resume"):
+        stored_sweep(config.RunConfig(name="other", storage_path=str(tmp_path)), Settings())
