@@ -23,12 +23,112 @@ def absolute(uri: str) -> str:
     return str(uri) if is_remote(uri) else str(Path(uri).expanduser().resolve())
 
 
+# S3 answers bursts of writes with 503 SlowDown and drops the odd connection; pyarrow's default
+# of 3 attempts lets a checkpoint upload fail on a busy bucket, so S3 requests get more tries
+# (AWS "standard" mode: exponential backoff with jitter).
+S3_ATTEMPTS = 10
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow filesystem, path inside it) for a local path or remote URI."""
+    """(pyarrow filesystem, path inside it) for a local path or remote URI.
+
+    S3 reads the standard AWS variables, ``AWS_ENDPOINT_URL`` included (S3-compatible stores),
+    and retries failed requests up to ``S3_ATTEMPTS`` times, in this process and in every Ray
+    worker the filesystem is sent to.
+    """
     if not is_remote(uri):
         return pafs.LocalFileSystem(), absolute(uri)
-    # pyarrow reads the standard AWS variables, AWS_ENDPOINT_URL included (S3-compatible stores).
-    return pafs.FileSystem.from_uri(uri)
+    fs, path = pafs.FileSystem.from_uri(uri)
+    if isinstance(fs, pafs.S3FileSystem):
+        fs = pafs.PyFileSystem(RetryingS3(fs.__reduce__()[1][0]))
+    return fs, path
+
+
+def ray_storage(uri: str) -> dict:
+    """``storage_path`` (and for remote URIs ``storage_filesystem``) for a Ray RunConfig, so
+    Ray's own checkpoint uploads go through :func:`filesystem` and its retries."""
+    if not is_remote(uri):
+        return {"storage_path": absolute(uri)}
+    fs, path = filesystem(uri)
+    return {"storage_path": path, "storage_filesystem": fs}
+
+
+def uri(fs: pafs.FileSystem, path: str) -> str:
+    """The local path or ``scheme://`` URI of ``path`` inside ``fs`` (e.g. a Ray checkpoint's)."""
+    scheme = fs.type_name.removeprefix("py::")
+    return path if scheme == "local" else f"{scheme}://{path}"
+
+
+class RetryingS3(pafs.FileSystemHandler):
+    """An S3 filesystem with ``S3_ATTEMPTS`` attempts per request, for ``pafs.PyFileSystem``.
+
+    pyarrow drops an ``S3FileSystem``'s retry strategy when it is pickled, and Ray pickles the
+    storage filesystem to every Train worker, which uploads the checkpoints. This handler pickles
+    only the S3 options (region, endpoint, credentials source, ...) and builds the S3 client,
+    retries included, in each process on first use.
+    """
+
+    def __init__(self, options: dict) -> None:
+        self.options = options
+        self._fs: pafs.S3FileSystem | None = None
+
+    def __reduce__(self):
+        return RetryingS3, (self.options,)
+
+    @property
+    def fs(self) -> pafs.S3FileSystem:
+        if self._fs is None:
+            retry = pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS)
+            self._fs = pafs.S3FileSystem(**self.options, retry_strategy=retry)
+        return self._fs
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RetryingS3) and other.options == self.options
+
+    def get_type_name(self):
+        return "s3"
+
+    def normalize_path(self, path):
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        self.fs.delete_dir_contents("/", accept_root_dir=True)
+
+    def delete_file(self, path):
+        self.fs.delete_file(path)
+
+    def move(self, src, dest):
+        self.fs.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.fs.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        return self.fs.open_output_stream(path, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        return self.fs.open_append_stream(path, metadata=metadata)
 
 
 def join(uri: str, *parts: str) -> str:

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator
 
 
@@ -56,29 +57,76 @@ def terminate_tree(pid: int, grace_s: float = 15) -> None:
             proc.kill()
 
 
+class Faults:
+    """WSGI middleware for the S3 server: fails chosen writes the way a busy bucket does.
+
+    Once armed, every PUT or POST whose path contains ``pattern`` is answered ``503 SlowDown``
+    the first ``times`` times that exact request (path and query) arrives; clients that retry
+    get through afterwards. ``injected`` counts the failures served.
+    """
+
+    SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+                 b"<Message>Please reduce your request rate.</Message></Error>")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.app = None  # the S3 application, set by moto_s3
+        self.pattern, self.times, self.injected = "", 0, 0
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def arm(self, pattern: str, times: int) -> None:
+        with self._lock:
+            self.pattern, self.times, self.injected, self._seen = pattern, times, 0, {}
+
+    def _should_fail(self, environ) -> bool:
+        if not self.pattern or environ["REQUEST_METHOD"] not in ("PUT", "POST"):
+            return False
+        if self.pattern not in environ.get("PATH_INFO", ""):
+            return False
+        request = f"{environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')}"
+        with self._lock:
+            self._seen[request] = self._seen.get(request, 0) + 1
+            fail = self._seen[request] <= self.times
+            self.injected += fail
+        return fail
+
+    def __call__(self, environ, start_response):
+        if not self._should_fail(environ):
+            return self.app(environ, start_response)
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))  # drain the body
+        start_response("503 Slow Down", [("Content-Type", "application/xml")])
+        return [self.SLOW_DOWN]
+
+
 @contextlib.contextmanager
-def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
-    """An S3 server (moto, server mode) with ``bucket``; yields the AWS variables that reach it."""
+def moto_s3(bucket: str, faults: Faults | None = None) -> Iterator[dict[str, str]]:
+    """An S3 server (moto, server mode) with ``bucket``; yields the AWS variables that reach it.
+
+    ``faults``, if given, sits in front of the server (see :class:`Faults`).
+    """
     import boto3
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
-    (port,) = free_ports(1)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    app = DomainDispatcherApplication(create_backend_app)
+    if faults is not None:
+        faults.app, app = app, faults
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
         "AWS_EC2_METADATA_DISABLED": "true",  # no 1 s metadata probe per client
     }
     try:
         boto3.client("s3", **_boto_args(env)).create_bucket(Bucket=bucket)
         yield env
     finally:
-        server.stop()
+        server.shutdown()
 
 
 def _boto_args(env: dict[str, str]) -> dict[str, str]:

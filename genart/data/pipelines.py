@@ -43,6 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from PIL import Image
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from genart import storage
 from genart.config import InputError
@@ -228,7 +229,7 @@ def _path(ref: str) -> str:
 @functools.cache
 def _filesystem(bucket_uri: str) -> pafs.FileSystem:
     # One S3 client per bucket and process: creating one resolves credentials and region.
-    return pafs.FileSystem.from_uri(bucket_uri)[0]
+    return storage.filesystem(bucket_uri)[0]
 
 
 def _open_fs(ref: str) -> tuple[pafs.FileSystem, str]:
@@ -469,12 +470,16 @@ def _skip_log() -> ray.actor.ActorHandle:
     """The job's skip log, created by the first caller (the driver, building a dataset).
 
     Named in the job's namespace, so the driver, data tasks on any node and Train workers all
-    share it. A named actor dies with its last handle, so each process keeps its handle.
+    share it. A named actor dies with its last handle, so each process keeps its handle. It is
+    placed on its creator's node (the driver's, which the job cannot outlive anyway): left to
+    the scheduler it may land on a worker node, and losing that node would fail the training
+    run that asks it for the report.
     """
     if not ray.is_initialized():
         ray.init()  # what any Ray Data call would do first
-    namespace = ray.get_runtime_context().namespace
-    if namespace not in _SKIP_LOGS:
-        log = _SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True)
-        _SKIP_LOGS[namespace] = log.remote()
-    return _SKIP_LOGS[namespace]
+    context = ray.get_runtime_context()
+    if context.namespace not in _SKIP_LOGS:
+        here = NodeAffinitySchedulingStrategy(context.get_node_id(), soft=True)
+        log = _SkipLog.options(name=SKIP_LOG_NAME, get_if_exists=True, scheduling_strategy=here)
+        _SKIP_LOGS[context.namespace] = log.remote()
+    return _SKIP_LOGS[context.namespace]

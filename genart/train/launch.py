@@ -100,7 +100,7 @@ def fit(cfg: Config, callbacks: list | None = None):
         ),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
-            storage_path=cfg.run.storage_path,
+            **storage.ray_storage(cfg.run.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,

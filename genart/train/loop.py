@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 import torch.distributed as dist
 
@@ -261,7 +262,7 @@ def train_loop_per_worker(config: dict) -> dict:
                     f"dataset is smaller than batch_size x workers ({world})"
                 )
             if pos.epoch == 0 and out.enabled:  # a full pass: every unreadable file was seen
-                out.log(str(pipelines.skip_report()))
+                out.log(_skip_summary())
             pos.epoch += 1
             pos.batch_in_epoch = 0
 
@@ -317,6 +318,14 @@ def _state(pos, nets, opts, scheds, scaler, ctx, fixed) -> dict:
         "workers": per_worker,
         "fixed": fixed,
     }
+
+
+def _skip_summary() -> str:
+    """The data skip summary; a lost skip log costs the summary, never the run."""
+    try:
+        return str(pipelines.skip_report())
+    except ray.exceptions.RayActorError as error:
+        return f"data: skip counts unavailable ({type(error).__name__}: the skip log was lost)"
 
 
 def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) -> None:
@@ -418,9 +427,7 @@ def _own_run(cfg: Config) -> str:
 
 def _run_uri(found) -> str:
     """The run folder (local path or URI) holding a Ray checkpoint."""
-    parent = str(Path(found.path).parent)
-    scheme = found.filesystem.type_name
-    return parent if scheme == "local" else f"{scheme}://{parent}"
+    return storage.uri(found.filesystem, str(Path(found.path).parent))
 
 
 def _to(obj, device):

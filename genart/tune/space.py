@@ -61,8 +61,10 @@ class Dimension:
         """The Ray Tune domain; with ``grid`` a ``choice`` becomes a grid axis."""
         from ray import tune
 
+        # Lists, not tuples: trial configs are stored as JSON.
+        options = [list(v) if isinstance(v, tuple) else v for v in self.values]
         if self.kind == FIXED:
-            return self.values[0]
+            return options[0]
         if self.numeric:
             if grid:
                 raise ConfigError(
@@ -70,8 +72,6 @@ class Dimension:
                     "(use {grid: [...]} or {choice: [...]})"
                 )
             return getattr(tune, self.kind)(*self.values)
-        # Lists, not tuples: trial configs are stored as JSON.
-        options = [list(v) if isinstance(v, tuple) else v for v in self.values]
         if grid or self.kind == "grid":
             return tune.grid_search(options)
         return tune.choice(options)

@@ -28,7 +28,7 @@ accepts), ``metric.png`` and ``best_samples.png``.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -95,6 +95,7 @@ class Plan:
     max_concurrent: int | None  # None: as many as Tune can place
     write_recipe: Callable[[dict[str, Any], Path], None]  # (best trial's params, best.yaml)
     stored: dict[str, Any] | None = None  # written to sweep.yaml: what --resume rebuilds from
+    janitor: Any = None  # Janitor actor of a sweep of Train runs
 
 
 @dataclass
@@ -148,12 +149,9 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
     metric, mode = _objective(cfg.model, settings)
     base = _base_config(cfg, settings.scheduler)
     init_ray(base.scaling.workers, base.scaling.cpus_per_worker)
-    bound = tune.with_parameters(
-        train_trial,
-        base=base.to_dict(),
-        metric=metric,
-        relay_checkpoints=settings.scheduler == "pbt",
-    )
+    janitor = ray.remote(num_cpus=0)(Janitor).remote()
+    relay = Relay(checkpoints=settings.scheduler == "pbt", janitor=janitor)
+    bound = tune.with_parameters(train_trial, base=base.to_dict(), metric=metric, relay=relay)
     plan = Plan(
         trainable=tune.with_resources(bound, {"CPU": DRIVER_CPU}),
         run=base.run,
@@ -163,6 +161,7 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
         mode=mode,
         max_concurrent=settings.max_concurrent or max_concurrent(base, ray.cluster_resources()),
         write_recipe=lambda params, path: config.save(best_recipe(base, params), path),
+        janitor=janitor,
         stored={
             "config": base.to_dict(),
             "scheduler": settings.scheduler,
@@ -208,13 +207,16 @@ def sweep_gatys(job: GatysJob, space: Space, settings: Settings) -> Report:
 
 def run(plan: Plan, space: Space, settings: Settings) -> Report:
     """Start or resume the Tune run of ``plan`` and write its report."""
+    import ray
     from ray import tune
 
     exp_uri = storage.join(plan.run.storage_path, plan.run.name)
     if plan.run.resume:
-        if not tune.Tuner.can_restore(exp_uri):
+        where = storage.ray_storage(exp_uri)
+        path, fs = where["storage_path"], where.get("storage_filesystem")
+        if not tune.Tuner.can_restore(path, storage_filesystem=fs):
             raise ConfigError(f"no sweep to resume at {exp_uri}: pass its --name and --storage")
-        tuner = tune.Tuner.restore(exp_uri, plan.trainable, resume_unfinished=True)
+        tuner = tune.Tuner.restore(path, plan.trainable, storage_filesystem=fs)
     else:
         if storage.exists(exp_uri):
             raise ConfigError(f"sweep {exp_uri} exists: pass --resume, or choose another --name")
@@ -228,6 +230,8 @@ def run(plan: Plan, space: Space, settings: Settings) -> Report:
             _write(exp_uri, {SWEEP_FILE: yaml.safe_dump(plan.stored, sort_keys=False)})
     started = time.perf_counter()
     results = tuner.fit()
+    if plan.janitor is not None:  # the trials' processes are ending: release what they held
+        ray.get(plan.janitor.drain.remote())
     return summarise(results, plan, exp_uri, time.perf_counter() - started)
 
 
@@ -302,12 +306,24 @@ def eval_interval(steps: int, log_every: int) -> int:
 
 
 def max_concurrent(cfg: Config, resources: dict[str, float]) -> int:
-    """How many trials' worker groups fit at once, leaving a CPU for Ray Data."""
+    """How many trials' worker groups fit at once, leaving a CPU for Ray Data.
+
+    A Ray Data task takes a whole CPU: with less left beside the workers, training waits for
+    data forever, so a cluster too small for even one trial is an error.
+    """
     s = cfg.scaling
-    fits = (resources.get("CPU", 1) - 1) // (s.workers * s.cpus_per_worker + DRIVER_CPU)
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    per_trial = s.workers * s.cpus_per_worker + DRIVER_CPU
+    fits = (cpus - 1) // per_trial
     if s.gpus_per_worker:
-        fits = min(fits, resources.get("GPU", 0) // (s.workers * s.gpus_per_worker))
-    return max(1, int(fits))
+        fits = min(fits, gpus // (s.workers * s.gpus_per_worker))
+    if fits < 1:
+        raise ConfigError(
+            f"a trial needs {per_trial:g} CPUs and {s.workers * s.gpus_per_worker:g} GPUs, plus "
+            f"a CPU for Ray Data; the cluster has {cpus:g} CPUs and {gpus:g} GPUs: lower "
+            "--workers-per-trial or scaling.cpus_per_worker"
+        )
+    return int(fits)
 
 
 def _tune_config(plan: Plan, space: Space, settings: Settings):
@@ -376,7 +392,7 @@ def _run_config(run_cfg: config.RunConfig, budget: int, settings: Settings):
 
     return tune.RunConfig(
         name=run_cfg.name,
-        storage_path=run_cfg.storage_path,
+        **storage.ray_storage(run_cfg.storage_path),
         # A failed trial is reported as errored and the sweep goes on; a Train run has already
         # retried run.max_failures times from its checkpoints.
         failure_config=tune.FailureConfig(max_failures=0),
@@ -394,7 +410,16 @@ def _run_config(run_cfg: config.RunConfig, budget: int, settings: Settings):
 # --- the trials ------------------------------------------------------------------------------
 
 
-def train_trial(params: dict, base: dict, metric: str, relay_checkpoints: bool) -> None:
+@dataclass
+class Relay:
+    """How a trial relays its Train run to Tune."""
+
+    checkpoints: bool  # report each scored checkpoint to Tune too (what PBT exploits)
+    janitor: Any  # handle of the sweep's Janitor actor
+    extra: dict = field(default_factory=dict)  # added to every report
+
+
+def train_trial(params: dict, base: dict, metric: str, relay: Relay) -> None:
     """Tune function: one Ray Train run of ``base`` with the sampled ``params`` set.
 
     Only the reports that carry ``metric`` reach Tune (what its schedulers act on); the
@@ -418,7 +443,7 @@ def train_trial(params: dict, base: dict, metric: str, relay_checkpoints: bool) 
     if finished is not None:  # the run ended before an interruption, its last report did not
         tune.report({**finished, "run": cfg.run.name})
         return
-    _fit_and_relay(cfg, metric, relay_checkpoints, {"run": cfg.run.name})
+    _fit_and_relay(cfg, metric, dataclasses.replace(relay, extra={"run": cfg.run.name}))
 
 
 def final_scores(cfg: Config, metric: str) -> dict[str, Any] | None:
@@ -440,61 +465,45 @@ def _run_name(runs: str, trial: str, fresh: bool) -> str:
 
 def _uri(found) -> str:
     """A Tune checkpoint's location as a path or URI the loop can read (s3://bucket/key)."""
-    scheme = found.filesystem.type_name
-    return found.path if scheme == "local" else f"{scheme}://{found.path}"
+    return storage.uri(found.filesystem, found.path)
 
 
-def _fit_and_relay(cfg: Config, metric: str, relay_checkpoints: bool, extra: dict) -> None:
+def _fit_and_relay(cfg: Config, metric: str, relay: Relay) -> None:
     """Run ``fit`` in a thread and pass its scored reports on to Tune from this one.
 
     The report at ``train.steps`` reaches Tune only once the run has returned: Tune stops a
-    trial at its budget, and the run writes its final outputs after that report. If Tune
-    stops the trial first, the run's worker placement group is removed as this process exits.
+    trial at its budget, and the run writes its final outputs after that report.
     """
     from ray import tune
-    from ray.util.placement_group import remove_placement_group
     from ray.util.queue import Empty, Queue
 
     from genart.train.launch import fit
 
     def send(metrics: dict, reported) -> None:
-        keep = reported if relay_checkpoints else None
+        keep = reported if relay.checkpoints else None
         tune.report(
-            {**metrics, **extra},
+            {**metrics, **relay.extra},
             checkpoint=tune.Checkpoint(keep.path, keep.filesystem) if keep else None,
         )
 
     # maxsize 1: Train waits until Tune has taken each report, so a PBT decision always
     # concerns the checkpoint just reported.
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    placement, scored, final = [], 0, []
-
-    def release() -> None:  # at exit: Tune stops a trial by ending its process gracefully
-        if placement:
-            remove_placement_group(placement[-1])
-
-    atexit.register(release)
-    # A daemon thread: an executor's would hold up the graceful exit (and so the release).
-    run = _Background(fit, cfg, _train_callbacks(queue, metric))
-    try:
-        # Once fit has returned, every report is already in the queue.
-        while run.is_alive() or not queue.empty():
-            try:
-                kind, *item = queue.get(timeout=0.5)
-            except Empty:
-                continue
-            if kind == "placement_group":
-                placement[:] = item
-                continue
-            metrics, reported = item
-            scored += 1
-            if metrics["step"] >= cfg.train.steps:
-                final.append((metrics, reported))
-            else:
-                send(metrics, reported)
-        run.result()  # a failed run fails the trial
-    finally:
-        atexit.unregister(release)  # the run has ended: Ray Train removed its group
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    scored, final = 0, []
+    # A daemon thread: Tune may end this process while the run is still going.
+    run = _Background(fit, cfg, _train_callbacks(reports, metric, relay.janitor))
+    # Once fit has returned, every report is already in the queue.
+    while run.is_alive() or not reports.empty():
+        try:
+            metrics, reported = reports.get(timeout=0.5)
+        except Empty:
+            continue
+        scored += 1
+        if metrics["step"] >= cfg.train.steps:
+            final.append((metrics, reported))
+        else:
+            send(metrics, reported)
+    run.result()  # a failed run fails the trial
     if not scored:
         raise ConfigError(f"the Train run never reported '{metric}': check --metric")
     for metrics, reported in final:
@@ -521,28 +530,85 @@ class _Background(threading.Thread):
             raise self.error
 
 
-def _train_callbacks(queue, metric: str) -> list:
-    """Ray Train callbacks (run on the Train controller) that queue what the trial needs."""
+def _train_callbacks(reports, metric: str, janitor) -> list:
+    """Ray Train callbacks (run on the Train controller): relay the scored reports, and have
+    the janitor watch the workers' placement group."""
+    import ray
     from ray.train.v2._internal.execution.callback import WorkerGroupCallback
     from ray.train.v2.api.callback import UserCallback
 
-    class Relay(UserCallback):
-        """The scored reports (rank 0 holds the quality metrics) and their checkpoints."""
+    trial = ray.get_runtime_context().current_actor  # this trial's process, as an actor
 
+    class Relay(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            if metric in metrics[0]:
-                queue.put(("report", metrics[0], checkpoint))
+            if metric in metrics[0]:  # rank 0 holds the quality metrics
+                reports.put((metrics[0], checkpoint))
 
     class Placement(WorkerGroupCallback):
-        """The workers' placement group. Ray Train's own cleaner of a killed run's group
-        polls the State API, which needs the dashboard: without it (tests, ``genart`` on a
-        laptop) every trial Tune stopped would keep its workers' CPUs, and the sweep stalls."""
-
         def after_worker_group_start(self, worker_group):
             handle = worker_group.get_worker_group_state().placement_group_handle
-            queue.put(("placement_group", handle.placement_group))
+            janitor.watch.remote(trial, handle.placement_group)
 
     return [Relay(), Placement()]
+
+
+class Janitor:
+    """Removes a Train run's worker placement group once the trial process that ran it died.
+
+    Tune ends trials it stops, pauses or exploits by killing their process, and with it the
+    Train controller. Ray Train's own cleaner then asks the State API whether the controller
+    is alive, which needs the dashboard; without it (the tests, ``genart`` on a laptop) each
+    such trial kept its workers' CPUs and the sweep soon stalled waiting for them. Here an
+    actor call to the dead trial fails, which needs nothing but Ray itself.
+    """
+
+    def __init__(self, interval_s: float = 1.0):
+        self.watched: list[tuple[Any, Any]] = []  # (trial actor, placement group)
+        self.interval_s = interval_s
+        self.lock = threading.Lock()  # collect() runs in the loop and as an actor call
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def watch(self, trial, group) -> None:
+        self.watched.append((trial, group))
+
+    def collect(self) -> int:
+        """Remove the groups of every dead trial; returns how many are still watched."""
+        with self.lock:
+            return self._collect()
+
+    def _collect(self) -> int:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        watched = list(self.watched)
+        if not watched:
+            return 0
+        pings = [trial.__ray_ready__.remote() for trial, _ in watched]
+        ready, _ = ray.wait(pings, num_returns=len(pings), timeout=self.interval_s)
+        for ping, entry in zip(pings, watched):
+            if ping not in ready:
+                continue  # busy or slow: alive
+            try:
+                ray.get(ping)
+            except ray.exceptions.RayActorError:
+                # Removing a group Ray Train already removed is harmless.
+                with contextlib.suppress(Exception):
+                    remove_placement_group(entry[1])
+                self.watched.remove(entry)
+        return len(self.watched)
+
+    def drain(self, timeout_s: float = 30.0) -> int:
+        """Collect until nothing is watched (every trial has ended) or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while self.collect() and time.monotonic() < deadline:
+            time.sleep(self.interval_s)
+        return len(self.watched)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            if self.watched:
+                self.collect()
 
 
 def gatys_trial(params: dict, job: GatysJob, interval: int, budget: int) -> None:

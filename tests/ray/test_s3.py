@@ -8,13 +8,14 @@ variables set (the shared one is restarted afterwards).
 
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from localcloud import environment, moto_s3, private_ray, s3_client
+from localcloud import Faults, environment, moto_s3, private_ray, s3_client
 
 from genart import config, storage
 from genart.data import pipelines
@@ -27,12 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "genart-test"
 DATA = f"s3://{BUCKET}/data/digits"
 RUNS = f"s3://{BUCKET}/runs"
+FAULTS = Faults()  # in front of the module's S3 server, disarmed unless a test arms it
 
 
 @pytest.fixture(scope="module")
 def s3():
     """A bucket holding 96 digits (drawn by jobs/make_data.py) and a Ray that can reach it."""
-    with moto_s3(BUCKET) as env, environment(env):
+    with moto_s3(BUCKET, FAULTS) as env, environment(env):
         script = [sys.executable, "jobs/make_data.py", "digits", "--out", DATA, "--n", "96",
                   "--size", "16"]  # fmt: skip
         subprocess.run(script, cwd=ROOT, check=True, capture_output=True, timeout=300)
@@ -104,6 +106,27 @@ def test_partial_checkpoint_in_s3_is_never_restored(s3):
     resumed = run("digits", 10, "run.resume=true")
     assert resumed.return_value["resumed_from"] == 4
     assert logged_steps(s3, "digits") == [2, 4, 6, 8, 10]
+
+
+def test_failed_checkpoint_writes_are_retried(s3):
+    FAULTS.arm("state.pt", times=1)  # every request writing a checkpoint's state fails once
+    try:
+        run("flaky", 4)
+    finally:
+        injected = FAULTS.injected
+        FAULTS.arm("", times=0)
+    assert injected > 0
+    (folder,) = [d for d in storage.list_dirs(f"{RUNS}/flaky") if d.startswith("checkpoint_")]
+    assert checkpoint.verify(checkpoint.resolve(f"{RUNS}/flaky/{folder}"))["step"] == 4
+
+
+def test_s3_filesystem_keeps_its_retries_when_pickled(s3):
+    # pyarrow's S3FileSystem forgets its retry strategy when pickled; Ray pickles the storage
+    # filesystem to the workers that upload checkpoints.
+    fs, _ = storage.filesystem(RUNS)
+    copy = pickle.loads(pickle.dumps(fs))
+    assert isinstance(copy.handler, storage.RetryingS3) and copy.handler == fs.handler
+    assert storage.uri(copy, f"{BUCKET}/runs") == RUNS
 
 
 def test_export_to_s3_and_load_for_serving(s3):

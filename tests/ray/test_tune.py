@@ -252,3 +252,21 @@ def test_gatys_sweep_from_the_command_line(ray_local, tmp_path):
     best = table.loc[table[sweep.GATYS_METRIC].idxmin(), "gatys.style_weight"]
     assert yaml.safe_load(recipe)["gatys"]["style_weight"] == best
     assert (folder / "best_samples.png").stat().st_size > 0
+
+
+def test_janitor_removes_the_placement_group_of_a_dead_trial(ray_local):
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    class Idle:  # stands in for a trial's process (defined here: pickled by value)
+        pass
+
+    trial = ray_local.remote(num_cpus=0)(Idle).remote()
+    group = placement_group([{"CPU": 0.01}])
+    ray_local.get(group.ready())
+    janitor = ray_local.remote(num_cpus=0)(sweep.Janitor).remote()
+    ray_local.get(janitor.watch.remote(trial, group))
+    assert ray_local.get(janitor.collect.remote()) == 1  # alive: its group stays
+    assert placement_group_table(group)["state"] == "CREATED"
+    ray_local.kill(trial)
+    assert ray_local.get(janitor.drain.remote(timeout_s=30)) == 0
+    assert placement_group_table(group)["state"] == "REMOVED"

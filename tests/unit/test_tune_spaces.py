@@ -155,7 +155,10 @@ def test_max_concurrent_leaves_a_cpu_for_ray_data_and_counts_gpus():
     assert max_concurrent(cfg, {"CPU": 16}) == 7
     gpu = config.load("dcgan", overrides=["scaling.workers=2", "scaling.gpus_per_worker=1"])
     assert max_concurrent(gpu, {"CPU": 16, "GPU": 4}) == 2
-    assert max_concurrent(cfg, {"CPU": 1}) == 1  # always at least one
+    with pytest.raises(ConfigError, match="plus a CPU for Ray Data; the cluster has 2.5 CPUs"):
+        max_concurrent(cfg, {"CPU": 2.5})  # 2 workers and no CPU left for data
+    with pytest.raises(ConfigError, match="and 0 GPUs"):
+        max_concurrent(gpu, {"CPU": 16})
 
 
 def test_best_recipe_is_a_fresh_run_of_the_best_values(tmp_path):
