@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,17 @@ def write_json(name: str, payload: dict[str, Any], out_dir: str | Path) -> Path:
     document |= {"machine": machine()} | payload
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return path
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The command line every benchmark takes: ``--out`` (JSON folder) and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON folder")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    return parser
+
+
+def main(run: Callable[[Path, bool], Any], doc: str) -> None:
+    """Run one benchmark from its command line (``python -m benchmarks.NAME``)."""
+    args = parser(doc).parse_args()
+    run(args.out, args.quick)

@@ -230,10 +230,6 @@ def run(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import argparse
+    from benchmarks import common
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    run(args.out, args.quick)
+    common.main(run, __doc__)

@@ -22,7 +22,6 @@ progress bars are turned off (they cost CPU in the driver).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
@@ -234,8 +233,6 @@ def run(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--quick", action="store_true", help="1,000 images, 4 rounds")
-    args = parser.parse_args()
-    run(args.out, args.quick)
+    from benchmarks import common
+
+    common.main(run, __doc__)

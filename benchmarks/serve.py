@@ -21,7 +21,6 @@ throughput with batching / without at 16 clients.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import socket
@@ -222,13 +221,7 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
-    parser.add_argument("--out", default="bench-results", help="folder for serve.json")
-    args = parser.parse_args()
-    run(Path(args.out), args.quick)
-
-
 if __name__ == "__main__":
-    main()
+    from benchmarks import common
+
+    common.main(run, __doc__)

@@ -34,7 +34,6 @@ is reported beside wall time because the machine is shared. Torch runs one threa
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -327,13 +326,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
-    parser.add_argument("--out", default="bench-results", help="folder for style.json")
-    args = parser.parse_args()
-    run(Path(args.out), args.quick)
-
-
 if __name__ == "__main__":
-    main()
+    from benchmarks import common
+
+    common.main(run, __doc__)

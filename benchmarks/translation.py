@@ -23,7 +23,6 @@ the identity baseline.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import statistics
@@ -381,9 +380,9 @@ def quality(out_dir: Path, minutes: float, n: int = 400, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64x64, fewer steps")
-    parser.add_argument("--out", default="bench-results", help="folder for the JSON results")
+    from benchmarks import common
+
+    parser = common.parser(__doc__)
     parser.add_argument("--quality", type=float, metavar="MINUTES",
                         help="instead: train each model MINUTES on CPU and score it")  # fmt: skip
     args = parser.parse_args()

@@ -67,26 +67,11 @@ def bare_tune(
 def genart_sweep(trials: int, steps: int, concurrency: int, storage: Path) -> dict:
     """Wall time of a DCGAN sweep (each trial a Ray Train run) against its trials' times."""
     data = generate("digits", storage / "digits", n=64, size=16, seed=0)
-    cfg = config.load(
-        "dcgan",
-        overrides=[
-            f"data.uri={data}",
-            "data.size=16",
-            "data.channels=1",
-            "data.batch_size=8",
-            "dcgan.g_width=8",
-            "dcgan.d_width=8",
-            "dcgan.latent_dim=16",
-            f"train.steps={steps}",
-            "train.log_every=2",
-            "train.sample_every=1000",
-            "train.checkpoint_every=1000",
-            "train.eval_samples=32",
-            "scaling.workers=1",
-            "run.name=genart",
-            f"run.storage_path={storage}",
-        ],
-    )
+    smoke = Path(__file__).resolve().parents[1] / "jobs" / "dcgan-smoke.yaml"
+    overrides = [f"data.uri={data}", f"train.steps={steps}", "train.sample_every=1000",
+                 "train.checkpoint_every=1000", "scaling.workers=1", "run.name=genart",
+                 f"run.storage_path={storage}"]  # fmt: skip
+    cfg = config.load("dcgan", smoke, overrides)
     searched = space.parse("dcgan", {"dcgan.lr_g": {"loguniform": [1e-4, 1e-3]}})
     settings = sweep.Settings(samples=trials, scheduler="fifo", max_concurrent=concurrency)
     report = sweep.sweep(cfg, searched, settings)
@@ -130,10 +115,6 @@ def run(out_dir: Path, quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    import argparse
+    from benchmarks import common
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    run(args.out, args.quick)
+    common.main(run, __doc__)

@@ -5,6 +5,9 @@ import os
 # Before anything imports ray (see ../shared/ray-notes.md).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Worker groups start in ~4 s on an idle 2-core machine; under heavy load they have taken over
+# 60 s, the default limit, and failed the run.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -40,7 +40,7 @@ def descendants(pid: int) -> list:
     return _psutil().Process(pid).children(recursive=True)
 
 
-def terminate_tree(pid: int, grace_s: float = 15) -> None:
+def terminate_tree(pid: int, grace_s: float = 5) -> None:
     """SIGTERM ``pid`` and everything below it; SIGKILL what is left after ``grace_s``.
 
     How the tests stop a `ray start` they launched: `ray stop` would kill every Ray process of

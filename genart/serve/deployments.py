@@ -197,57 +197,18 @@ class DCGANGenerator:
         return encode(await self.generate(z), request.format, nrow=4)
 
 
-@serve.deployment(
-    max_ongoing_requests=16,
-    max_queued_requests=32,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    ray_actor_options={"num_cpus": 0.5},
-)
-class FastStyle:
-    """Every configured fast-style network in one replica; any image size, batched."""
+class ImageModels:
+    """Base of the image-to-image deployments: named exported models in one replica, whose
+    requests are batched together by (model key, image size)."""
 
-    def __init__(self, styles: dict[str, str]):
-        device = pick_device()
-        self.nets, self.descriptions = {}, {}
-        for name, path in styles.items():
-            nets, _, self.descriptions[name] = load_model(path, ("fast_style",), device)
-            self.nets[name] = nets["G"]
+    KINDS: tuple[str, ...] = ()  # the model families this deployment serves
+    WHAT = "model"  # what a name denotes, in errors
 
-    def reconfigure(self, user_config: dict) -> None:
-        configure_batching(self._run, user_config)
-
-    def describe(self) -> dict:
-        return self.descriptions
-
-    async def stylize(self, name: str, image: np.ndarray) -> bytes:
-        """The image (uint8 HWC RGB) in style ``name``, as PNG."""
-        if name not in self.nets:
-            raise v.RequestError(404, f"unknown style '{name}'; available: {sorted(self.nets)}")
-        return await self._run((name, image))
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _run(self, items: list[tuple[str, np.ndarray]]) -> list[bytes]:
-        from genart.models.fast_style import apply
-
-        return await asyncio.to_thread(
-            run_grouped, items, lambda name, x: apply(self.nets[name], x)
-        )
-
-
-@serve.deployment(
-    max_ongoing_requests=16,
-    max_queued_requests=32,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    ray_actor_options={"num_cpus": 0.5},
-)
-class Translator:
-    """Pix2Pix and CycleGAN generators by name; any image size, batched per model and direction."""
-
-    def __init__(self, models: dict[str, str]):
+    def __init__(self, paths: dict[str, str]):
         device = pick_device()
         self.models, self.descriptions = {}, {}
-        for name, path in models.items():
-            nets, cfg, self.descriptions[name] = load_model(path, ("pix2pix", "cyclegan"), device)
+        for name, path in paths.items():
+            nets, cfg, self.descriptions[name] = load_model(path, self.KINDS, device)
             self.models[name] = (nets, cfg)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -256,14 +217,64 @@ class Translator:
     def describe(self) -> dict:
         return self.descriptions
 
+    def _model(self, name: str) -> tuple[dict, config.Config]:
+        if name not in self.models:
+            available = sorted(self.models)
+            raise v.RequestError(404, f"unknown {self.WHAT} '{name}'; available: {available}")
+        return self.models[name]
+
+    # Each subclass defines its own ``@serve.batch`` ``_run`` calling this: serve.batch keeps
+    # one queue per decorated function, so a shared one would mix two deployments' requests.
+    async def _run_batch(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
+        """The PNGs for a batch of (model key, uint8 HWC image) requests."""
+        return await asyncio.to_thread(run_grouped, items, self._forward)
+
+    def _forward(self, key: Hashable, batch: torch.Tensor) -> torch.Tensor:
+        """Images out for a float batch in [-1, 1] of one model key and size."""
+        raise NotImplementedError
+
+
+IMAGE_MODEL_OPTIONS = {
+    "max_ongoing_requests": 16,
+    "max_queued_requests": 32,
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+    "ray_actor_options": {"num_cpus": 0.5},
+}
+
+
+@serve.deployment(**IMAGE_MODEL_OPTIONS)
+class FastStyle(ImageModels):
+    """Every configured fast-style network in one replica; any image size, batched."""
+
+    KINDS, WHAT = ("fast_style",), "style"
+
+    async def stylize(self, name: str, image: np.ndarray) -> bytes:
+        """The image (uint8 HWC RGB) in style ``name``, as PNG."""
+        self._model(name)
+        return await self._run((name, image))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
+        return await self._run_batch(items)
+
+    def _forward(self, name: str, batch: torch.Tensor) -> torch.Tensor:
+        from genart.models.fast_style import apply
+
+        return apply(self.models[name][0]["G"], batch)
+
+
+@serve.deployment(**IMAGE_MODEL_OPTIONS)
+class Translator(ImageModels):
+    """Pix2Pix and CycleGAN generators by name; any image size, batched per model and direction."""
+
+    KINDS = ("pix2pix", "cyclegan")
+
     async def translate(self, name: str, direction: str | None, image: np.ndarray) -> bytes:
         """The image (uint8 HWC RGB) translated by model ``name``, as PNG.
 
         The direction is checked here, before batching, so a bad one fails only its caller.
         """
-        if name not in self.models:
-            raise v.RequestError(404, f"unknown model '{name}'; available: {sorted(self.models)}")
-        nets, cfg = self.models[name]
+        nets, cfg = self._model(name)
         try:
             _, direction = select_generator(nets, cfg, direction)
         except ConfigError as err:
@@ -271,8 +282,8 @@ class Translator:
         return await self._run(((name, direction), to_channels(image, cfg.data.channels)))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _run(self, items: list[tuple[tuple[str, str], np.ndarray]]) -> list[bytes]:
-        return await asyncio.to_thread(run_grouped, items, self._forward)
+    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
+        return await self._run_batch(items)
 
     def _forward(self, key: tuple[str, str], batch: torch.Tensor) -> torch.Tensor:
         name, direction = key

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from localcloud import descendants, private_ray
@@ -22,6 +23,7 @@ from genart.train.launch import fit
 
 pytestmark = pytest.mark.ray
 
+SMOKE = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-smoke.yaml"  # tiny DCGAN
 STEPS = 60  # long enough that the first checkpoint (step 4) comes well before the end
 WAIT_S = 300
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registry of checkpoints
@@ -34,11 +36,8 @@ def digits(tmp_path_factory):
 
 
 def tiny(digits, storage, name: str, cpus_per_worker: float = 1.0) -> config.Config:
-    return config.load("dcgan", overrides=[
-        f"data.uri={digits}", "data.size=16", "data.channels=1", "data.batch_size=8",
-        "dcgan.g_width=8", "dcgan.d_width=8", "dcgan.latent_dim=16",
-        f"train.steps={STEPS}", "train.log_every=2", "train.checkpoint_every=4",
-        "train.sample_every=20", "train.eval_samples=32", "scaling.workers=2",
+    return config.load("dcgan", SMOKE, [
+        f"data.uri={digits}", f"train.steps={STEPS}", "train.sample_every=20",
         f"scaling.cpus_per_worker={cpus_per_worker}", "run.max_failures=1",
         f"run.name={name}", f"run.storage_path={storage}",
     ])  # fmt: skip
@@ -118,7 +117,7 @@ def test_lost_node_run_waits_and_recovers_when_capacity_returns(digits, tmp_path
             background = Background(tiny(digits, tmp_path, "node", cpus_per_worker=2.5))
             wait_for_checkpoint(tmp_path / "node", background)
             cluster.remove_node(node)
-            time.sleep(10)
+            time.sleep(5)
             assert background.thread.is_alive(), "finished on one node: capacity was not lost"
             cluster.add_node(num_cpus=3, object_store_memory=STORE)  # main thread only
             assert_finished_without_loss(background.join(), tmp_path / "node")

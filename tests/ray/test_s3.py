@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from localcloud import Faults, environment, moto_s3, private_ray, s3_client
 
 from genart import config, storage
 from genart.data import pipelines
 from genart.train import checkpoint
 from genart.train.launch import fit
+from genart.tune import space, sweep
 
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "jobs" / "dcgan-smoke.yaml"  # the tiny DCGAN recipe
 BUCKET = "genart-test"
 DATA = f"s3://{BUCKET}/data/digits"
 RUNS = f"s3://{BUCKET}/runs"
@@ -58,13 +61,17 @@ def logged_steps(env, run: str) -> list[int]:
 
 
 def run(name: str, steps: int, *extra: str):
-    cfg = config.load("dcgan", overrides=[
-        f"data.uri={DATA}", "data.size=16", "data.channels=1", "data.batch_size=8",
-        "dcgan.g_width=8", "dcgan.d_width=8", "dcgan.latent_dim=16",
-        f"train.steps={steps}", "train.log_every=2", "train.checkpoint_every=4",
-        "train.sample_every=4", "train.eval_samples=32", "scaling.workers=2",
-        f"run.name={name}", f"run.storage_path={RUNS}", *extra,
-    ])  # fmt: skip
+    cfg = config.load(
+        "dcgan",
+        SMOKE,
+        [
+            f"data.uri={DATA}",
+            f"train.steps={steps}",
+            f"run.name={name}",
+            f"run.storage_path={RUNS}",
+            *extra,
+        ],
+    )
     result = fit(cfg)
     assert result.error is None, result.error
     return result
@@ -83,7 +90,13 @@ def test_images_and_parquet_read_from_s3(s3):
 
 
 def test_train_checkpoint_and_resume_in_s3(s3):
-    first = run("digits", 4)
+    FAULTS.arm("state.pt", times=1)  # every request writing a checkpoint's state fails once
+    try:
+        first = run("digits", 4)
+    finally:
+        injected = FAULTS.injected
+        FAULTS.arm("", times=0)
+    assert injected > 0  # the failed writes were retried: the checkpoint verifies below
     assert first.return_value["files"]["run"] == f"{RUNS}/digits"
     resumed = run("digits", 8, "run.resume=true")
     assert resumed.return_value["resumed_from"] == 4
@@ -108,18 +121,6 @@ def test_partial_checkpoint_in_s3_is_never_restored(s3):
     assert logged_steps(s3, "digits") == [2, 4, 6, 8, 10]
 
 
-def test_failed_checkpoint_writes_are_retried(s3):
-    FAULTS.arm("state.pt", times=1)  # every request writing a checkpoint's state fails once
-    try:
-        run("flaky", 4)
-    finally:
-        injected = FAULTS.injected
-        FAULTS.arm("", times=0)
-    assert injected > 0
-    (folder,) = [d for d in storage.list_dirs(f"{RUNS}/flaky") if d.startswith("checkpoint_")]
-    assert checkpoint.verify(checkpoint.resolve(f"{RUNS}/flaky/{folder}"))["step"] == 4
-
-
 def test_s3_filesystem_keeps_its_retries_when_pickled(s3):
     # pyarrow's S3FileSystem forgets its retry strategy when pickled; Ray pickles the storage
     # filesystem to the workers that upload checkpoints.
@@ -127,6 +128,21 @@ def test_s3_filesystem_keeps_its_retries_when_pickled(s3):
     copy = pickle.loads(pickle.dumps(fs))
     assert isinstance(copy.handler, storage.RetryingS3) and copy.handler == fs.handler
     assert storage.uri(copy, f"{BUCKET}/runs") == RUNS
+
+
+def test_sweep_with_s3_storage(s3):
+    cfg = config.load("dcgan", SMOKE, [
+        f"data.uri={DATA}", "train.steps=4", "train.eval_every=4", "scaling.workers=1",
+        "scaling.cpus_per_worker=0.5", "run.name=lr", f"run.storage_path=s3://{BUCKET}/sweeps",
+    ])  # fmt: skip
+    searched = space.parse("dcgan", {"dcgan.lr_g": {"grid": [1e-4]}})  # storage, not search
+    report = sweep.sweep(cfg, searched, sweep.Settings(scheduler="fifo", search="grid"))
+    assert list(report.table["status"]) == ["done"]
+    names = set(keys(s3, "sweeps/lr/"))
+    for name in ("results.csv", "results.parquet", "best.yaml", "metric.png", "sweep.yaml"):
+        assert f"sweeps/lr/{name}" in names, name
+    best = yaml.safe_load(read(s3, "sweeps/lr/best.yaml"))
+    assert best["dcgan"]["lr_g"] == pytest.approx(report.best["dcgan.lr_g"])
 
 
 def test_export_to_s3_and_load_for_serving(s3):

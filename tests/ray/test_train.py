@@ -4,6 +4,7 @@ Each fit() costs 10-20 s of fixed Ray overhead, so the checks share a few small 
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from genart.train import checkpoint
 from genart.train.launch import fit
 
 pytestmark = pytest.mark.ray
+
+SMOKE = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-smoke.yaml"  # tiny DCGAN
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +31,9 @@ def storage(tmp_path_factory):
 
 
 def run(digits, storage, name, steps, *extra):
-    cfg = config.load(
-        "dcgan",
-        overrides=[
-            f"data.uri={digits}",
-            "data.size=16",
-            "data.channels=1",
-            "data.batch_size=8",
-            "dcgan.g_width=8",
-            "dcgan.d_width=8",
-            "dcgan.latent_dim=16",
-            f"train.steps={steps}",
-            "train.log_every=2",
-            "train.checkpoint_every=4",
-            "train.sample_every=4",
-            "train.eval_samples=32",
-            "scaling.workers=2",
-            f"run.name={name}",
-            f"run.storage_path={storage}",
-            *extra,
-        ],
-    )
+    overrides = [f"data.uri={digits}", f"train.steps={steps}", f"run.name={name}",
+                 f"run.storage_path={storage}", *extra]  # fmt: skip
+    cfg = config.load("dcgan", SMOKE, overrides)
     result = fit(cfg)
     assert result.error is None, result.error
     return result
@@ -94,6 +79,10 @@ def test_worker_failure_restarts_from_last_checkpoint(ray_local, digits, storage
     result = run(digits, storage, "crash", 8, "train.fail_at_step=6", "run.max_failures=1")
     assert result.return_value["resumed_from"] == 4
     assert logged_steps(storage / "crash") == [2, 4, 6, 8]  # none lost, none repeated
+    # The automatic restart is exact too: the same weights as the run that never failed.
+    _, straight = final_nets(storage / "straight")
+    _, crashed = final_nets(storage / "crash")
+    assert all(torch.equal(v, crashed["G"][k]) for k, v in straight["G"].items())
 
 
 def test_partial_checkpoint_is_never_restored(ray_local, digits, storage):

@@ -24,19 +24,9 @@ from genart.tune import space, sweep
 
 pytestmark = pytest.mark.ray
 
+SMOKE = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-smoke.yaml"  # tiny DCGAN
 TINY = [
-    "data.size=16",
-    "data.channels=1",
-    "data.batch_size=8",
-    "data.flip=false",
-    "dcgan.g_width=8",
-    "dcgan.d_width=8",
-    "dcgan.latent_dim=16",
-    "train.log_every=2",
     "train.eval_every=4",
-    "train.checkpoint_every=4",
-    "train.sample_every=4",
-    "train.eval_samples=32",
     "scaling.workers=1",
     # Half a logical CPU per worker: two trials' workers leave whole CPUs for their Ray Data
     # tasks even while a restarting trial's placement group is still reserved.
@@ -76,7 +66,7 @@ def base(digits, storage, name, steps, *extra):
         f"run.storage_path={storage}",
         *extra,
     ]
-    return config.load("dcgan", overrides=overrides)
+    return config.load("dcgan", SMOKE, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +167,7 @@ def test_pbt_exploit_restores_another_trials_checkpoint(ray_local, digits, tmp_p
             "dcgan.lr_d": {"loguniform": [1e-4, 1e-3]},  # what PBT perturbs
         },
     )
-    cfg = base(digits, tmp_path, "pbt", 12, "train.eval_every=2")
+    cfg = base(digits, tmp_path, "pbt", 8, "train.eval_every=2")
     settings = sweep.Settings(scheduler="pbt", max_concurrent=2)
     report = sweep.sweep(cfg, searched, settings)
     assert list(report.table["status"]) == ["done", "done"]
