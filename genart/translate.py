@@ -346,7 +346,7 @@ def export_onnx(G: nn.Module, path: str | Path, channels: int) -> float:
     Dropout is not reproducible, and a deterministic graph is what serving wants. The probe is
     non-square, a few strides per side. Raises AssertionError above 1e-4.
     """
-    from genart.models.fast_style import export_onnx as export_checked  # the shared helper
+    from genart.onnx_export import export_checked
 
     stride = stride_of(G)
     probe = torch.rand(2, channels, 2 * stride, 3 * stride) * 2 - 1

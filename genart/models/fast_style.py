@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -237,44 +236,6 @@ def apply(net: nn.Module, images: torch.Tensor, precision: str = "fp32") -> torc
 
 def _is_channels_last(parameter: torch.Tensor) -> bool:
     return parameter.dim() == 4 and parameter.is_contiguous(memory_format=torch.channels_last)
-
-
-def export_onnx(net: nn.Module, path: str | Path, sample: torch.Tensor) -> float:
-    """Write ``net`` as ONNX with dynamic batch, height and width; returns max |ORT - torch|.
-
-    The output of onnxruntime on ``sample`` is compared with PyTorch's; a difference above 1e-4
-    raises ``AssertionError`` (a broken export must not be shipped).
-    """
-    import numpy as np
-    import onnxruntime
-
-    net = unwrap(net).eval()
-    sample = sample.to(next(net.parameters()).device)
-    dynamic = {0: "batch", 2: "height", 3: "width"}
-    # The TorchScript-based exporter: the dynamo one needs onnxscript, not a dependency here.
-    # Its warnings are benign here (instance norm always uses the input's statistics and checks
-    # its channel count, a constant; some Slice ops are not constant-folded) and would only
-    # alarm users.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            net,
-            (sample,),
-            str(path),
-            input_names=["image"],
-            output_names=["stylised"],
-            dynamic_axes={"image": dynamic, "stylised": dynamic},
-            dynamo=False,
-        )
-    with torch.no_grad():
-        expected = net(sample).cpu().numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"image": sample.cpu().numpy()})
-    diff = float(np.abs(got - expected).max())
-    if diff > 1e-4:
-        raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} (> 1e-4)")
-    return diff
 
 
 SPEC = register(

@@ -343,25 +343,14 @@ def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) 
 
 
 def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
-    """Load the newest complete checkpoint of this run or, if it has none, ``run.init_from``.
+    """Load the state to start from (see :func:`_start_state`) into the nets, optimizers, ...
 
     Returns (Position, fixed inputs), or None when there is nothing to start from.
     """
-    import ray.train
-
-    found = ray.train.get_checkpoint()
-    # Ray registers a checkpoint only after it is uploaded: a crash in between leaves a complete
-    # one Ray does not know about, which is still the newest state of this run.
-    unregistered = None if found else checkpoint.latest_complete(_own_run(cfg))
-    if found is not None:
-        state, history = _load_own(found)
-    elif unregistered is not None:
-        state, _, history = checkpoint.load(unregistered)
-        found = unregistered  # this run's own state: keep its optimizer settings
-    elif cfg.run.init_from:
-        state, _, history = checkpoint.load(checkpoint.resolve(cfg.run.init_from))
-    else:
+    start = _start_state(cfg)
+    if start is None:
         return None
+    state, history, own = start
     own_settings = _optimizer_settings(opts)
     for name, net in nets.items():
         net.load_state_dict(state["nets"][name])
@@ -369,7 +358,7 @@ def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
         opt.load_state_dict(state["opts"][name])
     for name, sched in scheds.items():
         sched.load_state_dict(state["scheds"][name])
-    if found is None:
+    if not own:  # another run's weights and moments, this run's hyper-parameters
         _adopt_settings(opts, scheds, own_settings)
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
@@ -379,6 +368,29 @@ def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
         ctx.state = _to(workers[rank]["ctx_state"], device)
     pos = Position(state["step"], state["epoch"], state["batch_in_epoch"], history)
     return pos, state["fixed"]
+
+
+def _start_state(cfg) -> tuple[dict, list[dict], bool] | None:
+    """(state, history, whether it is this run's own) to start from, or None for a fresh start.
+
+    In order: the checkpoint Ray registered for this run; else the newest complete one in the
+    run folder (Ray registers a checkpoint only after uploading it, so a crash in between
+    leaves a complete one Ray does not know about, still the run's newest state); else
+    ``run.init_from`` (another run's checkpoint, e.g. a PBT exploit).
+    """
+    import ray.train
+
+    found = ray.train.get_checkpoint()
+    if found is not None:
+        return (*_load_own(found), True)
+    unregistered = checkpoint.latest_complete(_own_run(cfg))
+    if unregistered is not None:
+        state, _, history = checkpoint.load(unregistered)
+        return state, history, True
+    if cfg.run.init_from:
+        state, _, history = checkpoint.load(checkpoint.resolve(cfg.run.init_from))
+        return state, history, False
+    return None
 
 
 def _load_own(found) -> tuple[dict, list[dict]]:

@@ -167,7 +167,7 @@ def test_pbt_exploit_restores_another_trials_checkpoint(ray_local, digits, tmp_p
             "dcgan.lr_d": {"loguniform": [1e-4, 1e-3]},  # what PBT perturbs
         },
     )
-    cfg = base(digits, tmp_path, "pbt", 8, "train.eval_every=2")
+    cfg = base(digits, tmp_path, "pbt", 12, "train.eval_every=2")
     settings = sweep.Settings(scheduler="pbt", max_concurrent=2)
     report = sweep.sweep(cfg, searched, settings)
     assert list(report.table["status"]) == ["done", "done"]
