@@ -167,7 +167,13 @@ def test_pbt_exploit_restores_another_trials_checkpoint(ray_local, digits, tmp_p
             "dcgan.lr_d": {"loguniform": [1e-4, 1e-3]},  # what PBT perturbs
         },
     )
-    cfg = base(digits, tmp_path, "pbt", 12, "train.eval_every=2")
+    # Ray Train runs ahead of Tune (workers do not wait for Tune to take a report), so with
+    # millisecond steps both trials' reports reach PBT in two bursts at the end, one trial's
+    # after the other's: nothing to compare, no exploit. Wider nets and whole-dataset batches
+    # make a scoring interval take about a second, so reports arrive interleaved, as in real
+    # sweeps.
+    cfg = base(digits, tmp_path, "pbt", 8, "train.eval_every=2", "data.batch_size=64",
+               "dcgan.g_width=32", "dcgan.d_width=32", "train.eval_samples=128")  # fmt: skip
     settings = sweep.Settings(scheduler="pbt", max_concurrent=2)
     report = sweep.sweep(cfg, searched, settings)
     assert list(report.table["status"]) == ["done", "done"]
