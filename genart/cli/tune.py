@@ -33,6 +33,12 @@ def register(sub) -> None:
     p.add_argument("--scheduler", choices=["asha", "pbt", "fifo"], default="asha")
     p.add_argument("--search", choices=["random", "grid", "optuna-if-installed"], default="random")
     p.add_argument(
+        "--pbt-sync",
+        action="store_true",
+        help="synchronous PBT: compare trials at the same step (each perturbation restarts "
+        "every trial from its checkpoint)",
+    )
+    p.add_argument(
         "--max-concurrent",
         type=int,
         default=0,
@@ -73,6 +79,7 @@ def tune(args) -> int:
         samples=args.samples,
         scheduler=args.scheduler,
         search=args.search,
+        pbt_sync=args.pbt_sync,
         max_concurrent=args.max_concurrent,
         metric=args.metric,
         mode=args.mode,

@@ -67,6 +67,9 @@ class Settings:
     max_concurrent: int = 0  # 0: as many trials as the cluster's CPUs (and GPUs) hold
     metric: str = ""  # default: eval_<the model's metric> (registry)
     mode: str = ""  # min | max; default: the model's
+    # PBT compares trials at the same step (each perturbation then pauses and restarts every
+    # trial from its checkpoint) instead of each trial's newest score against the others'.
+    pbt_sync: bool = False
     # Extra ray.tune.Callback objects (a resumed sweep keeps those it started with).
     callbacks: list = field(default_factory=list)
 
@@ -165,6 +168,7 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
         stored={
             "config": base.to_dict(),
             "scheduler": settings.scheduler,
+            "pbt_sync": settings.pbt_sync,
             "metric": metric,
             "mode": mode,
         },
@@ -249,7 +253,8 @@ def stored_sweep(run_cfg: config.RunConfig, settings: Settings) -> tuple[Config,
         stored = yaml.safe_load(f.read())
     cfg = Config.from_dict(stored["config"])
     cfg.run.resume = True
-    trial = {key: stored[key] for key in ("scheduler", "metric", "mode")}
+    trial = {key: stored[key] for key in ("scheduler", "metric", "mode") if key in stored}
+    trial["pbt_sync"] = stored.get("pbt_sync", False)
     return cfg, dataclasses.replace(settings, **trial)
 
 
@@ -332,7 +337,9 @@ def _tune_config(plan: Plan, space: Space, settings: Settings):
     return tune.TuneConfig(
         metric=plan.metric,
         mode=plan.mode,
-        scheduler=scheduler(settings.scheduler, plan.budget, plan.interval, space),
+        scheduler=scheduler(
+            settings.scheduler, plan.budget, plan.interval, space, sync=settings.pbt_sync
+        ),
         search_alg=searcher(settings.search, space, plan.metric, plan.mode),
         num_samples=settings.samples or (1 if grid_search(space, settings) else 4),
         max_concurrent_trials=plan.max_concurrent,
@@ -350,8 +357,11 @@ def trial_folder(trial) -> str:
     return trial.trial_id
 
 
-def scheduler(name: str, budget: int, interval: int, space: Space):
-    """Tune's trial scheduler, in steps: trials score every ``interval`` steps up to ``budget``."""
+def scheduler(name: str, budget: int, interval: int, space: Space, sync: bool = False):
+    """Tune's trial scheduler, in steps: trials score every ``interval`` steps up to ``budget``.
+
+    ``sync``: synchronous PBT (all trials compared at the same step).
+    """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
     if name == "asha":
@@ -364,7 +374,10 @@ def scheduler(name: str, budget: int, interval: int, space: Space):
         if not mutations:
             raise ConfigError("PBT needs at least one uniform/loguniform/randint key to perturb")
         return PopulationBasedTraining(
-            time_attr="step", perturbation_interval=interval, hyperparam_mutations=mutations
+            time_attr="step",
+            perturbation_interval=interval,
+            hyperparam_mutations=mutations,
+            synch=sync,
         )
     if name == "fifo":
         return FIFOScheduler()
@@ -486,8 +499,9 @@ def _fit_and_relay(cfg: Config, metric: str, relay: Relay) -> None:
             checkpoint=tune.Checkpoint(keep.path, keep.filesystem) if keep else None,
         )
 
-    # maxsize 1: Train waits until Tune has taken each report, so a PBT decision always
-    # concerns the checkpoint just reported.
+    # maxsize 1: the Train controller hands over one report at a time, in order. Its workers do
+    # not wait for it, though: a run whose scoring interval is shorter than Tune's turnaround
+    # runs ahead, and PBT then decides on reports that are already old (see the PBT test).
     reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
     scored, final = 0, []
     # A daemon thread: Tune may end this process while the run is still going.
