@@ -40,7 +40,9 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), absolute(uri)
     fs, path = pafs.FileSystem.from_uri(uri)
     if isinstance(fs, pafs.S3FileSystem):
-        fs = pafs.PyFileSystem(RetryingS3(fs.__reduce__()[1][0]))
+        # The options from_uri resolved (region, endpoint, ...), as pyarrow pickles them.
+        options = fs.__reduce__()[1][0]
+        fs = pafs.PyFileSystem(RetryingS3(options))
     return fs, path
 
 

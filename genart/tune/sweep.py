@@ -253,8 +253,8 @@ def stored_sweep(run_cfg: config.RunConfig, settings: Settings) -> tuple[Config,
         stored = yaml.safe_load(f.read())
     cfg = Config.from_dict(stored["config"])
     cfg.run.resume = True
-    trial = {key: stored[key] for key in ("scheduler", "metric", "mode") if key in stored}
-    trial["pbt_sync"] = stored.get("pbt_sync", False)
+    trial = {key: stored[key] for key in ("scheduler", "metric", "mode")}
+    trial["pbt_sync"] = stored.get("pbt_sync", False)  # absent in sweeps started before it existed
     return cfg, dataclasses.replace(settings, **trial)
 
 
