@@ -14,9 +14,14 @@ from typing import Any
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPUs, load, library versions and the GPU if any."""
-    import ray
     import torch
 
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # the step and style benchmarks run without Ray
+        ray_version = None
     return {
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -24,7 +29,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "ray": ray.__version__,
+        "ray": ray_version,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -66,6 +71,14 @@ def write_json(name: str, payload: dict[str, Any], out_dir: str | Path) -> Path:
     document |= {"machine": machine()} | payload
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return path
+
+
+def sync(device) -> None:
+    """Wait for the device's queued kernels, so that a host clock read after it means something."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -8,8 +8,13 @@ the first reporting window, and the plain loop skips its warm-up steps the same 
 
 Part 2 (target >= 1.3x): step time of genart's DCGAN train_step against a faithful
 re-implementation of pytorch/examples' dcgan/main.py step (same 64 px architecture, batch and
-Adam settings; Sigmoid + BCELoss, two separate D backward passes, for-loop Adam, zero_grad to
-zeros), in-memory batches, interleaved rounds, medians.
+Adam settings; Sigmoid + BCELoss, two separate D backward passes, torch's default Adam,
+zero_grad to zeros, cudnn.benchmark), in-memory batches, interleaved rounds, medians. genart's
+step runs as the loop runs it: on CUDA with bf16 autocast and channels-last ("auto").
+
+On a GPU both loops run the same device choices, and the plain loop's DataLoader gets up to 8
+worker processes with pinned memory (one would starve the GPU); Ray Data spreads decoding over
+the CPUs Ray Train leaves free. On the 2-core CPU machine both read with one process.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import sync
 from genart import config
 from genart.data import transforms
 from genart.data.synthetic import generate
+from genart.data.transforms import random_flip
 from genart.models import dcgan
 from genart.registry import StepContext
+from genart.train import devices, graphs
 
 
 class PngFolder(Dataset):
@@ -48,33 +56,52 @@ class PngFolder(Dataset):
 
 
 def plain_loop(folder: Path, p: dcgan.DCGANConfig, cfg, steps: int, warmup: int) -> float:
-    """Images/s of the same model and train_step fed by a torch DataLoader (1 process)."""
+    """Images/s of the same model and train_step fed by a torch DataLoader."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype, scaler = devices.precision(cfg.train.precision, device)
+    nhwc = devices.channels_last(cfg.train.channels_last, device)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
     torch.manual_seed(0)
-    nets = dcgan.build(p, cfg.data)
+    nets = {k: v.to(device, memory_format=fmt) for k, v in dcgan.build(p, cfg.data).items()}
     opts = dcgan.optimizers(nets, p)
     loader = DataLoader(
         PngFolder(folder, cfg.data.size),
         batch_size=cfg.data.batch_size,
         shuffle=True,
-        num_workers=1,
+        num_workers=_loader_workers(device),
+        pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=True,
     )
-    ctx, done, start = StepContext(), 0, None
+    ctx, done, start = StepContext(scaler=scaler, device_type=device.type), 0, None
+    run = graphs.step_runner(dcgan.SPEC, nets, opts, cfg, ctx, device, 1, dtype)
     while done < steps:
         for images in loader:
             if done == warmup:
+                sync(device)
                 start = time.perf_counter()
             ctx.step = done
-            dcgan.train_step(nets, opts, {"image": images}, p, ctx)
+            images = images.to(device, non_blocking=True)
+            if cfg.data.flip:  # the same augmentation as the loop's, the same way
+                (images,) = random_flip(images, generator=torch.default_generator)
+            run({"image": images.contiguous(memory_format=fmt)})
             done += 1
             if done == steps:
                 break
+    sync(device)
     return (steps - warmup) * cfg.data.batch_size / (time.perf_counter() - start)
 
 
-def ray_loop(folder: Path, overrides: list[str], storage: Path) -> float:
-    """Steady-state images/s of the genart Ray Train loop with one worker."""
+def _loader_workers(device: torch.device) -> int:
+    """One reader on the 2-core CPU machine; on a GPU machine enough to keep the GPU fed."""
+    import os
+
+    return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 2))
+
+
+def ray_loop(folder: Path, overrides: list[str], storage: Path) -> dict[str, float]:
+    """Steady-state images/s of the genart Ray Train loop with one worker, and the fraction
+    of its time spent waiting for input batches (medians over the reporting windows)."""
     from genart.train.launch import fit
 
     cfg = config.load(
@@ -83,21 +110,23 @@ def ray_loop(folder: Path, overrides: list[str], storage: Path) -> float:
             *overrides,
             f"data.uri={folder}",
             "scaling.workers=1",
+            f"scaling.gpus_per_worker={1 if torch.cuda.is_available() else 0}",
             f"run.storage_path={storage}",
-            "run.name=bench",
+            f"run.name=bench-{len(list(storage.glob('bench-*')))}",
         ],
     )
     result = fit(cfg)
     if result.error:
         raise result.error
-    lines = (storage / "bench" / "metrics.jsonl").read_text().splitlines()
-    rates = [json.loads(line)["images_per_s"] for line in lines][1:]  # skip start-up window
-    return statistics.median(rates)
+    lines = (storage / cfg.run.name / "metrics.jsonl").read_text().splitlines()
+    windows = [json.loads(line) for line in lines][1:-1]  # skip start-up and final windows
+    return {key: statistics.median(w[key] for w in windows)
+            for key in ("images_per_s", "input_wait_frac")}  # fmt: skip
 
 
 def examples_step(batch: int, real: torch.Tensor):
     """pytorch/examples dcgan/main.py, re-implemented: nz 100, ngf = ndf = 64, 64 px, RGB."""
-    nz, ngf, ndf = 100, 64, 64
+    nz, ngf, ndf, device = 100, 64, 64, real.device
 
     def up(i, o, first=False):
         conv = nn.ConvTranspose2d(i, o, 4, 1 if first else 2, 0 if first else 1, bias=False)
@@ -117,7 +146,7 @@ def examples_step(batch: int, real: torch.Tensor):
         *up(ngf * 2, ngf),
         nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
         nn.Tanh(),
-    )
+    ).to(device)
     D = nn.Sequential(
         *down(3, ndf, False),
         *down(ndf, ndf * 2),
@@ -125,16 +154,17 @@ def examples_step(batch: int, real: torch.Tensor):
         *down(ndf * 4, ndf * 8),
         nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
         nn.Sigmoid(),
-    )
+    ).to(device)
     criterion = nn.BCELoss()
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=False)
+    # torch's default Adam, as main.py builds it (foreach on CUDA, a per-tensor loop on CPU).
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
     def step():
         D.zero_grad(set_to_none=False)
-        label = torch.full((batch,), 1.0)
+        label = torch.full((batch,), 1.0, device=device)
         criterion(D(real).view(-1), label).backward()
-        fake = G(torch.randn(batch, nz, 1, 1))
+        fake = G(torch.randn(batch, nz, 1, 1, device=device))
         label.fill_(0.0)
         criterion(D(fake.detach()).view(-1), label).backward()
         opt_d.step()
@@ -146,28 +176,45 @@ def examples_step(batch: int, real: torch.Tensor):
     return step
 
 
-def genart_step(batch: int, real: torch.Tensor):
-    """genart's DCGAN train_step with the same architecture, batch and optimizer settings."""
-    p = dcgan.DCGANConfig()
-    nets = dcgan.build(p, config.DataConfig(size=64, channels=3, batch_size=batch))
-    opts = dcgan.optimizers(nets, p)
-    ctx = StepContext()
-    return lambda: dcgan.train_step(nets, opts, {"image": real}, p, ctx)
+def genart_step(batch: int, real: torch.Tensor, cuda_graphs: str = "auto"):
+    """genart's DCGAN train_step as the loop runs it on ``real``'s device: same architecture,
+    batch and optimizer settings; on CUDA the loop's "auto" choices (bf16 autocast, NHWC and,
+    unless ``cuda_graphs="off"``, the step replayed as a CUDA graph)."""
+    device = real.device
+    cfg = config.load("dcgan", overrides=["data.size=64", f"data.batch_size={batch}",
+                                          f"train.cuda_graphs={cuda_graphs}"])  # fmt: skip
+    dtype, scaler = devices.precision(cfg.train.precision, device)
+    nhwc = devices.channels_last(cfg.train.channels_last, device)
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    nets = dcgan.build(cfg.params, cfg.data)
+    nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
+    opts = dcgan.optimizers(nets, cfg.params)
+    ctx = StepContext(scaler=scaler, device_type=device.type)
+    run = graphs.step_runner(dcgan.SPEC, nets, opts, cfg, ctx, device, 1, dtype)
+    batch_ = {"image": real.contiguous(memory_format=fmt)}
+    return lambda: run(batch_)
 
 
-def step_times(batch: int, rounds: int, per_round: int) -> dict[str, float]:
+def step_times(batch: int, rounds: int, per_round: int, device: torch.device) -> dict[str, float]:
     """Median seconds per step of both implementations, measured in interleaved rounds."""
     torch.manual_seed(0)
-    real = torch.rand(batch, 3, 64, 64) * 2 - 1
+    # pytorch/examples sets cudnn.benchmark; both sides get it (it is a no-op on CPU).
+    torch.backends.cudnn.benchmark = True
+    real = (torch.rand(batch, 3, 64, 64) * 2 - 1).to(device)
     steps = {"pytorch/examples": examples_step(batch, real), "genart": genart_step(batch, real)}
+    if device.type == "cuda":  # what replaying the step as a CUDA graph contributes
+        steps["genart, eager"] = genart_step(batch, real, cuda_graphs="off")
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():  # warm-up: allocator, oneDNN primitive caches
-        step()
+    for step in steps.values():  # warm-up: allocator, oneDNN/cuDNN kernel selection
+        for _ in range(5 if device.type == "cuda" else 1):  # (graphs: 3 eager, 1 capture)
+            step()
     for _ in range(rounds):
         for name, step in steps.items():
+            sync(device)
             start = time.perf_counter()
             for _ in range(per_round):
                 step()
+            sync(device)
             times[name].append((time.perf_counter() - start) / per_round)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -179,8 +226,11 @@ def run(out_dir: Path, quick: bool) -> dict:
     # Ray Train workers run with OMP_NUM_THREADS=1 (one CPU each): the baselines get the same,
     # else the plain loop's 2 torch threads fight its DataLoader worker for the 2 cores.
     torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     width, batch = (32, 32) if quick else (64, 64)
     steps, warmup = (25, 5) if quick else (60, 10)
+    if device.type == "cuda":  # milliseconds per step: many more steps for a steady window
+        steps, warmup = (200, 40) if quick else (600, 100)
     overrides = [
         f"dcgan.g_width={width}",
         f"dcgan.d_width={width}",
@@ -194,11 +244,19 @@ def run(out_dir: Path, quick: bool) -> dict:
         "data.shuffle_buffer=256",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = generate("shapes", Path(tmp) / "shapes", n=1024, size=64, seed=0) / "images"
+        # On a GPU several epochs of 1,024 images would time Ray Data's start of each epoch.
+        n = 16384 if device.type == "cuda" else 1024
+        folder = generate("shapes", Path(tmp) / "shapes", n=n, size=64, seed=0) / "images"
         cfg = config.load("dcgan", overrides=overrides)
         plain = plain_loop(folder, cfg.params, cfg, steps, warmup)
-        through_ray = ray_loop(folder, overrides, Path(tmp) / "runs")
-    step = step_times(batch=64 if not quick else 32, rounds=3 if quick else 5, per_round=2)
+        runs = Path(tmp) / "runs"
+        ray_runs = {"ray_train": ray_loop(folder, overrides, runs)}
+        if device.type == "cuda":  # what Ray Data's local shuffle buffer costs the loop
+            no_shuffle = [*overrides, "data.shuffle_buffer=0"]
+            ray_runs["ray_train_no_shuffle_buffer"] = ray_loop(folder, no_shuffle, runs)
+    through_ray = ray_runs["ray_train"]["images_per_s"]
+    per_round = 20 if device.type == "cuda" else 2
+    step = step_times(batch, rounds=3 if quick else 5, per_round=per_round, device=device)
     rows = [
         {
             "comparison": "Ray Train loop (1 worker) vs plain loop",
@@ -209,8 +267,8 @@ def run(out_dir: Path, quick: bool) -> dict:
         },
         {
             "comparison": "DCGAN step vs pytorch/examples",
-            "genart": f"{step['genart']:.3f} s",
-            "baseline": f"{step['pytorch/examples']:.3f} s",
+            "genart": f"{step['genart'] * 1e3:.2f} ms",
+            "baseline": f"{step['pytorch/examples'] * 1e3:.2f} ms",
             "ratio": round(step["pytorch/examples"] / step["genart"], 3),
             "target": ">= 1.3",
         },
@@ -219,9 +277,11 @@ def run(out_dir: Path, quick: bool) -> dict:
     payload = {
         "machine": machine(),
         "quick": quick,
+        "device": str(device),
         "width": width,
         "batch": batch,
-        "loop_images_per_s": {"ray_train": through_ray, "plain": plain},
+        "loop_images_per_s": {"plain": plain} | {k: v["images_per_s"] for k, v in ray_runs.items()},
+        "ray_input_wait_frac": {k: v["input_wait_frac"] for k, v in ray_runs.items()},
         "step_seconds": step,
         "rows": rows,
     }

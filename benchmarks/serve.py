@@ -94,7 +94,7 @@ def direct_path(export: str) -> Callable[[bytes], None]:
     from genart.train.checkpoint import load_exported
     from genart.translate import png_bytes
 
-    net = load_exported(export)[0]["G"]
+    net = load_exported(export, device="cuda" if torch.cuda.is_available() else "cpu")[0]["G"]
 
     def call(data: bytes) -> None:
         image = torch.from_numpy(to_float(decode_image(data, Limits())))[None]
@@ -132,10 +132,12 @@ def served(export: str) -> Iterator[dict[str, str]]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     urls = {}
     for mode, user_config in BATCHING.items():
-        # One replica, no queue limit: measure the service, not the admission control.
+        # One replica, no queue limit: measure the service, not the admission control. On a
+        # GPU machine the two apps' replicas share the GPU.
+        actor = {"num_cpus": 1} | ({"num_gpus": 0.5} if torch.cuda.is_available() else {})
         style = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
                  "max_ongoing_requests": 32, "max_queued_requests": -1,
-                 "ray_actor_options": {"num_cpus": 1}, "user_config": user_config}  # fmt: skip
+                 "ray_actor_options": actor, "user_config": user_config}  # fmt: skip
         options = {"FastStyle": style, "Ingress": {"ray_actor_options": {"num_cpus": 0.5}}}
         serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip

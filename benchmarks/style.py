@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.common import sync
 from genart.losses import gram_matrix
 from genart.models import fast_style
 from genart.models.gatys import GatysConfig, loss_network, stylize
@@ -96,7 +97,7 @@ class TutorialTransfer:
 
     def __init__(self, body: nn.Sequential, content, style, weights: tuple[float, float]):
         self.content_weight, self.style_weight = weights
-        self.model = nn.Sequential(TutorialNormalization())
+        self.model = nn.Sequential(TutorialNormalization().to(content.device))
         self.content_losses, self.style_losses = [], []
         for name, layer in zip(layer_names("vgg19"), body):
             if isinstance(layer, nn.ReLU):
@@ -169,6 +170,8 @@ class Trajectory:
         self.points: list[tuple[float, float, torch.Tensor]] = []
 
     def record(self, image: torch.Tensor) -> None:
+        if image.is_cuda:  # the evaluation's kernels, not just their launches
+            torch.cuda.synchronize()
         cpu, wall = time.process_time(), time.perf_counter()
         self.points.append((cpu - self.start_cpu, wall - self.start_wall, image.detach().clone()))
 
@@ -203,12 +206,12 @@ def _run_variant(variant, body, vgg, content, style, weights, evaluations) -> Tr
     return trajectory
 
 
-def gatys_race(size: tuple[int, int], evaluations: int, rounds: int) -> list[dict]:
+def gatys_race(size: tuple[int, int], evaluations: int, rounds: int, device) -> list[dict]:
     """Median time for each variant to reach the loss the tutorial reaches at 75% of its run."""
-    content, style = _images(size)
+    content, style = (image.to(device) for image in _images(size))
     cfg = GatysConfig(content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS, pooling="max")
-    vgg = loss_network(cfg, "random")  # truncated at relu5_1 ...
-    body = load_vgg("vgg19", "random", ("pool5",), "max").body  # ... and whole, same seed
+    vgg = loss_network(cfg, "random", device)  # truncated at relu5_1 ...
+    body = load_vgg("vgg19", "random", ("pool5",), "max", device).body  # ... whole, same seed
     weights = _calibrated_weights(body, content, style)
     scorer = TutorialTransfer(body, content, style, weights)
     variants = ("tutorial", "genart", "genart-bf16")
@@ -246,11 +249,11 @@ def _race_row(variant, runs, target, size, reference) -> dict:
 # --- fast-style inference -------------------------------------------------------------------------
 
 
-def fast_style_throughput(sizes: list[int], rounds: int, compile_too: bool) -> list[dict]:
+def fast_style_throughput(sizes: list[int], rounds: int, compile_too: bool, device) -> list[dict]:
     """Images/s of the transformer net at each size, batch 1, per inference variant."""
     torch.manual_seed(0)
-    net = fast_style.TransformerNet().eval()
-    nhwc = fast_style.TransformerNet().eval().to(memory_format=torch.channels_last)
+    net = fast_style.TransformerNet().eval().to(device)
+    nhwc = fast_style.TransformerNet().eval().to(device, memory_format=torch.channels_last)
     nhwc.load_state_dict(net.state_dict())
 
     def eager(x):
@@ -267,37 +270,42 @@ def fast_style_throughput(sizes: list[int], rounds: int, compile_too: bool) -> l
     if compile_too:
         compiled = torch.compile(net)
         start = time.perf_counter()
-        fast_style.apply(compiled, torch.zeros(1, 3, sizes[0], sizes[0]))
+        fast_style.apply(compiled, torch.zeros(1, 3, sizes[0], sizes[0], device=device))
         compile_s = round(time.perf_counter() - start, 1)
         variants["genart-compiled"] = lambda x: fast_style.apply(compiled, x)
-    rows = []
+    rows, repeats = [], 20 if torch.device(device).type == "cuda" else 1
     for size in sizes:
-        x = torch.rand(1, 3, size, size) * 2 - 1
+        x = (torch.rand(1, 3, size, size) * 2 - 1).to(device)
         reference = eager(x)
         times: dict[str, list] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, fn in variants.items():
                 fn(x)  # warm-up (and a recompile for a new size)
+                sync(device)
                 cpu, wall = time.process_time(), time.perf_counter()
-                out = fn(x)
-                times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
+                for _ in range(repeats):
+                    out = fn(x)
+                sync(device)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                times[name].append((cpu / repeats, wall / repeats))
                 times[name][-1] += (float((out - reference).abs().max()),)
-        base = statistics.median(t[0] for t in times["eager"])
+        base = [statistics.median(t[k] for t in times["eager"]) for k in (0, 1)]
         rows += [_throughput_row(name, size, samples, base) for name, samples in times.items()]
         if compile_s is not None:
             rows[-1]["compile_s"] = compile_s  # the compiled variant is the last one
     return rows
 
 
-def _throughput_row(name: str, size: int, samples: list[tuple], eager_cpu: float) -> dict:
-    cpu = statistics.median(t[0] for t in samples)
+def _throughput_row(name: str, size: int, samples: list[tuple], eager: list[float]) -> dict:
+    cpu, wall = (statistics.median(t[k] for t in samples) for k in (0, 1))
     return {
         "bench": "fast_style",
         "variant": name,
         "size": f"{size}x{size}",
-        "images_per_s": round(1 / statistics.median(t[1] for t in samples), 2),
+        "images_per_s": round(1 / wall, 2),
+        "speedup": round(eager[1] / wall, 2),
         "cpu_images_per_s": round(1 / cpu, 2),
-        "cpu_speedup": round(eager_cpu / cpu, 2),
+        "cpu_speedup": round(eager[0] / cpu, 2),
         "max_abs_diff": float(f"{max(t[2] for t in samples):.2g}"),
     }
 
@@ -309,19 +317,24 @@ def run(out_dir: Path, quick: bool) -> dict:
     """Both benchmarks; prints a table and writes style.json under ``out_dir``."""
     from benchmarks.common import print_table, write_json
 
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if quick:
-            rows = gatys_race((64, 96), evaluations=24, rounds=1)
-            rows += fast_style_throughput([256], rounds=2, compile_too=False)
+        if device.type == "cuda":  # the tutorial's GPU size, 512 px
+            rows = gatys_race((512, 512), 100 if quick else 200, rounds=3, device=device)
+            rows += fast_style_throughput([256, 512], 3, compile_too=not quick, device=device)
+        elif quick:
+            rows = gatys_race((64, 96), evaluations=24, rounds=1, device=device)
+            rows += fast_style_throughput([256], rounds=2, compile_too=False, device=device)
         else:
-            rows = gatys_race((128, 192), evaluations=60, rounds=2)
-            rows += fast_style_throughput([256, 512], rounds=3, compile_too=True)
+            rows = gatys_race((128, 192), evaluations=60, rounds=2, device=device)
+            rows += fast_style_throughput([256, 512], rounds=3, compile_too=True, device=device)
     finally:
         torch.set_num_threads(threads)
     print_table(rows)
-    result = {"quick": quick, "threads": 1, "vgg_weights": RANDOM_NOTE, "rows": rows}
+    result = {"quick": quick, "device": str(device), "threads": 1, "vgg_weights": RANDOM_NOTE,
+              "rows": rows}  # fmt: skip
     write_json("style", result, out_dir)
     return result
 

@@ -1,12 +1,14 @@
 """Pix2Pix and CycleGAN training-step time: genart's step against the reference implementation's.
 
 The reference (junyanz/pytorch-CycleGAN-and-pix2pix, ``optimize_parameters``) is re-implemented
-faithfully on the *same* networks, batch and precision: NCHW tensors; torch's default Adam
-(a per-parameter loop on CPU, foreach on CUDA); ``set_requires_grad`` toggling; D on real and
-fake in separate forward passes; CycleGAN's six separate generator passes and its two D
-backward passes before one optimizer step. genart's step is ``spec.train_step`` as the loop runs
-it: channels-last, fused Adam, one pass over real+fake (and over translation+identity) where the
-norm is per-sample, one backward per optimizer; AMP on GPU only (bf16 autocast).
+faithfully on the *same* networks and batch, in fp32 as it trains (it has no mixed precision):
+NCHW tensors; torch's default Adam (a per-parameter loop on CPU, foreach on CUDA);
+``set_requires_grad`` toggling; D on real and fake in separate forward passes; CycleGAN's six
+separate generator passes and its two D backward passes before one optimizer step. genart's
+step is ``spec.train_step`` as the loop runs it: channels-last, fused Adam, one pass over
+real+fake (and over translation+identity) where the norm is per-sample, one backward per
+optimizer; on GPU the loop's automatic mixed precision (bf16 autocast). cuDNN autotuning is on
+for both sides, as the loop turns it on.
 
 Variants are timed in interleaved rounds so that load from other processes hits them alike;
 the table shows the median wall and CPU time per step of each ("genart-nchw" = genart's step
@@ -28,13 +30,15 @@ import itertools
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from genart import registry
-from genart.config import DataConfig
+from genart.config import DataConfig, TrainConfig
 from genart.registry import StepContext
+from genart.train import devices, graphs
 
 # --- the reference implementation's step, on genart's networks ---------------------------------
 
@@ -153,8 +157,12 @@ REFERENCE = {"pix2pix": ReferencePix2Pix, "cyclegan": ReferenceCycleGAN}
 # --- set-up and timing --------------------------------------------------------------------------
 
 
-def settings(quick: bool) -> dict:
-    """Image size, width and batch: the reference's batch of 1, at CPU-friendly sizes."""
+def settings(quick: bool, device: torch.device) -> dict:
+    """Image size, width and batch: the reference's batch of 1; on a GPU its defaults (256 px,
+    unet_256, resnet_9blocks), on CPU smaller sizes."""
+    if device.type == "cuda":
+        return {"size": 256, "batch": 1, "ngf": 64, "n_blocks": 9, "rounds": 5,
+                "steps": 4 if quick else 10}  # fmt: skip
     if quick:
         return {"size": 64, "batch": 1, "ngf": 32, "n_blocks": 6, "rounds": 3, "steps": 1}
     return {"size": 128, "batch": 1, "ngf": 64, "n_blocks": 6, "rounds": 5, "steps": 2}
@@ -171,7 +179,7 @@ def make_step(model: str, variant: str, s: dict, device: torch.device):
     spec, p = make_params(model, s)
     torch.manual_seed(0)
     nets = spec.build(p, DataConfig(size=s["size"], channels=3))
-    channels_last = variant == "genart"
+    channels_last = variant in ("genart", "genart-eager")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
     shape = (s["batch"], 3, s["size"], s["size"])
@@ -181,18 +189,12 @@ def make_step(model: str, variant: str, s: dict, device: torch.device):
         reference = REFERENCE[model](nets, p)
         return lambda: reference.step(batch)
     opts = spec.optimizers(nets, p)
-    ctx = StepContext(device_type=device.type)
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and variant == "genart"
-        else contextlib.nullcontext()
-    )
-
-    def step():
-        with amp:
-            spec.train_step(nets, opts, batch, p, ctx)
-
-    return step
+    dtype, scaler = devices.precision("auto", device)
+    ctx = StepContext(scaler=scaler, device_type=device.type)
+    graphs_setting = "off" if variant == "genart-eager" else "auto"
+    cfg = SimpleNamespace(params=p, train=TrainConfig(cuda_graphs=graphs_setting))
+    run = graphs.step_runner(spec, nets, opts, cfg, ctx, device, 1, dtype)
+    return lambda: run(batch)
 
 
 def timed(step, device: torch.device) -> tuple[float, float]:
@@ -210,15 +212,21 @@ def timed(step, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-VARIANTS = ("reference", "genart-nchw", "genart")
+def variants(device: torch.device) -> tuple[str, ...]:
+    """What to time: on CPU what channels-last contributes, on GPU what CUDA graphs do."""
+    if device.type == "cuda":
+        return ("reference", "genart-eager", "genart")
+    return ("reference", "genart-nchw", "genart")
 
 
 def measure(model: str, s: dict, device: torch.device) -> dict[str, list[tuple[float, float]]]:
     """(wall, CPU) seconds per step of each variant, interleaved, after one warm-up step each."""
-    steps = {v: make_step(model, v, s, device) for v in VARIANTS}
-    for step in steps.values():
-        step()  # warm-up: allocator, oneDNN/cuDNN kernel selection
-    times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    torch.backends.cudnn.benchmark = True  # fixed sizes: let cuDNN pick (both sides alike)
+    steps = {v: make_step(model, v, s, device) for v in variants(device)}
+    for step in steps.values():  # warm-up: allocator, kernel selection, CUDA-graph capture
+        for _ in range(5 if device.type == "cuda" else 1):
+            step()
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in steps}
     for _ in range(s["rounds"]):
         for variant, step in steps.items():
             times[variant] += [timed(step, device) for _ in range(s["steps"])]
@@ -232,7 +240,7 @@ def summarise(model: str, times: dict[str, list[tuple[float, float]]]) -> list[d
         return statistics.median(t[index] for t in times[variant])
 
     rows = []
-    for variant in VARIANTS:
+    for variant in times:
         wall, cpu = median(variant, 0), median(variant, 1)
         rows.append({"model": model, "variant": variant, "steps": len(times[variant]),
                      "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
@@ -262,7 +270,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     from benchmarks.common import print_table, write_json
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    s = settings(quick)
+    s = settings(quick, device)
     with one_thread(device):
         rows = [row for model in ("pix2pix", "cyclegan")
                 for row in summarise(model, measure(model, s, device))]  # fmt: skip

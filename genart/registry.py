@@ -98,6 +98,9 @@ class ModelSpec:
     # (opts, params, total_steps) -> {"G": scheduler, ...}; stepped once per train step
     schedulers: Callable[..., dict[str, Any]] | None = None
     export: tuple[str, ...] = ("G",)  # the networks Serve loads
+    # params -> whether train_step may be recorded as a CUDA graph: fixed shapes, no host
+    # syncs, no host-side random decisions, the same Python branch on every step.
+    graph_safe: Callable[[Any], bool] = lambda params: False
     metric: str = "swd"  # quality metric Tune optimises by default
     mode: str = "min"
 

@@ -39,6 +39,7 @@ GATYS_FLAGS = {
     "style_scale": (None, "style long side relative to the content's"),
     "seed": (None, "seed of the noise init"),
     "precision": (None, "auto | fp32 | bf16 (loss network in bfloat16: faster where native)"),
+    "cuda_graphs": (None, "true | false: on GPU, replay each evaluation as a CUDA graph"),
     "arch": (None, "vgg19 | vgg16"),
     "pooling": (None, "avg | max"),
 }

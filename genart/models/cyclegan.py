@@ -28,10 +28,11 @@ from genart.models.layers import (
     ConvNormAct,
     PatchDiscriminator,
     ResidualBlock,
+    adam,
     forward_split,
     init_weights,
 )
-from genart.models.pix2pix import TranslationLoss, adam, discriminator_loss, schedulers
+from genart.models.pix2pix import TranslationLoss, discriminator_loss, schedulers
 from genart.registry import ModelSpec, StepContext, frozen, register
 
 
@@ -102,9 +103,12 @@ def build(p: CycleGANConfig, data) -> dict[str, nn.Module]:
 def optimizers(nets, p: CycleGANConfig) -> dict[str, torch.optim.Optimizer]:
     """One Adam over both generators and one over both discriminators, as the reference."""
     return {
-        "G": adam([nets["G_AB"], nets["G_BA"]], p.lr, p.beta1),
-        "D": adam([nets["D_A"], nets["D_B"]], p.lr, p.beta1),
+        "G": adam([nets["G_AB"], nets["G_BA"]], p.lr, (p.beta1, 0.999)),
+        "D": adam([nets["D_A"], nets["D_B"]], p.lr, (p.beta1, 0.999)),
     }
+
+
+# Not graph_safe: the image pool decides on the host, per image, what D sees.
 
 
 def query_pool(state: dict, key: str, images: torch.Tensor, size: int) -> torch.Tensor:

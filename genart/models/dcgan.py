@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from genart import losses
-from genart.models.layers import ConvNormAct, init_weights
+from genart.models.layers import ConvNormAct, adam, init_weights
 from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
 
 
@@ -134,14 +134,13 @@ def build(p: DCGANConfig, data) -> dict[str, nn.Module]:
 
 
 def optimizers(nets, p: DCGANConfig) -> dict[str, torch.optim.Optimizer]:
-    """Adam(beta1) or RMSprop for each net; fused/foreach kernels where the device has them."""
+    """Adam(beta1) (fused) or RMSprop (foreach: torch has no fused RMSprop) for each net."""
     kind = p.optimizer if p.optimizer != "auto" else ("rmsprop" if p.loss == "wgan" else "adam")
 
     def make(net: nn.Module, lr: float) -> torch.optim.Optimizer:
-        params = unwrap(net).parameters()
         if kind == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr, foreach=True)
-        return torch.optim.Adam(params, lr=lr, betas=(p.beta1, 0.999), foreach=True)
+            return torch.optim.RMSprop(unwrap(net).parameters(), lr=lr, foreach=True)
+        return adam([net], lr, (p.beta1, 0.999))
 
     return {"G": make(nets["G"], p.lr_g), "D": make(nets["D"], p.lr_d)}
 
@@ -177,6 +176,11 @@ def train_step(nets, opts, batch, p: DCGANConfig, ctx: StepContext) -> dict[str,
         ctx.update(opts["G"], loss_g)
         metrics["loss_g"] = loss_g.detach()
     return metrics
+
+
+def graph_safe(p: DCGANConfig) -> bool:
+    """One D and one G update every step (no critic counting) and no double backward."""
+    return critic_steps(p) == 1 and p.loss != "wgan-gp"
 
 
 # --- sampling, latent interpolation and vector arithmetic -------------------------------------
@@ -261,6 +265,7 @@ SPEC = register(
         sample=sample,
         evaluate=evaluate,
         export=("G",),
+        graph_safe=graph_safe,
         metric="swd",
         mode="min",
     )

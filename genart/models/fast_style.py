@@ -26,7 +26,7 @@ from torch import nn
 
 from genart.images import from_pil
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
-from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv
+from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, adam
 from genart.registry import ModelSpec, StepContext, register, unwrap
 from genart.vgg import VGGFeatures, load_vgg
 
@@ -166,7 +166,7 @@ def build(p: FastStyleConfig, data=None) -> dict[str, nn.Module]:
 
 def optimizers(nets, p: FastStyleConfig) -> dict[str, torch.optim.Optimizer]:
     """Adam, as Johnson et al. (lr 1e-3)."""
-    return {"G": torch.optim.Adam(nets["G"].parameters(), lr=p.lr)}
+    return {"G": adam([nets["G"]], p.lr, (0.9, 0.999))}
 
 
 def train_step(nets, opts, batch, p: FastStyleConfig, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -250,6 +250,7 @@ SPEC = register(
         sample=sample,
         evaluate=evaluate,
         export=("G",),
+        graph_safe=lambda p: True,
         metric="perceptual",
         mode="min",
     )

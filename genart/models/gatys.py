@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
+from genart.optim import lbfgs
+from genart.train.graphs import CapturedStep
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
 
 ColorSpace = Literal["ycbcr", "yiq"]
@@ -63,6 +65,10 @@ class GatysConfig:
     # on a CPU with AVX512-BF16, see benchmarks/style.py); the image, the Grams and the losses
     # stay fp32. auto: bf16 on GPUs that support it, fp32 on CPUs (many lack native bf16).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # On a GPU, record one loss evaluation (forward + backward) as a CUDA graph and replay it:
+    # at 512 px an evaluation is a few hundred short kernels, and launching them cost more
+    # than running them (benchmarks/style.py). No effect on CPU.
+    cuda_graphs: bool = True
     arch: Arch = "vgg19"
     pooling: Pooling = "avg"  # Gatys et al. replaced max by average pooling (sec. 2)
 
@@ -245,42 +251,42 @@ def _optimise(start, objective, cfg, report) -> tuple[torch.Tensor, int]:
     image = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     count, initial = 0, None
 
-    def closure() -> torch.Tensor:
-        nonlocal count, initial
+    def evaluate(_: dict) -> dict[str, torch.Tensor]:
+        """Loss terms at the projected image; the gradient is left in ``image.grad``."""
+        nonlocal initial
         # Evaluate at the nearest valid image (projection, as the PyTorch tutorial does): on
         # the clamped result's loss this beats unconstrained L-BFGS (benchmarks/style.py).
         with torch.no_grad():
             image.clamp_(-1, 1)
-        optimizer.zero_grad(set_to_none=True)
+        image.grad = None
         terms = objective(image)
         # Minimise total / initial total: L-BFGS's thresholds are absolute (it skips curvature
         # pairs with y.s < 1e-10), and the loss scale swings by orders of magnitude with the
         # weights (random VGG features are tiny), so a unit start makes it scale-invariant.
         initial = terms["total"].detach().clamp_min(1e-30) if initial is None else initial
-        loss = terms["total"] / initial
-        loss.backward()
+        (terms["total"] / initial).backward()
+        return {k: v.detach() for k, v in terms.items()}
+
+    # Replays write the same gradient and term tensors: L-BFGS copies what it keeps, and
+    # ``report`` reads the terms before the next evaluation.
+    run = CapturedStep(evaluate) if cfg.cuda_graphs and image.is_cuda else evaluate
+
+    def closure() -> None:
+        nonlocal count
+        terms = run({})
         count += 1
-        report(count, {k: v.detach() for k, v in terms.items()}, image.detach())
-        return loss
+        report(count, terms, image.detach())
 
     if cfg.optimizer == "lbfgs":
-        # One step() runs the whole budget: L-BFGS keeps its curvature history across its inner
-        # iterations, and each extra step() call would re-evaluate the loss at the same point.
-        # Zero tolerances: the loss scale depends on the weights (random VGG features are tiny),
-        # so absolute stopping thresholds would end some runs after one evaluation.
-        optimizer = torch.optim.LBFGS(
-            [image],
-            lr=cfg.lr or 1.0,
-            max_iter=cfg.iterations,
-            max_eval=cfg.iterations,
-            tolerance_grad=0.0,
-            tolerance_change=0.0,
-        )
-        optimizer.step(closure)
+        # torch.optim.LBFGS's algorithm without its ~200 host syncs per iteration (genart.optim).
+        # It runs the whole budget with no stopping thresholds: the loss scale depends on the
+        # weights (random VGG features are tiny), so absolute thresholds end some runs early.
+        lbfgs(image, closure, cfg.iterations, lr=cfg.lr or 1.0)
     else:
         optimizer = torch.optim.Adam([image], lr=cfg.lr or 0.02)
         for _ in range(cfg.iterations):
-            optimizer.step(closure)
+            closure()  # leaves the gradient in image.grad
+            optimizer.step()
     return image.detach().clamp(-1, 1), count
 
 

@@ -7,12 +7,14 @@ padding or initialisation) reaches every network at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genart.registry import unwrap
 
 Norm = Literal["batch", "instance", "none"]
 Act = Literal["relu", "lrelu", "tanh", "none"]
@@ -254,3 +256,14 @@ def forward_split(net: nn.Module, *batches: torch.Tensor) -> tuple[torch.Tensor,
     if len(batches) == 1 or has_batch_norm(net):
         return tuple(net(x) for x in batches)
     return net(torch.cat(batches)).split([len(x) for x in batches])
+
+
+def adam(nets: Iterable[nn.Module], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam over the parameters of ``nets`` (DDP wrappers unwrapped), fused into one kernel.
+
+    The fused kernel updates every parameter in one pass (CPU and CUDA) instead of a loop of
+    small ops per parameter tensor, which is what torch's default Adam does on CPU; on a GPU
+    those per-tensor launches are a visible share of a small GAN's step.
+    """
+    params = [q for net in nets for q in unwrap(net).parameters()]
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)

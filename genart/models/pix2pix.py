@@ -18,7 +18,7 @@ step always translates ``A`` into ``B``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,7 +28,13 @@ from torch import nn
 
 from genart import losses
 from genart.config import ConfigError
-from genart.models.layers import PatchDiscriminator, UNetSkipBlock, forward_split, init_weights
+from genart.models.layers import (
+    PatchDiscriminator,
+    UNetSkipBlock,
+    adam,
+    forward_split,
+    init_weights,
+)
 from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
 
 TranslationLoss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
@@ -125,19 +131,10 @@ def build(p: Pix2PixConfig, data) -> dict[str, nn.Module]:
 # --- optimisation: shared with CycleGAN --------------------------------------------------------
 
 
-def adam(nets: Iterable[nn.Module], lr: float, beta1: float) -> torch.optim.Adam:
-    """Adam(lr, (beta1, 0.999)) over the parameters of ``nets`` (DDP wrappers are unwrapped).
-
-    The fused kernel updates every parameter in one pass (CPU and CUDA), instead of a loop of
-    small ops per parameter tensor as the reference implementation's default Adam does.
-    """
-    params = [q for net in nets for q in unwrap(net).parameters()]
-    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=True)
-
-
 def optimizers(nets, p: Pix2PixConfig) -> dict[str, torch.optim.Optimizer]:
     """Adam(2e-4, beta1 0.5) for G and for D (Isola et al. section 3.3)."""
-    return {"G": adam([nets["G"]], p.lr, p.beta1), "D": adam([nets["D"]], p.lr, p.beta1)}
+    betas = (p.beta1, 0.999)
+    return {"G": adam([nets["G"]], p.lr, betas), "D": adam([nets["D"]], p.lr, betas)}
 
 
 def linear_decay(total_steps: int, fraction: float) -> Callable[[int], float]:
@@ -237,6 +234,7 @@ SPEC = register(
         evaluate=evaluate,
         schedulers=schedulers,
         export=("G",),
+        graph_safe=lambda p: True,
         metric="psnr",
         mode="max",
     )

@@ -18,6 +18,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from genart import registry, storage
 from genart.config import Config
 from genart.data import pipelines
 from genart.data.transforms import random_flip
-from genart.train import checkpoint, outputs
+from genart.train import checkpoint, devices, graphs, outputs
 
 IMAGE_COLUMNS = ("image", "A", "B")
 
@@ -46,20 +47,41 @@ class Position:
     history: list[dict] = field(default_factory=list)
 
 
+class InputClock:
+    """Total seconds the loop has waited for input batches (a starved GPU shows up here)."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def timed(self, batches: Iterable[dict]) -> Iterator[dict]:
+        """``batches``, adding the time each one took to arrive to ``total``."""
+        iterator = iter(batches)
+        while True:
+            start = time.perf_counter()
+            batch = next(iterator, None)
+            self.total += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
+
+
 class Window:
     """Running sums of a reporting window's metrics; read out with one device sync."""
 
-    def __init__(self):
+    def __init__(self, clock: InputClock | None = None):
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self.steps = 0
         self.start = time.perf_counter()
+        self.clock = clock or InputClock()
+        self.waited_before = self.clock.total
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         self.steps += 1
         for key, value in metrics.items():
             value = value.detach().float()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            # A copy to start from: a replayed CUDA graph overwrites its output tensors.
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def read(self, images_per_step: int) -> dict[str, float]:
@@ -67,6 +89,7 @@ class Window:
         out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
         out["images_per_s"] = self.steps * images_per_step / elapsed
         out["step_time_s"] = elapsed / max(self.steps, 1)
+        out["input_wait_frac"] = (self.clock.total - self.waited_before) / elapsed
         return out
 
 
@@ -116,19 +139,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def precision(name: str, device: torch.device) -> tuple[torch.dtype | None, Any]:
-    """(autocast dtype or None, GradScaler or None) for the configured precision on ``device``."""
-    if name == "auto":
-        if device.type != "cuda":
-            return None, None
-        name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if name == "fp32":
-        return None, None
-    if name == "bf16":
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler(device.type)
-
-
 def gather(obj: Any) -> list[Any]:
     """Every worker's ``obj`` in rank order (just ``[obj]`` on a single worker)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -146,10 +156,16 @@ def has_trainable(net: torch.nn.Module) -> bool:
 # --- data ---------------------------------------------------------------------------------
 
 
-def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int):
-    """The batches of one epoch, in an order fixed by (seed, epoch, rank); skips ``skip``."""
+def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int, gpu: bool = False):
+    """The batches of one epoch, in an order fixed by (seed, epoch, rank); skips ``skip``.
+
+    For a GPU, batches come in pinned memory (the copy to the device runs asynchronously) and
+    a few more are prefetched: a replayed step takes milliseconds.
+    """
     batches = shard.iter_torch_batches(
         batch_size=cfg.data.batch_size,
+        prefetch_batches=4 if gpu else 1,
+        pin_memory=gpu,
         drop_last=True,  # equal batch counts on every rank: DDP steps in lockstep
         local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
         local_shuffle_seed=(cfg.train.seed * 1_000_003 + epoch * 1009 + rank)
@@ -163,14 +179,14 @@ def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int):
 def to_device(batch: dict, device: torch.device, channels_last: bool, flip: bool) -> dict:
     """Image columns to ``device`` (NHWC layout if asked), flipped with one shared random mask."""
     columns = [c for c in IMAGE_COLUMNS if c in batch]
-    tensors = [batch[c].float() for c in columns]
+    # Copy first (asynchronous from pinned memory), then flip on the device: a flip on the host
+    # costs a pass over the batch and leaves an unpinned tensor whose copy blocks.
+    tensors = [batch[c].to(device, non_blocking=True).float() for c in columns]
     if flip:
-        tensors = random_flip(*tensors)  # global torch RNG: checkpointed, so resume is exact
+        # The mask comes from the global CPU generator: checkpointed, so resume is exact.
+        tensors = random_flip(*tensors, generator=torch.default_generator)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    moved = {
-        c: t.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        for c, t in zip(columns, tensors)
-    }
+    moved = {c: t.contiguous(memory_format=fmt) for c, t in zip(columns, tensors)}
     return {**batch, **moved}
 
 
@@ -188,19 +204,18 @@ def train_loop_per_worker(config: dict) -> dict:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     seed_everything(cfg.train.seed * 7919 + rank)
+    devices.configure(device)
 
     nets = spec.build(cfg.params, cfg.data)
     if getattr(cfg.params, "sync_bn", False) and world > 1 and device.type == "cuda":
         # Batch statistics over the global batch (small per-GPU batches); NCCL/CUDA only.
         nets = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
-    nhwc = cfg.train.channels_last == "on" or (
-        cfg.train.channels_last == "auto" and device.type == "cuda"
-    )
+    nhwc = devices.channels_last(cfg.train.channels_last, device)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
     opts = spec.optimizers(nets, cfg.params)
     scheds = spec.schedulers(opts, cfg.params, cfg.train.steps) if spec.schedulers else {}
-    dtype, scaler = precision(cfg.train.precision, device)
+    dtype, scaler = devices.precision(cfg.train.precision, device)
     ctx = registry.StepContext(scaler=scaler, device_type=device.type)
     pos, fixed = Position(), None
 
@@ -220,13 +235,14 @@ def train_loop_per_worker(config: dict) -> dict:
 
     shard = ray.train.get_dataset_shard("train")
     images_per_step = cfg.data.batch_size * world
-    window = Window()
+    clock = InputClock()
+    window = Window(clock)
     reference = outputs.Reference(cfg.train.eval_samples)
-    autocast = (
-        torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    )
+    gpu = device.type == "cuda"
+    run_step = graphs.step_runner(spec, wrapped, opts, cfg, ctx, device, world, dtype)
     while pos.step < cfg.train.steps:
-        for batch in epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch):
+        batches = epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch, gpu)
+        for batch in clock.timed(batches):
             batch = to_device(batch, device, nhwc, cfg.data.flip)
             if rank == 0:
                 reference.add(batch)
@@ -236,8 +252,7 @@ def train_loop_per_worker(config: dict) -> dict:
             if pos.step == cfg.train.fail_at_step and restored is None:
                 raise RuntimeError(f"fail_at_step={pos.step}: injected failure (testing aid)")
             ctx.step = pos.step
-            with autocast:
-                window.add(spec.train_step(wrapped, opts, batch, cfg.params, ctx))
+            window.add(run_step(batch))
             for sched in scheds.values():
                 sched.step()
             pos.step += 1
@@ -248,7 +263,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 break
             if pos.step % cfg.train.log_every == 0 or pos.step % cfg.train.checkpoint_every == 0:
                 metrics = window.read(images_per_step)
-                window = Window()
+                window = Window(clock)
                 if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
                     metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
                 out.record(pos.step, metrics)

@@ -95,9 +95,11 @@ class RunOutputs:
         losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("loss"))
         rate = metrics.get("images_per_s", 0.0)
         eta = (total - step) * metrics.get("step_time_s", 0.0)
+        wait = metrics.get("input_wait_frac", 0.0)  # high: the data pipeline starves the step
         return (
             f"step {step}/{total} ({100 * step // total}%) | {losses} | "
-            f"{rate:.0f} img/s | eta {int(eta // 60)}m{int(eta % 60):02d}s"
+            f"{rate:.0f} img/s, input wait {100 * wait:.0f}% | "
+            f"eta {int(eta // 60)}m{int(eta % 60):02d}s"
         )
 
     def sample_grid(self, step: int, images: torch.Tensor) -> None:
