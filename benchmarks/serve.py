@@ -13,14 +13,17 @@ and 16x16 images with 1 client, where the model costs ~1 ms and what remains is 
 of serving. The replica gets one logical CPU, so Ray gives it one torch thread; the direct call
 runs one torch thread too.
 
+A third app is the floor under any app of this shape: a FastAPI ingress that passes the body
+through one more deployment and back, with no decoding and no model ("echo app").
+
 Derived: serving overhead = p50(http) - p50(direct) at 1 client; batching speed-up =
-throughput with batching / without at 16 clients.
+throughput with batching / without at 16 clients; Serve's floor = p50(echo app) at 16x16.
 
     python -m benchmarks.serve [--quick] [--out bench-results]
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the echo app's FastAPI route is rebuilt in
+# its replica, which must see real annotation objects, not names to resolve.
 import contextlib
 import io
 import socket
@@ -34,12 +37,15 @@ from pathlib import Path
 import numpy as np
 import requests
 import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from PIL import Image
 
 BATCHING = {
     "off": {"max_batch_size": 1},
     "on": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
 }
+FLOOR = "http, echo app (Serve's floor)"
 # (image side, concurrent clients): the measured scenarios
 SCENARIOS = ((256, 1), (256, 16), (16, 1))
 
@@ -142,12 +148,41 @@ def served(export: str) -> Iterator[dict[str, str]]:
         serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
         urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
+    serve.run(echo_app(), name="floor", route_prefix="/floor",
+              logging_config={"enable_access_log": False})  # fmt: skip
+    urls["floor"] = f"http://127.0.0.1:{port}/floor/"
     try:
         yield urls
     finally:
         serve.shutdown()
         if started:
             ray.shutdown()
+
+
+def echo_app():
+    """Serve's own cost, the floor under any app of this shape: a FastAPI ingress that passes
+    the body through one more deployment and returns it (no decoding, no model)."""
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.5})
+    class Echo:
+        async def run(self, data: bytes) -> bytes:
+            return data
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.5})
+    @serve.ingress(api)
+    class EchoIngress:
+        def __init__(self, echo):
+            self.echo = echo
+
+        @api.post("/")
+        async def echo(self, request: Request) -> Response:
+            body = await self.echo.run.remote(await request.body())
+            return Response(body, media_type="image/png")
+
+    return EchoIngress.bind(Echo.bind())
 
 
 def measure(paths: dict[str, Callable], data: bytes, clients: int, rounds: int, per_round: int):
@@ -182,7 +217,8 @@ def run(out_dir: Path, quick: bool) -> dict:
         export = str(export_initialised("fast_style", [], Path(tmp) / "style"))
         with served(export) as urls:
             paths = {"direct": direct_path(export)}
-            paths |= {f"http, batching {mode}": http_path(url) for mode, url in urls.items()}
+            paths |= {f"http, batching {mode}": http_path(urls[mode]) for mode in BATCHING}
+            paths[FLOOR] = http_path(urls["floor"])
             for side, clients in SCENARIOS:
                 per_round = s["tiny_per_round"] if side < 256 else s["per_round"][clients]
                 scenario = measure(
@@ -217,6 +253,7 @@ def summarise(rows: list[dict]) -> dict:
         "overhead_p50_ms_256_batching_off": overhead("256x256", "off"),
         "overhead_p50_ms_256_batching_on": overhead("256x256", "on"),
         "overhead_p50_ms_16px_batching_off": overhead("16x16", "off"),
+        "serve_floor_p50_ms_16px": get("16x16", 1, FLOOR, "p50_ms"),
         "overhead_target_ms": 3,
         "batching_speedup_256_16_clients": round(speedup, 2),
         "batching_speedup_target": 2,
