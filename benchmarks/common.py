@@ -81,6 +81,22 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def loop_step(spec, params, nets: dict, device, cuda_graphs: str = "auto"):
+    """``spec.train_step`` on ``nets`` (already on ``device``) as the training loop runs it:
+    its optimizers, its automatic precision and, where allowed, CUDA-graph replay.
+
+    Returns (batch -> metrics, the step context) for one worker.
+    """
+    from genart.registry import StepContext
+    from genart.train import devices, graphs
+
+    opts = spec.optimizers(nets, params)
+    dtype, scaler = devices.precision("auto", device)
+    ctx = StepContext(scaler=scaler, device_type=device.type)
+    run = graphs.step_runner(spec, nets, opts, params, ctx, device, 1, dtype, cuda_graphs)
+    return run, ctx
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
     """The command line every benchmark takes: ``--out`` (JSON folder) and ``--quick``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])

@@ -29,14 +29,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import sync
+from benchmarks.common import loop_step, sync
 from genart import config
 from genart.data import transforms
 from genart.data.synthetic import generate
 from genart.data.transforms import random_flip
 from genart.models import dcgan
-from genart.registry import StepContext
-from genart.train import devices, graphs
+from genart.train import devices
 
 
 class PngFolder(Dataset):
@@ -58,12 +57,11 @@ class PngFolder(Dataset):
 def plain_loop(folder: Path, p: dcgan.DCGANConfig, cfg, steps: int, warmup: int) -> float:
     """Images/s of the same model and train_step fed by a torch DataLoader."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype, scaler = devices.precision(cfg.train.precision, device)
     nhwc = devices.channels_last(cfg.train.channels_last, device)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     torch.manual_seed(0)
     nets = {k: v.to(device, memory_format=fmt) for k, v in dcgan.build(p, cfg.data).items()}
-    opts = dcgan.optimizers(nets, p)
+    run, ctx = loop_step(dcgan.SPEC, p, nets, device, cfg.train.cuda_graphs)
     loader = DataLoader(
         PngFolder(folder, cfg.data.size),
         batch_size=cfg.data.batch_size,
@@ -73,8 +71,7 @@ def plain_loop(folder: Path, p: dcgan.DCGANConfig, cfg, steps: int, warmup: int)
         drop_last=True,
         persistent_workers=True,
     )
-    ctx, done, start = StepContext(scaler=scaler, device_type=device.type), 0, None
-    run = graphs.step_runner(dcgan.SPEC, nets, opts, cfg, ctx, device, 1, dtype)
+    done, start = 0, None
     while done < steps:
         for images in loader:
             if done == warmup:
@@ -183,14 +180,11 @@ def genart_step(batch: int, real: torch.Tensor, cuda_graphs: str = "auto"):
     device = real.device
     cfg = config.load("dcgan", overrides=["data.size=64", f"data.batch_size={batch}",
                                           f"train.cuda_graphs={cuda_graphs}"])  # fmt: skip
-    dtype, scaler = devices.precision(cfg.train.precision, device)
     nhwc = devices.channels_last(cfg.train.channels_last, device)
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     nets = dcgan.build(cfg.params, cfg.data)
     nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
-    opts = dcgan.optimizers(nets, cfg.params)
-    ctx = StepContext(scaler=scaler, device_type=device.type)
-    run = graphs.step_runner(dcgan.SPEC, nets, opts, cfg, ctx, device, 1, dtype)
+    run, _ = loop_step(dcgan.SPEC, cfg.params, nets, device, cfg.train.cuda_graphs)
     batch_ = {"image": real.contiguous(memory_format=fmt)}
     return lambda: run(batch_)
 

@@ -30,15 +30,14 @@ import itertools
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from benchmarks.common import loop_step
 from genart import registry
-from genart.config import DataConfig, TrainConfig
+from genart.config import DataConfig
 from genart.registry import StepContext
-from genart.train import devices, graphs
 
 # --- the reference implementation's step, on genart's networks ---------------------------------
 
@@ -188,12 +187,7 @@ def make_step(model: str, variant: str, s: dict, device: torch.device):
     if variant == "reference":
         reference = REFERENCE[model](nets, p)
         return lambda: reference.step(batch)
-    opts = spec.optimizers(nets, p)
-    dtype, scaler = devices.precision("auto", device)
-    ctx = StepContext(scaler=scaler, device_type=device.type)
-    graphs_setting = "off" if variant == "genart-eager" else "auto"
-    cfg = SimpleNamespace(params=p, train=TrainConfig(cuda_graphs=graphs_setting))
-    run = graphs.step_runner(spec, nets, opts, cfg, ctx, device, 1, dtype)
+    run, _ = loop_step(spec, p, nets, device, "off" if variant == "genart-eager" else "auto")
     return lambda: run(batch)
 
 

@@ -108,9 +108,6 @@ def optimizers(nets, p: CycleGANConfig) -> dict[str, torch.optim.Optimizer]:
     }
 
 
-# Not graph_safe: the image pool decides on the host, per image, what D sees.
-
-
 def query_pool(state: dict, key: str, images: torch.Tensor, size: int) -> torch.Tensor:
     """Images for D from a history of generated ones kept in ``state[key]`` (Shrivastava 2017).
 
@@ -227,6 +224,7 @@ SPEC = register(
         evaluate=evaluate,
         schedulers=schedulers,
         export=("G_AB", "G_BA"),
+        graph_safe=lambda p: False,  # the image pool decides on the host what D sees
         metric="psnr",
         mode="max",
     )

@@ -23,19 +23,21 @@ from genart.train import devices
 Step = Callable[[dict[str, Any]], dict[str, torch.Tensor]]
 
 
-def step_runner(spec, nets, opts, cfg, ctx, device: torch.device, workers: int, dtype) -> Step:
+def step_runner(
+    spec, nets, opts, params, ctx, device: torch.device, workers: int, dtype, cuda_graphs: str
+) -> Step:
     """batch -> metrics: ``spec.train_step`` under the run's precision (autocast ``dtype``),
-    eager or as a replayed CUDA graph as ``cfg.train.cuda_graphs`` decides.
+    eager or as a replayed CUDA graph as the ``cuda_graphs`` setting (auto|on|off) decides.
 
     The training loop and the step benchmarks both run steps through this, so a benchmark
     times what the loop runs.
     """
-    safe = spec.graph_safe(cfg.params)
-    use_graphs = devices.cuda_graphs(cfg.train.cuda_graphs, device, workers, safe, ctx.scaler)
+    safe = spec.graph_safe(params)
+    use_graphs = devices.cuda_graphs(cuda_graphs, device, workers, safe, ctx.scaler)
 
     def step(batch: dict) -> dict:
         with devices.autocast(dtype, device, graphs=use_graphs):
-            return spec.train_step(nets, opts, batch, cfg.params, ctx)
+            return spec.train_step(nets, opts, batch, params, ctx)
 
     if not use_graphs:
         return step

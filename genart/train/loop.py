@@ -239,7 +239,9 @@ def train_loop_per_worker(config: dict) -> dict:
     window = Window(clock)
     reference = outputs.Reference(cfg.train.eval_samples)
     gpu = device.type == "cuda"
-    run_step = graphs.step_runner(spec, wrapped, opts, cfg, ctx, device, world, dtype)
+    run_step = graphs.step_runner(
+        spec, wrapped, opts, cfg.params, ctx, device, world, dtype, cfg.train.cuda_graphs
+    )
     while pos.step < cfg.train.steps:
         batches = epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch, gpu)
         for batch in clock.timed(batches):

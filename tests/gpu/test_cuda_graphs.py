@@ -43,7 +43,7 @@ def run(model: str, setting: str, tmp_path) -> tuple[list[dict], dict, list[floa
     opts = spec.optimizers(nets, cfg.params)
     scheds = spec.schedulers(opts, cfg.params, STEPS) if spec.schedulers else {}
     ctx = StepContext(device_type="cuda")
-    step = graphs.step_runner(spec, nets, opts, cfg, ctx, device, 1, None)
+    step = graphs.step_runner(spec, nets, opts, cfg.params, ctx, device, 1, None, setting)
     assert isinstance(step, graphs.CapturedStep) == (setting == "on")
     keys = {"dcgan": ("image",), "pix2pix": ("A", "B"), "fast_style": ("image",)}[model]
     generator = torch.Generator().manual_seed(1)
