@@ -47,6 +47,34 @@ class Position:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Due:
+    """What the loop does after a step: record a window (progress line, ``metrics.jsonl``,
+    TensorBoard), score quality, and report to Ray Train (with a checkpoint if one is due).
+
+    Ray Train gets only the reports with a checkpoint or scores (what Tune and ``Result`` use).
+    A report is a barrier that also waits until the Train controller has taken the previous
+    one, and the controller polls every 2 s (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``): reporting
+    every window of a fast model stalled the workers for most of each window.
+    """
+
+    log: bool
+    evaluate: bool
+    checkpoint: bool
+
+    @property
+    def report(self) -> bool:
+        return self.checkpoint or self.evaluate
+
+    @classmethod
+    def at(cls, step: int, train) -> Due:
+        """What is due after optimizer step ``step`` under ``train`` (a ``TrainConfig``)."""
+        checkpoint = step % train.checkpoint_every == 0
+        log = checkpoint or step % train.log_every == 0
+        evaluate = log and bool(train.eval_every) and step % train.eval_every == 0
+        return cls(log, evaluate, checkpoint)
+
+
 class InputClock:
     """Total seconds the loop has waited for input batches (a starved GPU shows up here)."""
 
@@ -263,14 +291,16 @@ def train_loop_per_worker(config: dict) -> dict:
                 _sample(out, spec, wrapped, cfg, fixed, pos.step, device)
             if pos.step >= cfg.train.steps:
                 break
-            if pos.step % cfg.train.log_every == 0 or pos.step % cfg.train.checkpoint_every == 0:
+            due = Due.at(pos.step, cfg.train)
+            if due.log:
                 metrics = window.read(images_per_step)
                 window = Window(clock)
-                if cfg.train.eval_every and pos.step % cfg.train.eval_every == 0:
+                if due.evaluate:
                     metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
                 out.record(pos.step, metrics)
-                ckpt_due = pos.step % cfg.train.checkpoint_every == 0
-                state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if ckpt_due else None
+            if due.report:
+                with_state = due.checkpoint
+                state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if with_state else None
                 _report(out, metrics, pos, state, cfg)
         else:
             if pos.batch_in_epoch == 0:

@@ -7,7 +7,7 @@ import torch
 
 from genart import config, registry
 from genart.train import devices, graphs
-from genart.train.loop import InputClock, Window
+from genart.train.loop import Due, InputClock, Window
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
@@ -84,3 +84,19 @@ def test_input_clock_counts_the_time_spent_waiting_for_batches():
     assert [b["i"] for b in clock.timed(slow())] == [0, 1, 2]
     assert clock.total >= 0.06
     assert 0.5 < window.read(images_per_step=1)["input_wait_frac"] <= 1.0
+
+
+def test_ray_train_gets_only_the_reports_with_a_checkpoint_or_scores():
+    cfg = config.load(
+        "dcgan",
+        overrides=["train.log_every=25", "train.checkpoint_every=100", "train.eval_every=50"],
+    )
+    due = {step: Due.at(step, cfg.train) for step in (10, 25, 50, 75, 100)}
+    assert [step for step, d in due.items() if d.log] == [25, 50, 75, 100]
+    assert [step for step, d in due.items() if d.report] == [50, 100]
+    assert [step for step, d in due.items() if d.checkpoint] == [100]
+    assert [step for step, d in due.items() if d.evaluate] == [50, 100]
+    # A checkpoint step is also a window, even off the log interval.
+    odd = config.load("dcgan", overrides=["train.log_every=30", "train.checkpoint_every=45"])
+    assert Due.at(45, odd.train) == Due(log=True, evaluate=False, checkpoint=True)
+    assert not Due.at(60, odd.train).report
