@@ -41,13 +41,17 @@ def dataset(cfg: Config):
     if not d.uri:
         raise ConfigError("data.uri is empty: pass --data DIR|s3://...|FILE.parquet")
     if kind in ("images", "content"):
-        return pipelines.images(d.uri, size=d.size, channels=d.channels, column=d.parquet_column)
+        return pipelines.images(
+            d.uri, size=d.size, channels=d.channels, column=d.parquet_column, repeat=d.repeat
+        )
     if kind == "paired":
         # A pix2pix root (train/ val/ test/) trains on train/ only: never on held-out pairs.
         train_dir = storage.join(d.uri, "train")
         uri = train_dir if storage.exists(train_dir) else d.uri
         direction = getattr(cfg.params, "direction", "AtoB")
-        return pipelines.paired(uri, size=d.size, channels=d.channels, direction=direction)
+        return pipelines.paired(
+            uri, size=d.size, channels=d.channels, direction=direction, repeat=d.repeat
+        )
     if kind == "unpaired":
         # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
         uri_a, uri_b = (
@@ -55,7 +59,9 @@ def dataset(cfg: Config):
             if d.uri_b
             else (storage.join(d.uri, "trainA"), storage.join(d.uri, "trainB"))
         )
-        return pipelines.unpaired(uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed)
+        return pipelines.unpaired(
+            uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed, repeat=d.repeat
+        )
     raise ConfigError(f"model '{cfg.model}' asks for unknown data kind '{kind}'")
 
 

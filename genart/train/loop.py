@@ -309,10 +309,12 @@ def train_loop_per_worker(config: dict) -> dict:
                     f"dataset is smaller than batch_size x workers ({world})"
                 )
             if pos.epoch == 0 and out.enabled:  # a full pass: every unreadable file was seen
-                out.log(_skip_summary())
+                out.log(_skip_summary(complete=True))
             pos.epoch += 1
             pos.batch_in_epoch = 0
 
+    if pos.epoch == 0 and out.enabled:  # a run shorter than one pass: what it saw
+        out.log(_skip_summary(complete=False))
     # Final report: last window, evaluation, a checkpoint (so Result.metrics holds the scores).
     metrics = window.read(images_per_step) if window.steps else {}
     # Scores go into the history too: a run resumed at its end has no batches to score on.
@@ -367,10 +369,11 @@ def _state(pos, nets, opts, scheds, scaler, ctx, fixed) -> dict:
     }
 
 
-def _skip_summary() -> str:
+def _skip_summary(complete: bool) -> str:
     """The data skip summary; a lost skip log costs the summary, never the run."""
     try:
-        return str(pipelines.skip_report())
+        summary = str(pipelines.skip_report())
+        return summary if complete else f"{summary} (so far: the first epoch did not finish)"
     except ray.exceptions.RayActorError as error:
         return f"data: skip counts unavailable ({type(error).__name__}: the skip log was lost)"
 

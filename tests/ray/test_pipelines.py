@@ -116,6 +116,27 @@ def test_unpaired_cycles_the_shorter_domain_deterministically(ray_local, tmp_pat
     assert any(unpaired_colours(tmp_path, seed=s)[1] != b for s in (1, 2, 3))
 
 
+def test_a_pass_can_hold_several_copies(ray_local, folder, tmp_path):
+    once = pipelines.images(str(folder), size=16).take_batch(COUNT)["image"]
+    thrice = pipelines.images(str(folder), size=16, repeat=3).take_all()
+    assert np.array_equal(np.stack([r["image"] for r in thrice]), np.concatenate([once] * 3))
+    pipelines.pack_parquet(str(folder), str(tmp_path / "pq"), rows_per_file=8)
+    twice = pipelines.images(str(tmp_path / "pq"), size=16, repeat=2).take_all()
+    assert np.array_equal(np.stack([r["image"] for r in twice]), np.concatenate([once] * 2))
+    with pytest.raises(ValueError, match="repeat must be >= 1, got 0"):
+        pipelines.images(str(folder), repeat=0)
+
+
+def test_pass_order_cycles_a_shorter_source_afresh_in_every_copy():
+    a, b = pipelines.pass_order([5, 2], repeat=3, seed=0)
+    assert list(a) == [0, 1, 2, 3, 4] * 3  # the longer source: sorted, once per copy
+    assert len(b) == 15 and all(sorted(b[i : i + 2]) == [0, 1] for i in range(0, 14, 2))
+    # One copy is exactly what a pass was before copies existed (checkpointed runs resume).
+    assert [list(o) for o in pipelines.pass_order([5, 2], 1, 0)] == [list(a[:5]), list(b[:5])]
+    with pytest.raises(ValueError, match="repeat must be >= 1"):
+        pipelines.pass_order([3], repeat=0)
+
+
 def test_parquet_round_trip(ray_local, folder, tmp_path):
     shards = pipelines.pack_parquet(str(folder), str(tmp_path / "pq"), rows_per_file=8)
     assert [os.path.basename(s) for s in shards] == [f"part-0000{i}.parquet" for i in range(3)]
