@@ -258,7 +258,8 @@ def bearer_check(token: str | None) -> Callable:
 
     # A default, not an Annotated hint: hints are strings here (postponed evaluation), and
     # FastAPI resolves them in the module's globals, where the local ``scheme`` is not.
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+    # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
         if token is None:
             return
         given = credentials.credentials if credentials else ""
