@@ -233,11 +233,19 @@ def loop_overrides(width: int, size: int, batch: int, steps: int, log_every: int
     ]
 
 
-def compare_loops(tmp: Path, name: str, n: int, overrides: list[str], warmup: int) -> dict:
+def shapes_folder(root: Path, n: int, size: int) -> Path:
+    """``n`` generated shapes images of ``size`` px under ``root``; generated once per (n, size),
+    so the loops that read the same data share it."""
+    folder = root / f"shapes-{n}-{size}"
+    if not folder.exists():
+        generate("shapes", folder, n=n, size=size, seed=0)
+    return folder / "images"
+
+
+def compare_loops(tmp: Path, n: int, overrides: list[str], warmup: int) -> dict:
     """Plain loop and Ray Train loop over ``n`` generated images with the same settings."""
     cfg = config.load("dcgan", overrides=overrides)
-    size = cfg.data.size
-    folder = generate("shapes", tmp / f"{name}-data", n=n, size=size, seed=0) / "images"
+    folder = shapes_folder(tmp, n, cfg.data.size)
     plain = plain_loop(folder, cfg.params, cfg, cfg.train.steps, warmup)
     ray = ray_loop(folder, overrides, tmp / "runs")
     return {"plain": plain, "ray_train": ray["images_per_s"],
@@ -254,9 +262,9 @@ def run(out_dir: Path, quick: bool) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     width, batch = (32, 32) if quick else (64, 64)
     steps, warmup = (25, 5) if quick else (60, 10)
-    # On a GPU several epochs of 1,024 images would time Ray Data's start of each epoch.
     n = 1024
     if device.type == "cuda":  # milliseconds per step: many more steps for a steady window
+        # and more images: epochs of 1,024 would time little but Ray Data's start of each.
         steps, warmup, n = (200, 40, 16384) if quick else (600, 100, 16384)
     loops = {"64 px": (n, loop_overrides(width, 64, batch, steps, warmup), warmup)}
     if device.type == "cpu":
@@ -269,8 +277,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     images, overrides, skip = loops[name]
     loops[f"{name}, data.repeat={repeat}"] = (images, [*overrides, f"data.repeat={repeat}"], skip)
     with tempfile.TemporaryDirectory() as tmp:
-        measured = {name: compare_loops(Path(tmp), f"loop{i}", *args)
-                    for i, (name, args) in enumerate(loops.items())}  # fmt: skip
+        measured = {name: compare_loops(Path(tmp), *args) for name, args in loops.items()}
     per_round = 20 if device.type == "cuda" else 2
     step = step_times(batch, rounds=3 if quick else 5, per_round=per_round, device=device)
     rows = [

@@ -417,13 +417,12 @@ def _build(
     """The lazy dataset: row ``i`` decodes ``listings[k].files[order[k][i]]`` with
     ``decoders[k]`` (default order: every file once per copy, ``repeat`` copies); Parquet
     decodes row group by row group."""
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
     for listing, decoder in zip(listings, decoders):
         _check_readable(listing, decoder, column)
     rows = _rows_per_block(decoders)
     if listings[0].parquet:
-        items = [{"file": ref, "group": g} for ref, g, _ in listings[0].groups] * repeat
+        groups = [{"file": ref, "group": g} for ref, g, _ in listings[0].groups]
+        items = [groups[i] for i in pass_order([len(groups)], repeat)[0]]
         udf = functools.partial(
             _decode_parquet, decoder=decoders[0], source=listings[0].uri, column=column, rows=rows
         )

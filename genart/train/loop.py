@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from genart import registry, storage
-from genart.config import Config
+from genart.config import Config, TrainConfig
 from genart.data import pipelines
 from genart.data.transforms import random_flip
 from genart.train import checkpoint, devices, graphs, outputs
@@ -67,8 +67,8 @@ class Due:
         return self.checkpoint or self.evaluate
 
     @classmethod
-    def at(cls, step: int, train) -> Due:
-        """What is due after optimizer step ``step`` under ``train`` (a ``TrainConfig``)."""
+    def at(cls, step: int, train: TrainConfig) -> Due:
+        """What is due after optimizer step ``step`` under ``train``."""
         checkpoint = step % train.checkpoint_every == 0
         log = checkpoint or step % train.log_every == 0
         evaluate = log and bool(train.eval_every) and step % train.eval_every == 0
@@ -299,8 +299,9 @@ def train_loop_per_worker(config: dict) -> dict:
                     metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
                 out.record(pos.step, metrics)
             if due.report:
-                with_state = due.checkpoint
-                state = _state(pos, nets, opts, scheds, scaler, ctx, fixed) if with_state else None
+                state = None
+                if due.checkpoint:
+                    state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
                 _report(out, metrics, pos, state, cfg)
         else:
             if pos.batch_in_epoch == 0:
