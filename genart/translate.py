@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genart.config import Config, ConfigError
-from genart.images import find_images, to_pil
+from genart.images import find_images, png_bytes
 from genart.models.layers import without_test_dropout
 from genart.registry import unwrap
 
@@ -157,13 +156,6 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     from genart.data.transforms import to_float
 
     return torch.from_numpy(to_float(array))
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """One (C, H, W) image in [-1, 1] encoded as PNG."""
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # --- translating files ------------------------------------------------------------------------

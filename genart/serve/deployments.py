@@ -31,10 +31,10 @@ from ray.serve.handle import DeploymentHandle
 from genart import config, storage
 from genart.config import ConfigError
 from genart.data import transforms
-from genart.images import grid
+from genart.images import encode_png, from_uint8, grid, png_bytes, to_uint8
 from genart.serve import validation as v
 from genart.serve.app import GatysServerSettings, OptimisationSettings
-from genart.translate import png_bytes, select_generator, translate
+from genart.translate import select_generator, translate
 
 # One forward pass holds at most this many input pixels (16 images of 256x256): bounds the
 # activation memory of a batch of large images.
@@ -83,16 +83,18 @@ def configure_batching(method, user_config: dict | None) -> None:
         method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
 
-def run_grouped(
+def forward_grouped(
     items: list[tuple[Hashable, np.ndarray]],
     forward: Callable[[Hashable, torch.Tensor], torch.Tensor],
-) -> list[bytes]:
-    """PNGs of ``forward(key, batch)`` for (key, uint8 HWC image) items, in the items' order.
+    device: str,
+) -> list[np.ndarray]:
+    """``forward(key, batch)`` for (key, uint8 HWC image) items: uint8 HWC images, in order.
 
     Items of the same key and size share a forward pass (a batch); larger groups are split so
-    that no pass holds more than ``PIXELS_PER_FORWARD`` input pixels.
+    that no pass holds more than ``PIXELS_PER_FORWARD`` input pixels. Images cross to and from
+    ``device`` as uint8 and are converted there.
     """
-    outputs: list[bytes] = [b""] * len(items)
+    outputs: list[np.ndarray | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for index, (key, image) in enumerate(items):
         groups[(key, image.shape)].append(index)
@@ -100,9 +102,9 @@ def run_grouped(
         per_pass = max(1, PIXELS_PER_FORWARD // (shape[0] * shape[1]))
         for start in range(0, len(indices), per_pass):
             chunk = indices[start : start + per_pass]
-            batch = torch.from_numpy(transforms.to_float(np.stack([items[i][1] for i in chunk])))
-            for index, image in zip(chunk, forward(key, batch)):
-                outputs[index] = png_bytes(image)
+            batch = torch.from_numpy(np.stack([items[i][1] for i in chunk])).to(device)
+            for index, image in zip(chunk, to_uint8(forward(key, from_uint8(batch)))):
+                outputs[index] = image
     return outputs
 
 
@@ -174,7 +176,7 @@ class DCGANGenerator:
     async def sample(self, request: v.SampleRequest) -> bytes | list[bytes]:
         seeds = list(range(request.seed, request.seed + request.n))
         z = truncated_latents(seeds, self.latent_dim, request.truncation)
-        return encode(await self.generate(z), request.format)
+        return await asyncio.to_thread(encode, await self.generate(z), request.format)
 
     async def interpolate(self, request: v.InterpolateRequest) -> bytes | list[bytes]:
         """One row of ``steps`` images per pair of consecutive seeds."""
@@ -184,7 +186,8 @@ class DCGANGenerator:
         rows = [
             dcgan.interpolate(a, b, request.steps, request.mode) for a, b in zip(ends, ends[1:])
         ]
-        return encode(await self.generate(torch.cat(rows)), request.format, nrow=request.steps)
+        images = await self.generate(torch.cat(rows))
+        return await asyncio.to_thread(encode, images, request.format, request.steps)
 
     async def arithmetic(self, request: v.ArithmeticRequest) -> bytes | list[bytes]:
         """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
@@ -194,7 +197,7 @@ class DCGANGenerator:
             dcgan.latents(seeds, self.latent_dim) for seeds in (request.a, request.b, request.c)
         ]
         z = torch.stack([*(g.mean(0) for g in groups), dcgan.arithmetic(*groups)])
-        return encode(await self.generate(z), request.format, nrow=4)
+        return await asyncio.to_thread(encode, await self.generate(z), request.format, 4)
 
 
 class ImageModels:
@@ -205,10 +208,10 @@ class ImageModels:
     WHAT = "model"  # what a name denotes, in errors
 
     def __init__(self, paths: dict[str, str]):
-        device = pick_device()
+        self.device = pick_device()
         self.models, self.descriptions = {}, {}
         for name, path in paths.items():
-            nets, cfg, self.descriptions[name] = load_model(path, self.KINDS, device)
+            nets, cfg, self.descriptions[name] = load_model(path, self.KINDS, self.device)
             self.models[name] = (nets, cfg)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -223,11 +226,21 @@ class ImageModels:
             raise v.RequestError(404, f"unknown {self.WHAT} '{name}'; available: {available}")
         return self.models[name]
 
+    async def _png(self, key: Hashable, image: np.ndarray) -> bytes:
+        """One request's output as PNG: the forward pass batched with other callers', then the
+        encoding on its own, in a worker thread.
+
+        Encoding is most of a request's CPU time (a 256x256 PNG takes milliseconds; the GPU
+        forward of a whole batch, about as long), and a replica runs one batch at a time:
+        encoding inside the batch would serialise every caller's encode behind one another.
+        """
+        return await asyncio.to_thread(encode_png, await self._run((key, image)))
+
     # Each subclass defines its own ``@serve.batch`` ``_run`` calling this: serve.batch keeps
     # one queue per decorated function, so a shared one would mix two deployments' requests.
-    async def _run_batch(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
-        """The PNGs for a batch of (model key, uint8 HWC image) requests."""
-        return await asyncio.to_thread(run_grouped, items, self._forward)
+    async def _run_batch(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
+        """The uint8 HWC outputs for a batch of (model key, uint8 HWC image) requests."""
+        return await asyncio.to_thread(forward_grouped, items, self._forward, self.device)
 
     def _forward(self, key: Hashable, batch: torch.Tensor) -> torch.Tensor:
         """Images out for a float batch in [-1, 1] of one model key and size."""
@@ -251,10 +264,10 @@ class FastStyle(ImageModels):
     async def stylize(self, name: str, image: np.ndarray) -> bytes:
         """The image (uint8 HWC RGB) in style ``name``, as PNG."""
         self._model(name)
-        return await self._run((name, image))
+        return await self._png(name, image)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
+    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
         return await self._run_batch(items)
 
     def _forward(self, name: str, batch: torch.Tensor) -> torch.Tensor:
@@ -279,10 +292,10 @@ class Translator(ImageModels):
             _, direction = select_generator(nets, cfg, direction)
         except ConfigError as err:
             raise v.RequestError(422, str(err)) from err
-        return await self._run(((name, direction), to_channels(image, cfg.data.channels)))
+        return await self._png((name, direction), to_channels(image, cfg.data.channels))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[bytes]:
+    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
         return await self._run_batch(items)
 
     def _forward(self, key: tuple[str, str], batch: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,11 @@ import torch
 import yaml
 from PIL import Image
 
+from genart.images import png_bytes
 from genart.models import dcgan, fast_style
 from genart.serve import app, demo
 from genart.train.checkpoint import load_exported
-from genart.translate import png_bytes, translate
+from genart.translate import translate
 
 pytestmark = pytest.mark.ray
 

@@ -168,3 +168,16 @@ def test_random_flip_rejects_mismatched_batches():
         T.random_flip(torch.zeros(2, 1, 2, 2), torch.zeros(3, 1, 2, 2))
     with pytest.raises(ValueError):
         T.random_flip()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tensor_uint8_conversions_and_png_round_trip(gradient, channels):
+    from genart.images import encode_png, from_uint8, to_uint8
+
+    image = np.ascontiguousarray(gradient[..., :channels])
+    batch = torch.from_numpy(np.stack([image, 255 - image]))
+    floats = from_uint8(batch)
+    assert floats.shape == (2, channels, 24, 40) and floats.dtype == torch.float32
+    assert torch.equal(floats, torch.from_numpy(T.to_float(batch.numpy())))
+    assert np.array_equal(to_uint8(floats), batch.numpy())
+    assert np.array_equal(T.decode(encode_png(image), channels=channels), image)
