@@ -95,10 +95,10 @@ def load(call: Callable[[bytes], None], data: bytes, clients: int, total: int):
 def direct_path(export: str) -> Callable[[bytes], None]:
     """The server's work for one request, in this process."""
     from genart.data.transforms import to_float
+    from genart.images import png_bytes
     from genart.models.fast_style import apply
     from genart.serve.validation import Limits, decode_image
     from genart.train.checkpoint import load_exported
-    from genart.translate import png_bytes
 
     net = load_exported(export, device="cuda" if torch.cuda.is_available() else "cpu")[0]["G"]
 
@@ -127,11 +127,12 @@ def served(export: str) -> Iterator[dict[str, str]]:
     import ray
     from ray import serve
 
-    from genart.serve.app import build
+    from genart.serve.app import RAY_SYSTEM_CONFIG, build
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 _system_config=RAY_SYSTEM_CONFIG)  # fmt: skip
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

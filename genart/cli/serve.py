@@ -91,12 +91,14 @@ def connect() -> None:
     """Join a running Ray cluster (RAY_ADDRESS or a local `ray start`), else start a local one."""
     import ray
 
+    from genart.serve.app import RAY_SYSTEM_CONFIG
+
     if ray.is_initialized():
         return
     try:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
     except ConnectionError:
-        ray.init()
+        ray.init(_system_config=RAY_SYSTEM_CONFIG)
 
 
 def deploy(schema) -> list[str]:

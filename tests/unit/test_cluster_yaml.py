@@ -86,3 +86,15 @@ def test_installs_genart_and_names_s3_storage(cluster):
     assert "pip install" in setup and "~/genart" in setup
     assert cluster["file_mounts"]["~/genart"] == "."
     assert "GENART_STORAGE=s3://" in setup
+
+
+def test_head_starts_ray_with_the_serving_system_config(cluster):
+    import json
+    import re
+
+    from genart.serve.app import RAY_SYSTEM_CONFIG
+
+    head_start = next(c for c in ray_starts(cluster) if "--head" in c)
+    match = re.search(r"--system-config='([^']*)'", head_start)
+    assert match, head_start
+    assert json.loads(match.group(1)) == RAY_SYSTEM_CONFIG
