@@ -230,9 +230,9 @@ class ImageModels:
         """One request's output as PNG: the forward pass batched with other callers', then the
         encoding on its own, in a worker thread.
 
-        Encoding is most of a request's CPU time (a 256x256 PNG takes milliseconds; the GPU
-        forward of a whole batch, about as long), and a replica runs one batch at a time:
-        encoding inside the batch would serialise every caller's encode behind one another.
+        A replica runs one batch at a time, and on a GPU encoding is most of a request's work:
+        encoded inside the batch, every caller's PNG waited for the others' (the H100 served
+        39 req/s at 16 clients with batching and without, one request per in-process call).
         """
         return await asyncio.to_thread(encode_png, await self._run((key, image)))
 
