@@ -39,6 +39,7 @@ from genart.translate import select_generator, translate
 # One forward pass holds at most this many input pixels (16 images of 256x256): bounds the
 # activation memory of a batch of large images.
 PIXELS_PER_FORWARD = 2**20
+BATCH_WINDOW_S = 0.005  # default batch_wait_timeout_s of the batched deployments (see Batching)
 PROGRESS_INTERVAL_S = 0.5  # how often a running Gatys job publishes its progress
 
 
@@ -67,20 +68,49 @@ def read_meta(path: str) -> dict:
         return json.loads(f.read())
 
 
-def configure_batching(method, user_config: dict | None) -> None:
-    """Apply ``max_batch_size`` / ``batch_wait_timeout_s`` from a deployment's user_config.
+class Batching:
+    """Calls into a ``@serve.batch`` method that wait for company only when there is some.
 
-    Keep ``max_ongoing_requests`` >= ``max_batch_size``: a replica never holds more requests
-    than that, so a bigger batch size is silently never reached.
+    serve.batch holds a batch's first request for ``batch_wait_timeout_s`` (the window) in case
+    others join, even when nothing else is in the replica: at one client, every request would
+    wait out the whole window. A request that finds no other request in the replica (queued,
+    batched, or finishing its output) starts its batch at once (window 0); otherwise the
+    configured window applies, so batches still form under load. The batch loop reads the
+    window when a batch's first request arrives, on the replica's one event loop, so setting it
+    just before enqueueing is race-free.
     """
-    user_config = user_config or {}
-    unknown = set(user_config) - {"max_batch_size", "batch_wait_timeout_s"}
-    if unknown:
-        raise ValueError(f"unknown user_config keys {sorted(unknown)}")
-    if "max_batch_size" in user_config:
-        method.set_max_batch_size(int(user_config["max_batch_size"]))
-    if "batch_wait_timeout_s" in user_config:
-        method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    def __init__(self, method, window_s: float = BATCH_WINDOW_S):
+        self.method = method
+        self.window_s = window_s
+        self.pending = 0  # requests in the replica: queued, batched or finishing
+
+    def configure(self, user_config: dict | None) -> None:
+        """Apply ``max_batch_size`` / ``batch_wait_timeout_s`` from a deployment's user_config.
+
+        Keep ``max_ongoing_requests`` >= ``max_batch_size``: a replica never holds more requests
+        than that, so a bigger batch size is silently never reached.
+        """
+        user_config = user_config or {}
+        unknown = set(user_config) - {"max_batch_size", "batch_wait_timeout_s"}
+        if unknown:
+            raise ValueError(f"unknown user_config keys {sorted(unknown)}")
+        if "max_batch_size" in user_config:
+            self.method.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self.window_s = float(user_config["batch_wait_timeout_s"])
+
+    async def __call__(self, item, finish: Callable):
+        """``finish(result)`` of the method's result for ``item`` (batched with other callers'
+        items), run in a worker thread outside the batch: a replica runs one batch at a time,
+        so per-caller work such as PNG encoding would otherwise queue behind every other's.
+        """
+        self.method.set_batch_wait_timeout_s(self.window_s if self.pending else 0.0)
+        self.pending += 1
+        try:
+            return await asyncio.to_thread(finish, await self.method(item))
+        finally:
+            self.pending -= 1
 
 
 def forward_grouped(
@@ -158,14 +188,15 @@ class DCGANGenerator:
         nets, cfg, self.description = load_model(path, ("dcgan",), pick_device())
         self.G = nets["G"]
         self.latent_dim = cfg.params.latent_dim
+        self.batched = Batching(self.generate)
 
     def reconfigure(self, user_config: dict) -> None:
-        configure_batching(self.generate, user_config)
+        self.batched.configure(user_config)
 
     def describe(self) -> dict:
         return self.description
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WINDOW_S)
     async def generate(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
         """Images for each caller's latents, from one generator pass over all of them."""
         from genart.models import dcgan
@@ -176,7 +207,7 @@ class DCGANGenerator:
     async def sample(self, request: v.SampleRequest) -> bytes | list[bytes]:
         seeds = list(range(request.seed, request.seed + request.n))
         z = truncated_latents(seeds, self.latent_dim, request.truncation)
-        return await asyncio.to_thread(encode, await self.generate(z), request.format)
+        return await self.batched(z, lambda images: encode(images, request.format))
 
     async def interpolate(self, request: v.InterpolateRequest) -> bytes | list[bytes]:
         """One row of ``steps`` images per pair of consecutive seeds."""
@@ -186,8 +217,9 @@ class DCGANGenerator:
         rows = [
             dcgan.interpolate(a, b, request.steps, request.mode) for a, b in zip(ends, ends[1:])
         ]
-        images = await self.generate(torch.cat(rows))
-        return await asyncio.to_thread(encode, images, request.format, request.steps)
+        return await self.batched(
+            torch.cat(rows), lambda images: encode(images, request.format, request.steps)
+        )
 
     async def arithmetic(self, request: v.ArithmeticRequest) -> bytes | list[bytes]:
         """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
@@ -197,7 +229,7 @@ class DCGANGenerator:
             dcgan.latents(seeds, self.latent_dim) for seeds in (request.a, request.b, request.c)
         ]
         z = torch.stack([*(g.mean(0) for g in groups), dcgan.arithmetic(*groups)])
-        return await asyncio.to_thread(encode, await self.generate(z), request.format, 4)
+        return await self.batched(z, lambda images: encode(images, request.format, 4))
 
 
 class ImageModels:
@@ -213,9 +245,10 @@ class ImageModels:
         for name, path in paths.items():
             nets, cfg, self.descriptions[name] = load_model(path, self.KINDS, self.device)
             self.models[name] = (nets, cfg)
+        self.batched = Batching(self._run)
 
     def reconfigure(self, user_config: dict) -> None:
-        configure_batching(self._run, user_config)
+        self.batched.configure(user_config)
 
     def describe(self) -> dict:
         return self.descriptions
@@ -227,14 +260,12 @@ class ImageModels:
         return self.models[name]
 
     async def _png(self, key: Hashable, image: np.ndarray) -> bytes:
-        """One request's output as PNG: the forward pass batched with other callers', then the
-        encoding on its own, in a worker thread.
-
-        A replica runs one batch at a time, and on a GPU encoding is most of a request's work:
-        encoded inside the batch, every caller's PNG waited for the others' (the H100 served
-        39 req/s at 16 clients with batching and without, one request per in-process call).
+        """One request's output as PNG: the forward pass batched with other callers', the
+        encoding on its own (see ``Batching``). Encoding is most of a request's work on a GPU:
+        encoded inside the batch, every caller's PNG waited for the others' (the H100 served 39
+        req/s at 16 clients with batching and without, one request per in-process call).
         """
-        return await asyncio.to_thread(encode_png, await self._run((key, image)))
+        return await self.batched((key, image), encode_png)
 
     # Each subclass defines its own ``@serve.batch`` ``_run`` calling this: serve.batch keeps
     # one queue per decorated function, so a shared one would mix two deployments' requests.
@@ -266,7 +297,7 @@ class FastStyle(ImageModels):
         self._model(name)
         return await self._png(name, image)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=BATCH_WINDOW_S)
     async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
         return await self._run_batch(items)
 
@@ -294,7 +325,7 @@ class Translator(ImageModels):
             raise v.RequestError(422, str(err)) from err
         return await self._png((name, direction), to_channels(image, cfg.data.channels))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=BATCH_WINDOW_S)
     async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
         return await self._run_batch(items)
 

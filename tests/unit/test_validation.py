@@ -1,5 +1,6 @@
 """What the HTTP app accepts, without Ray: images, bodies, app settings, serve_config.yaml."""
 
+import asyncio
 import base64
 import dataclasses
 import io
@@ -251,3 +252,53 @@ def test_cli_curl_examples_cover_what_is_served(monkeypatch):
     assert "gatys" not in text and "Authorization" not in text
     monkeypatch.setenv("GENART_API_TOKEN", "t")
     assert all("Bearer $GENART_API_TOKEN" in line for line in cli.curl_examples("u", args))
+
+
+class FakeBatched:
+    """Stands in for a ``@serve.batch`` method: records the window each call would start with."""
+
+    def __init__(self):
+        self.window_s, self.max_batch_size, self.calls = None, None, []
+        self.release = asyncio.Event()
+
+    def set_batch_wait_timeout_s(self, window_s: float) -> None:
+        self.window_s = window_s
+
+    def set_max_batch_size(self, size: int) -> None:
+        self.max_batch_size = size
+
+    async def __call__(self, item):
+        self.calls.append((item, self.window_s))
+        await self.release.wait()
+        if item is None:
+            raise ValueError("bad item")
+        return 2 * item
+
+
+def test_batching_waits_for_company_only_when_there_is_some():
+    def finish(result):
+        return ("finished", result)
+
+    async def scenario():
+        method = FakeBatched()
+        batched = deployments.Batching(method, window_s=0.005)
+        batched.configure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
+        first = asyncio.create_task(batched(1, finish))  # alone: no window
+        await asyncio.sleep(0)
+        second = asyncio.create_task(batched(2, finish))  # another is in the replica: the window
+        failing = asyncio.create_task(batched(None, finish))
+        await asyncio.sleep(0)
+        assert batched.pending == 3
+        method.release.set()
+        assert (await first, await second) == (("finished", 2), ("finished", 4))
+        with pytest.raises(ValueError):
+            await failing
+        assert batched.pending == 0  # a failed call does not count as pending forever
+        assert await batched(3, finish) == ("finished", 6)  # alone again
+        return method
+
+    method = asyncio.run(scenario())
+    assert method.calls == [(1, 0.0), (2, 0.02), (None, 0.02), (3, 0.0)]
+    assert method.max_batch_size == 4
+    with pytest.raises(ValueError, match="unknown user_config keys"):
+        deployments.Batching(method).configure({"max_batch": 4})
