@@ -216,16 +216,14 @@ def _stylize_pair(content: bytes, style: bytes, cfg_dict: dict, size: int, weigh
     the task runs on any node of a cluster."""
     import torch
 
-    from genart.images import to_pil
+    from genart.images import png_bytes
     from genart.models import gatys as g
     from genart.models.fast_style import decode_image
 
     cfg = g.GatysConfig(**cfg_dict)
     vgg = g.loss_network(cfg, weights, "cuda" if torch.cuda.is_available() else "cpu")
     image, info = g.stylize(decode_image(content, size), [decode_image(style, size)], cfg, vgg)
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue(), info
+    return png_bytes(image), info
 
 
 def gatys_batch(args) -> int:
@@ -316,11 +314,12 @@ class StylizeBatch:
         self.precision = precision
 
     def __call__(self, batch: dict) -> dict:
+        from genart.images import png_bytes
         from genart.models.fast_style import decode_image
 
         images = [decode_image(data, self.size) for data in batch["bytes"]]
         stylised = _stylize(self.net, images, self.precision)
-        return {"path": list(batch["path"]), "png": [_png(x) for x in stylised]}
+        return {"path": list(batch["path"]), "png": [png_bytes(x) for x in stylised]}
 
 
 def _stylize(net, images: list, precision: str) -> list:
@@ -338,14 +337,6 @@ def _stylize(net, images: list, precision: str) -> list:
         for i, image in zip(indices, stylised):
             out[i] = image
     return out
-
-
-def _png(image) -> bytes:
-    from genart.images import to_pil
-
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def fast(args) -> int:
