@@ -302,3 +302,22 @@ def test_batching_waits_for_company_only_when_there_is_some():
     assert method.max_batch_size == 4
     with pytest.raises(ValueError, match="unknown user_config keys"):
         deployments.Batching(method).configure({"max_batch": 4})
+
+
+def test_cli_starts_its_own_ray_with_the_serving_system_config(monkeypatch):
+    import ray
+
+    from genart.cli import serve as cli
+
+    calls = []
+
+    def fake_init(address=None, **kwargs):
+        calls.append((address, kwargs))
+        if address is not None:  # no cluster to join
+            raise ConnectionError("no running cluster")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    cli.connect()
+    assert calls == [("auto", {}), (None, {"_system_config": app.RAY_SYSTEM_CONFIG})]
