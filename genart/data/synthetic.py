@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from genart.images import array_to_pil
+
 KINDS = ("digits", "shapes", "pairs", "unpaired", "styles")
 HELD_OUT_FRACTION = 0.1  # val/test/style folders get this share of n (at least one image)
 PROGRESS_MIN_IMAGES = 5000  # runs this large report progress on stderr every 10%
@@ -249,10 +251,6 @@ def _refuse_foreign_files(out: Path, folders: list[_Folder]) -> None:
             )
 
 
-def _to_pil(image: np.ndarray) -> Image.Image:
-    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
 @dataclass(frozen=True)
 class _Chunk:
     """Images ``start:stop`` of folder ``folder`` of a ``generate`` call (picklable)."""
@@ -276,7 +274,7 @@ def _write_chunk(chunk: _Chunk) -> list[str]:
         image, label = folder.draw(_rng(chunk.seed, folder.stream, index))
         name = folder.filename(index)
         # Level 1: twice as fast as the default 6, and no larger on these noisy images.
-        _to_pil(image).save(Path(chunk.out, folder.name, name), compress_level=1)
+        array_to_pil(image).save(Path(chunk.out, folder.name, name), compress_level=1)
         if label is not None:
             rows.append(f"{folder.name}/{name},{label}\n")
     return rows
