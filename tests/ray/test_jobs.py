@@ -65,6 +65,7 @@ class Head:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             self._wait_for_job_api()
+            self._wait_for_job_agent()
         except BaseException:
             self.stop()  # no fixture teardown runs for a head that never came up
             raise
@@ -81,6 +82,25 @@ class Head:
             except OSError:
                 time.sleep(1)
         raise TimeoutError(f"no job API at {self.address} after {START_TIMEOUT_S} s")
+
+    def _wait_for_job_agent(self) -> None:
+        """Submit a no-op job until the head's dashboard agent takes it.
+
+        The job API answers before the agent that runs jobs has registered; a submission in
+        between fails with "No available agent to submit job" after 10 s (a CI run on a busy
+        2-core machine lost both tests to that). Ray's own answer is "try again later".
+        """
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "ray start exited; see ray-start.log"
+            done = self.ray("job", "submit", "--submission-id", "ready", "--no-wait", "--",
+                            "true", timeout=120)  # fmt: skip
+            if done.returncode == 0:
+                return
+            assert "No available agent" in done.stderr, done.stdout + done.stderr
+        agent_log = Path(self.temp_dir, "session_latest", "logs", "dashboard_agent.log")
+        tail = agent_log.read_text()[-4000:] if agent_log.exists() else "(no agent log)"
+        raise TimeoutError(f"no job agent after {START_TIMEOUT_S} s; dashboard_agent.log:\n{tail}")
 
     def ray(self, *args: str, timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
         """Run a `ray` CLI command against this cluster."""
