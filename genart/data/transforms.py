@@ -131,5 +131,10 @@ def random_flip(
         raise ValueError(f"batch sizes differ: {[t.shape[0] for t in tensors]}")
     device = generator.device if generator is not None else tensors[0].device
     flip = torch.rand(batch, generator=generator, device=device) < 0.5
-    flip = flip.to(tensors[0].device).view(batch, 1, 1, 1)
+    target = tensors[0].device
+    if flip.device != target and target.type == "cuda":
+        # From pinned memory the copy is queued on the stream; a copy from pageable memory
+        # waits for all queued GPU work, which at millisecond steps stalls every step.
+        flip = flip.pin_memory()
+    flip = flip.to(target, non_blocking=True).view(batch, 1, 1, 1)
     return tuple(torch.where(flip, t.flip(-1), t) for t in tensors)
