@@ -13,7 +13,17 @@ import sys
 
 from genart.config import InputError
 
-COMMAND_MODULES = ("data", "train", "sample", "eval", "style", "serve", "tune", "translate")
+COMMAND_MODULES = (
+    "data",
+    "train",
+    "sample",
+    "eval",
+    "style",
+    "serve",
+    "tune",
+    "translate",
+    "cluster",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,23 +84,21 @@ class Head:
         raise TimeoutError(f"no job API at {self.address} after {START_TIMEOUT_S} s")
 
     def _wait_for_job_agent(self) -> None:
-        """Submit a no-op job until the head's dashboard agent takes it.
+        """`genart cluster-ready`: submit a no-op job until the head's dashboard agent takes it.
 
         The job API answers before the agent that runs jobs has registered; a submission in
         between fails with "No available agent to submit job" after 10 s (a CI run on a busy
-        2-core machine lost both tests to that). Ray's own answer is "try again later".
+        2-core machine lost both tests to that).
         """
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "ray start exited; see ray-start.log"
-            done = self.ray("job", "submit", "--submission-id", "ready", "--no-wait", "--",
-                            "true", timeout=120)  # fmt: skip
-            if done.returncode == 0:
-                return
-            assert "No available agent" in done.stderr, done.stdout + done.stderr
-        agent_log = Path(self.temp_dir, "session_latest", "logs", "dashboard_agent.log")
-        tail = agent_log.read_text()[-4000:] if agent_log.exists() else "(no agent log)"
-        raise TimeoutError(f"no job agent after {START_TIMEOUT_S} s; dashboard_agent.log:\n{tail}")
+        done = subprocess.run(
+            [str(BIN / "genart"), "cluster-ready", "--timeout", str(START_TIMEOUT_S)],
+            env=self.env, text=True, capture_output=True, timeout=START_TIMEOUT_S + 60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            agent_log = Path(self.temp_dir, "session_latest", "logs", "dashboard_agent.log")
+            tail = agent_log.read_text()[-4000:] if agent_log.exists() else "(no agent log)"
+            raise RuntimeError(f"{done.stdout}{done.stderr}\ndashboard_agent.log:\n{tail}")
+        assert "takes jobs" in done.stdout, done.stdout
 
     def ray(self, *args: str, timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
         """Run a `ray` CLI command against this cluster."""

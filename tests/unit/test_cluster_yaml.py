@@ -98,3 +98,11 @@ def test_head_starts_ray_with_the_serving_system_config(cluster):
     match = re.search(r"--system-config='([^']*)'", head_start)
     assert match, head_start
     assert json.loads(match.group(1)) == RAY_SYSTEM_CONFIG
+
+
+def test_ray_up_returns_once_the_head_takes_jobs(cluster):
+    head = cluster["head_start_ray_commands"]
+    start = next(i for i, c in enumerate(head) if "ray start --head" in c)
+    wait = next(i for i, c in enumerate(head) if "genart cluster-ready" in c)
+    assert wait > start
+    assert "RAY_AUTH_MODE=token" in head[wait] and "127.0.0.1:8265" in head[wait]
