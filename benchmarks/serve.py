@@ -19,6 +19,9 @@ through one more deployment and back, with no decoding and no model ("echo app")
 Derived: serving overhead = p50(http) - p50(direct) at 1 client; batching speed-up =
 throughput with batching / without at 16 clients; Serve's floor = p50(echo app) at 16x16.
 
+The local Ray it starts serves over the HAProxy data path, as ``genart serve`` does
+(``genart.serve.ray_settings``); ``RAY_SERVE_ENABLE_HA_PROXY=0`` measures Ray's Python proxy.
+
     python -m benchmarks.serve [--quick] [--out bench-results]
 """
 
@@ -26,6 +29,7 @@ throughput with batching / without at 16 clients; Serve's floor = p50(echo app) 
 # its replica, which must see real annotation objects, not names to resolve.
 import contextlib
 import io
+import os
 import socket
 import statistics
 import tempfile
@@ -127,10 +131,13 @@ def served(export: str) -> Iterator[dict[str, str]]:
     import ray
     from ray import serve
 
-    from genart.serve.app import RAY_SYSTEM_CONFIG, build
+    from genart.cli.serve import wait_until_routed
+    from genart.serve.app import build
+    from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
 
     started = not ray.is_initialized()
     if started:
+        use_local_haproxy()
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  _system_config=RAY_SYSTEM_CONFIG)  # fmt: skip
     with socket.socket() as s:
@@ -149,9 +156,11 @@ def served(export: str) -> Iterator[dict[str, str]]:
         serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
         urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
+        wait_until_routed(f"http://127.0.0.1:{port}/{mode}")
     serve.run(echo_app(), name="floor", route_prefix="/floor",
               logging_config={"enable_access_log": False})  # fmt: skip
     urls["floor"] = f"http://127.0.0.1:{port}/floor/"
+    wait_until_routed(f"http://127.0.0.1:{port}/floor")
     try:
         yield urls
     finally:
@@ -177,6 +186,10 @@ def echo_app():
     class EchoIngress:
         def __init__(self, echo):
             self.echo = echo
+
+        @api.get("/healthz")
+        async def healthz(self) -> dict:
+            return {"status": "ok"}
 
         @api.post("/")
         async def echo(self, request: Request) -> Response:
@@ -210,6 +223,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     """Measure every scenario; print the table and write ``serve.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
     from genart.serve.demo import export_initialised
+    from genart.serve.ray_settings import SWITCH
 
     s = settings(quick)
     torch.set_num_threads(1)  # as the replica (one logical CPU -> OMP_NUM_THREADS=1)
@@ -231,7 +245,9 @@ def run(out_dir: Path, quick: bool) -> dict:
     print_table(rows)
     derived = summarise(rows)
     print("\n".join(f"{k}: {v}" for k, v in derived.items()))
-    result = {"settings": s, "rows": rows, "derived": derived}
+    data_path = "HAProxy" if os.environ.get(SWITCH) == "1" else "Python proxy"
+    print(f"Serve's HTTP data path: {data_path}")
+    result = {"settings": s, "data_path": data_path, "rows": rows, "derived": derived}
     write_json("serve", result, out_dir)
     return result
 

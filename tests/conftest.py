@@ -2,12 +2,16 @@
 
 import os
 
+from genart.serve.ray_settings import use_local_haproxy
+
 # Before anything imports ray (see ../shared/ray-notes.md).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Worker groups start in ~4 s on an idle 2-core machine; under heavy load they have taken over
 # 60 s, the default limit, and failed the run.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+# Serve on the data path genart serve ships for a local Ray (HAProxy, direct ingress, gRPC).
+use_local_haproxy()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

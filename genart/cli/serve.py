@@ -88,17 +88,20 @@ def absolute_paths(args: dict) -> dict:
 
 
 def connect() -> None:
-    """Join a running Ray cluster (RAY_ADDRESS or a local `ray start`), else start a local one."""
+    """Join a running Ray cluster (RAY_ADDRESS or a local `ray start`), else start a local one
+    with genart's serving settings (``genart.serve.ray_settings``)."""
     import ray
 
-    from genart.serve.app import RAY_SYSTEM_CONFIG
+    from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
 
     if ray.is_initialized():
         return
     try:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
     except ConnectionError:
+        path = "HAProxy" if use_local_haproxy() else "Ray's Python proxy"
         ray.init(_system_config=RAY_SYSTEM_CONFIG)
+        print(f"started a local Ray; HTTP enters Serve through {path} (README, Serving)")
 
 
 def deploy(schema) -> list[str]:
@@ -122,7 +125,30 @@ def deploy(schema) -> list[str]:
                   logging_config=app.logging_config)  # fmt: skip
         prefix = (app.route_prefix or "/").rstrip("/")
         urls.append(f"http://{schema.http_options.host}:{schema.http_options.port}{prefix}")
+        wait_until_routed(urls[-1])
     return urls
+
+
+def wait_until_routed(url: str, timeout_s: float = 60.0) -> None:
+    """Poll ``url``/healthz until the application answers it over HTTP.
+
+    serve.run returns once the replicas run; the HTTP proxy learns the new route a moment
+    later (~0.1 s here), and a request in between would reach another application or get 404.
+    """
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}/healthz did not answer within {timeout_s:.0f} s")
+        time.sleep(0.1)
 
 
 def curl_examples(url: str, args: dict) -> list[str]:

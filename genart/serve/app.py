@@ -50,12 +50,6 @@ from ray.serve.handle import DeploymentHandle
 from genart.serve import validation as v
 
 TOKEN_ENV = "GENART_API_TOKEN"
-# Ray settings for a cluster that serves: values up to 1 MiB travel inside the actor call
-# instead of through the object store (Ray's default threshold is 100 KiB). A request's image
-# crosses four calls (proxy -> ingress -> model -> ingress -> proxy); a 256x256 one is ~200 KB,
-# and on the 2-core build machine each such round trip cost ~5 ms more through the object store
-# (README, Serving). Applied where genart starts Ray for serving, and in cluster.yaml.
-RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 1 << 20}
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # style and translator names (URL segments)
 
 

@@ -92,7 +92,7 @@ def test_head_starts_ray_with_the_serving_system_config(cluster):
     import json
     import re
 
-    from genart.serve.app import RAY_SYSTEM_CONFIG
+    from genart.serve.ray_settings import RAY_SYSTEM_CONFIG
 
     head_start = next(c for c in ray_starts(cluster) if "--head" in c)
     match = re.search(r"--system-config='([^']*)'", head_start)

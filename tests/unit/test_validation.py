@@ -304,20 +304,47 @@ def test_batching_waits_for_company_only_when_there_is_some():
         deployments.Batching(method).configure({"max_batch": 4})
 
 
-def test_cli_starts_its_own_ray_with_the_serving_system_config(monkeypatch):
+def test_cli_starts_its_own_ray_with_the_serving_settings(monkeypatch):
+    import os
+
     import ray
 
     from genart.cli import serve as cli
+    from genart.serve import ray_settings
 
     calls = []
 
     def fake_init(address=None, **kwargs):
-        calls.append((address, kwargs))
+        calls.append((address, kwargs, os.environ.get(ray_settings.SWITCH)))
         if address is not None:  # no cluster to join
             raise ConnectionError("no running cluster")
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Variables connect() sets are put back after the test (a set-then-delete is recorded).
+    names = [*ray_settings.HAPROXY_ENV, *ray_settings.PORT_VARIABLES,
+             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_ADDRESS"]  # fmt: skip
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
     cli.connect()
-    assert calls == [("auto", {}), (None, {"_system_config": app.RAY_SYSTEM_CONFIG})]
+    # Joining a cluster leaves its settings alone; a local Ray starts with genart's.
+    assert calls == [("auto", {}, None),
+                     (None, {"_system_config": ray_settings.RAY_SYSTEM_CONFIG}, "1")]  # fmt: skip
+
+
+def test_local_haproxy_settings_respect_the_users_choice():
+    from genart.serve.ray_settings import PORT_VARIABLES, SWITCH, use_local_haproxy
+
+    environ = {}
+    assert use_local_haproxy(environ)
+    assert environ[SWITCH] == "1" and environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    ports = [int(environ[name]) for name in PORT_VARIABLES]
+    assert len(set(ports)) == 2 and all(1024 < port < 65536 for port in ports)
+
+    kept = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
+    assert use_local_haproxy(kept) and kept["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
+
+    off = {SWITCH: "0"}
+    assert not use_local_haproxy(off)
+    assert off == {SWITCH: "0"}  # nothing else turned on behind the user's back

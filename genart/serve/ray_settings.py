@@ -1,0 +1,58 @@
+"""Ray settings for serving genart, applied where genart starts Ray for serving.
+
+``genart serve`` (when it starts its own local Ray), the serve benchmark and the tests use
+them; ``cluster.yaml`` writes the system config into its ``ray start``. This module imports
+nothing of Ray: the environment has to be in place before Ray starts, because Ray's processes
+read Serve's settings from their environment once, when they start.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import MutableMapping
+
+# Values up to 1 MiB travel inside the actor call instead of through the object store (Ray's
+# default threshold is 100 KiB). A request's image crosses several calls between processes; a
+# 256x256 one is ~200 KB, and on the 2-core build machine each such round trip cost ~5 ms more
+# through the object store (README, Serving).
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 1 << 20}
+
+# Serve's HAProxy data path (Ray >= 2.56; HAProxy comes with ray[serve] on Linux): HTTP enters
+# through HAProxy straight to the ingress replicas, and deployments call each other over gRPC on
+# the replicas' own event loops. The default path goes through a Python proxy actor and Ray
+# actor calls, which cost ~6 ms of proxy CPU per request on the 2-core machine: the echo app's
+# p50 fell from ~12 to ~4.3 ms (README, Serving). Single-node only here: on several nodes the
+# ingress replicas must bind an address the HAProxy of another node can reach (README).
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"  # set it (to 0) to keep Ray's Python proxy
+# A stopping ingress replica keeps its port open this long so that load balancers can take it
+# out (Ray's default: 30 s, which every redeploy and shutdown then waits). The only balancer
+# here is the HAProxy on the same node, which Serve updates itself.
+LOCAL_DRAIN_S = "2"
+# HAProxy's stats page and Prometheus exporter listen on all interfaces at fixed ports (8404,
+# 9101); a second local Ray on the machine would fail to start its HAProxy there.
+PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def use_local_haproxy(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """Set up the HAProxy data path for a single-node Ray that this process is about to start.
+
+    Does nothing when the user has chosen (``RAY_SERVE_ENABLE_HA_PROXY`` set, to anything);
+    otherwise sets every variable it needs that is not already set. Returns whether it is on.
+    """
+    if SWITCH in environ:
+        return environ[SWITCH] == "1"
+    for key, value in HAPROXY_ENV.items():
+        environ.setdefault(key, value)
+    environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", LOCAL_DRAIN_S)
+    for key in PORT_VARIABLES:
+        environ.setdefault(key, str(free_port()))
+    return True
+
+
+def free_port() -> int:
+    """A TCP port that is free on this machine now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
