@@ -131,7 +131,6 @@ def served(export: str) -> Iterator[dict[str, str]]:
     import ray
     from ray import serve
 
-    from genart.cli.serve import wait_until_routed
     from genart.serve.app import build
     from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
 
@@ -156,17 +155,25 @@ def served(export: str) -> Iterator[dict[str, str]]:
         serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
         urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
-        wait_until_routed(f"http://127.0.0.1:{port}/{mode}")
+        routed(f"http://127.0.0.1:{port}/{mode}")
     serve.run(echo_app(), name="floor", route_prefix="/floor",
               logging_config={"enable_access_log": False})  # fmt: skip
     urls["floor"] = f"http://127.0.0.1:{port}/floor/"
-    wait_until_routed(f"http://127.0.0.1:{port}/floor")
+    routed(f"http://127.0.0.1:{port}/floor")
     try:
         yield urls
     finally:
         serve.shutdown()
         if started:
             ray.shutdown()
+
+
+def routed(url: str) -> None:
+    """Wait until the app at ``url`` answers over HTTP: the measurements must not see 404s."""
+    from genart.cli.serve import wait_until_routed
+
+    if not wait_until_routed(url):
+        raise RuntimeError(f"{url}/healthz never answered")
 
 
 def echo_app():

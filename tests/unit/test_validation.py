@@ -348,3 +348,32 @@ def test_local_haproxy_settings_respect_the_users_choice():
     off = {SWITCH: "0"}
     assert not use_local_haproxy(off)
     assert off == {SWITCH: "0"}  # nothing else turned on behind the user's back
+
+
+def test_cli_waits_until_a_new_route_answers_over_http():
+    import http.server
+    import threading
+
+    from genart.cli.serve import wait_until_routed
+
+    asked = []
+
+    class LateRoute(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # 404 (the route is not known yet) three times, then 200
+            asked.append(self.path)
+            self.send_response(200 if len(asked) > 3 else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LateRoute)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/cli"
+        assert wait_until_routed(url, timeout_s=10)
+        assert asked == ["/cli/healthz"] * 4
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not wait_until_routed(url, timeout_s=0.3)  # nothing listens there any more
