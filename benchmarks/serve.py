@@ -18,6 +18,8 @@ through one more deployment and back, with no decoding and no model ("echo app")
 
 Derived: serving overhead = p50(http) - p50(direct) at 1 client; batching speed-up =
 throughput with batching / without at 16 clients; Serve's floor = p50(echo app) at 16x16.
+Each HTTP row also has the CPU time per request of every Serve process together (proxy or
+HAProxy, ingress and model replicas): on a shared machine it varies far less than latency.
 
 The local Ray it starts serves over the HAProxy data path, as ``genart serve`` does
 (``genart.serve.ray_settings``); ``RAY_SERVE_ENABLE_HA_PROXY=0`` measures Ray's Python proxy.
@@ -206,23 +208,47 @@ def echo_app():
     return EchoIngress.bind(Echo.bind())
 
 
+def serve_cpu_seconds() -> float:
+    """CPU time used so far by every Serve process on this machine (proxy, HAProxy, replicas).
+
+    Other tenants' load stretches latencies but hardly the CPU a request costs, so this shows
+    where serving spends its time even on a busy shared machine.
+    """
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if any(name in command for name in ("ServeReplica", "ProxyActor", "haproxy")):
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 def measure(paths: dict[str, Callable], data: bytes, clients: int, rounds: int, per_round: int):
-    """Interleaved rounds of every path; one table row per path."""
+    """Interleaved rounds of every path; one table row per path. For HTTP paths the row also
+    has the CPU time per request of all Serve processes together (idle apps' share included)."""
     for call in paths.values():  # warm-up: connections, allocator, oneDNN kernel choice
         load(call, data, clients, clients)
     latencies = {name: [] for name in paths}
     walls = dict.fromkeys(paths, 0.0)
+    cpu = dict.fromkeys(paths, 0.0)
     for _ in range(rounds):
         for name, call in paths.items():
+            before = serve_cpu_seconds()
             times, wall = load(call, data, clients, per_round)
+            cpu[name] += serve_cpu_seconds() - before
             latencies[name] += times
             walls[name] += wall
     rows = []
     for name, times in latencies.items():
         ms = sorted(1000 * t for t in times)
+        serve_cpu = round(1000 * cpu[name] / len(ms), 2) if name.startswith("http") else None
         rows.append({"path": name, "requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
                      "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
-                     "throughput_rps": round(len(ms) / walls[name], 2)})  # fmt: skip
+                     "throughput_rps": round(len(ms) / walls[name], 2),
+                     "serve_cpu_ms_per_request": serve_cpu})  # fmt: skip
     return rows
 
 
@@ -278,6 +304,10 @@ def summarise(rows: list[dict]) -> dict:
         "overhead_p50_ms_256_batching_on": overhead("256x256", "on"),
         "overhead_p50_ms_16px_batching_off": overhead("16x16", "off"),
         "serve_floor_p50_ms_16px": get("16x16", 1, FLOOR, "p50_ms"),
+        "serve_floor_cpu_ms_per_request_16px": get("16x16", 1, FLOOR, "serve_cpu_ms_per_request"),
+        "serve_cpu_ms_per_request_16px_batching_off": get(
+            "16x16", 1, "http, batching off", "serve_cpu_ms_per_request"
+        ),
         "overhead_target_ms": 3,
         "batching_speedup_256_16_clients": round(speedup, 2),
         "batching_speedup_target": 2,
