@@ -32,7 +32,6 @@ The local Ray it starts serves over the HAProxy data path, as ``genart serve`` d
 import contextlib
 import io
 import os
-import socket
 import statistics
 import tempfile
 import threading
@@ -134,16 +133,14 @@ def served(export: str) -> Iterator[dict[str, str]]:
     from ray import serve
 
     from genart.serve.app import build
-    from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
+    from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, free_ports, use_local_haproxy
 
     started = not ray.is_initialized()
     if started:
         use_local_haproxy()
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  _system_config=RAY_SYSTEM_CONFIG)  # fmt: skip
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     urls = {}
     for mode, user_config in BATCHING.items():

@@ -12,20 +12,8 @@ import contextlib
 import importlib
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterator
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on loopback."""
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _psutil():

@@ -46,13 +46,18 @@ def use_local_haproxy(environ: MutableMapping[str, str] = os.environ) -> bool:
     for key, value in HAPROXY_ENV.items():
         environ.setdefault(key, value)
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", LOCAL_DRAIN_S)
-    for key in PORT_VARIABLES:
-        environ.setdefault(key, str(free_port()))
+    unset = [key for key in PORT_VARIABLES if key not in environ]
+    environ.update({key: str(port) for key, port in zip(unset, free_ports(len(unset)))})
     return True
 
 
-def free_port() -> int:
-    """A TCP port that is free on this machine now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that are free on loopback now (all held open while chosen)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

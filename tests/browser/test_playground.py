@@ -9,13 +9,13 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 
 import pytest
 import requests
 
 from genart.serve import app, demo
+from genart.serve.ray_settings import free_ports
 
 pytestmark = pytest.mark.ray
 
@@ -57,12 +57,6 @@ STYLISE = """
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def playground_url(ray_local, tmp_path_factory):
     from ray import serve
@@ -70,7 +64,7 @@ def playground_url(ray_local, tmp_path_factory):
     overrides = ["fast_style.width=8", "fast_style.residual_blocks=1"]
     style = demo.export_initialised("fast_style", overrides, tmp_path_factory.mktemp("m") / "s")
     light = {"ray_actor_options": {"num_cpus": 0.1}}
-    port = free_port()
+    (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app.build({"styles": {"mosaic": str(style)}}, {"Ingress": light, "FastStyle": light}),
               name="playground", logging_config={"enable_access_log": False})  # fmt: skip

@@ -20,8 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from localcloud import free_ports, terminate_tree
+from localcloud import terminate_tree
 
+from genart.serve.ray_settings import free_ports
 from genart.train import checkpoint
 
 pytestmark = pytest.mark.ray

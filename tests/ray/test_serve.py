@@ -7,7 +7,6 @@ this process from the same exports and compared with what came back over HTTP.
 
 import base64
 import io
-import socket
 import struct
 import time
 import zlib
@@ -23,6 +22,7 @@ from PIL import Image
 from genart.images import png_bytes
 from genart.models import dcgan, fast_style
 from genart.serve import app, demo
+from genart.serve.ray_settings import free_ports
 from genart.train.checkpoint import load_exported
 from genart.translate import translate
 
@@ -55,12 +55,6 @@ OPTIONS = {
     "JobStore": {"ray_actor_options": {"num_cpus": 0}},
     "Dreamer": LIGHT,
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
@@ -127,7 +121,7 @@ def served(ray_local, tmp_path_factory):
         "dream": {"vgg_weights": "random", "config": {"layers": ["relu2_2"]}, "max_side": 64},
         "limits": {"max_body_bytes": MAX_BODY},
     }
-    port = free_port()
+    (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app.build(settings, OPTIONS, api_token=TOKEN), name="genart-test",
               logging_config={"enable_access_log": False})  # fmt: skip
