@@ -71,6 +71,36 @@ def test_window_sums_copy_the_first_value():
     assert window.read(images_per_step=1)["loss"] == pytest.approx(2.0)
 
 
+def test_window_averages_each_metric_over_the_steps_that_reported_it():
+    # A WGAN critic reports loss_g only on the steps that update the generator.
+    window = Window()
+    for step in range(6):
+        metrics = {"loss_d": torch.tensor(float(step))}
+        if step % 3 == 2:
+            metrics["loss_g"] = torch.tensor(10.0 * step, dtype=torch.bfloat16)
+        window.add(metrics)
+    out = window.read(images_per_step=4)
+    assert out["loss_d"] == pytest.approx(2.5)  # mean of 0..5
+    assert out["loss_g"] == pytest.approx(35.0)  # mean of 20 and 50
+    assert window.steps == 6
+
+
+def test_window_add_costs_the_same_few_ops_however_many_metrics():
+    from torch.profiler import profile
+
+    def data_ops(n_metrics: int) -> int:
+        window = Window()
+        window.add({f"m{i}": torch.tensor(1.0) for i in range(n_metrics)})
+        metrics = {f"m{i}": torch.tensor(float(i)) for i in range(n_metrics)}
+        with profile() as prof:
+            window.add(metrics)
+        # Ops that move data (a kernel launch each on a GPU); views and no-op casts are free.
+        moving = {"aten::cat", "aten::add", "aten::add_", "aten::clone", "aten::copy_"}
+        return sum(e.name in moving for e in prof.events())
+
+    assert data_ops(2) == data_ops(12) <= 2
+
+
 def test_input_clock_counts_the_time_spent_waiting_for_batches():
     import time
 
