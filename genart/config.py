@@ -14,6 +14,7 @@ checkpoint; it is the source of truth for resuming, exporting and serving.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class DataConfig:
     # ~0.1-0.2 s; raise this when an epoch takes only seconds (small datasets, fast models).
     repeat: int = 1
 
+    def __post_init__(self):
+        at_least(self, "data", 1, "size", "batch_size", "repeat")
+        at_least(self, "data", 0, "shuffle_buffer")
+
 
 @dataclass
 class TrainConfig:
@@ -71,6 +76,11 @@ class TrainConfig:
     eval_every: int = 0  # also score quality every k steps (Tune's schedulers need it); 0 = end
     fail_at_step: int = -1  # testing aid: raise once at this step (checks fault tolerance)
 
+    def __post_init__(self):
+        intervals = ("steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+        at_least(self, "train", 1, *intervals)
+        at_least(self, "train", 0, "eval_samples", "eval_every")
+
 
 @dataclass
 class ScalingConfig:
@@ -79,6 +89,10 @@ class ScalingConfig:
     workers: int = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+
+    def __post_init__(self):
+        at_least(self, "scaling", 1, "workers")
+        at_least(self, "scaling", 0, "gpus_per_worker", "cpus_per_worker")
 
 
 @dataclass
@@ -93,6 +107,26 @@ class RunConfig:
     # optimizer moments, step and RNG come from it, hyper-parameters from this config (how a
     # PBT trial exploits another trial's checkpoint).
     init_from: str = ""
+
+    def __post_init__(self):
+        at_least(self, "run", -1, "max_failures")  # -1: retry without limit (as Ray's)
+        if self.name and not RUN_NAME.match(self.name):
+            # The name becomes a folder and a URI path segment (s3://bucket/runs/NAME).
+            raise ConfigError(
+                f"'run.name' = {self.name!r}: use letters, digits, '.', '_' and '-' "
+                "(it names a folder and a URI path)"
+            )
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def at_least(section: Any, path: str, minimum: float, *names: str) -> None:
+    """ConfigError unless each named field of ``section`` is >= ``minimum``."""
+    for name in names:
+        value = getattr(section, name)
+        if value < minimum:
+            raise ConfigError(f"'{path}.{name}' must be >= {minimum}, got {value!r}")
 
 
 SECTIONS: dict[str, type] = {
@@ -135,9 +169,15 @@ class Config:
         for key in raw:
             if key not in allowed:
                 raise ConfigError(f"unknown config section '{key}'; valid: {sorted(allowed)}")
-        sections = {name: build(kind, raw.get(name) or {}, name) for name, kind in SECTIONS.items()}
-        params = build(spec.config, raw.get(model) or {}, model)
+        sections = {name: build(kind, _section(raw, name), name) for name, kind in SECTIONS.items()}
+        params = build(spec.config, _section(raw, model), model)
         return cls(model=model, params=params, **sections)
+
+
+def _section(raw: dict[str, Any], name: str) -> Any:
+    """A section's values; absent or empty (a YAML key with nothing under it) means defaults."""
+    values = raw.get(name)
+    return {} if values is None else values
 
 
 def build(kind: type, values: dict[str, Any], path: str) -> Any:
@@ -157,6 +197,10 @@ def build(kind: type, values: dict[str, Any], path: str) -> Any:
 def coerce(value: Any, hint: Any, path: str) -> Any:
     """Check ``value`` against type ``hint``; strings from the command line are parsed."""
     origin = typing.get_origin(hint)
+    if isinstance(value, Given) and (
+        hint is Any or origin is dict or dataclasses.is_dataclass(hint)
+    ):
+        value = value.parsed  # a structure typed on the command line: its YAML reading
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)
     if origin is Literal:
@@ -164,12 +208,15 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, bool) and {"on", "off"} <= set(choices):
             value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         for choice in choices:
-            if value == choice or (isinstance(value, str) and str(choice) == value):
+            # True == 1 in Python: a boolean is never a numeric choice.
+            same_kind = isinstance(value, bool) == isinstance(choice, bool)
+            if (value == choice and same_kind) or (isinstance(value, str) and str(choice) == value):
                 return choice
         raise ConfigError(f"'{path}' = {value!r} is not one of {list(choices)}")
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        given_none = isinstance(value, Given) and value.parsed is None
+        if (value is None or given_none) and type(None) in options:
             return None
         errors = []
         for option in (o for o in options if o is not type(None)):
@@ -192,6 +239,7 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
 
 
 def _scalar(value: Any, hint: type, path: str) -> Any:
+    value = str(value) if isinstance(value, Given) else value
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -225,6 +273,26 @@ _BOOLS = {"true": True, "yes": True, "1": True, "on": True}
 _BOOLS |= {"false": False, "no": False, "0": False, "off": False}
 
 
+class Given(str):
+    """A value typed on the command line: the text as typed, and its YAML reading.
+
+    Text and number fields take the text itself: YAML would turn ``run.name=0123`` into the
+    octal 83, ``12:30`` into 750 and cut ``data.uri=/data/set #2`` at the ``#``. Structured
+    fields (``Any``, mappings) take the YAML reading.
+    """
+
+    parsed: Any
+
+    @classmethod
+    def of(cls, text: str) -> Given:
+        given = cls(text)
+        try:
+            given.parsed = yaml.safe_load(text)
+        except yaml.YAMLError:
+            given.parsed = text
+        return given
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings to a raw config dict (validated later by from_dict)."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
@@ -235,18 +303,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         *parents, leaf = dotted.strip().split(".")
         node = raw
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a recipe key with nothing under it
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
-        node[leaf] = _parse_value(text)
+        node[leaf] = Given.of(text)
     return raw
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def load(
@@ -255,6 +318,15 @@ def load(
     overrides: list[str] | None = None,
 ) -> Config:
     """Resolve a config from an optional YAML recipe, a model name and ``--set`` overrides."""
+    return Config.from_dict(given(model, recipe, overrides))
+
+
+def given(
+    model: str | None = None,
+    recipe: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """The raw values a recipe and overrides give, before defaults fill in the rest."""
     raw: dict[str, Any] = {}
     if recipe:
         raw = yaml.safe_load(Path(recipe).read_text()) or {}
@@ -264,7 +336,76 @@ def load(
         if raw.get("model") not in (None, model):
             raise ConfigError(f"recipe {recipe} is for model '{raw['model']}', not '{model}'")
         raw["model"] = model
-    return Config.from_dict(apply_overrides(raw, overrides or []))
+    return apply_overrides(raw, overrides or [])
+
+
+# What a resumed run may change: how long it trains, how it reports, checkpoints and computes,
+# where it runs and where its data and outputs live. Any other change would continue a
+# different experiment from this one's weights, under this one's name.
+RESUMABLE: dict[str, set[str] | None] = {
+    "train": {
+        "steps",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_every",
+        "eval_samples",
+        "fail_at_step",
+        "precision",
+        "channels_last",
+        "cuda_graphs",
+    },  # fmt: skip
+    "data": {"uri", "uri_b"},
+    "scaling": None,  # None: every key
+    "run": None,
+}
+
+
+def resume_conflicts(saved: Config, cfg: Config) -> list[str]:
+    """The values ``cfg`` changes from ``saved`` that a resumed run may not change."""
+    if cfg.model != saved.model:
+        return [f"model: saved {saved.model!r}, now {cfg.model!r}"]
+    before, after = saved.to_dict(), cfg.to_dict()
+    conflicts = []
+    for section, values in after.items():
+        if section == "model":
+            continue
+        allowed = RESUMABLE.get(section, set())
+        for key, value in values.items():
+            if value != before[section].get(key) and allowed is not None and key not in allowed:
+                conflicts.append(
+                    f"{section}.{key}: saved {before[section].get(key)!r}, now {value!r}"
+                )
+    return conflicts
+
+
+def resumed(saved: Config, raw: dict[str, Any]) -> Config:
+    """The config a resumed run continues with: ``saved`` (the run's own), changed where the
+    ``raw`` values of a recipe and overrides (see :func:`given`) say and a resumed run may
+    change (:data:`RESUMABLE`). Any other change they make is a ConfigError naming it.
+    """
+    if raw.get("model", saved.model) != saved.model:
+        raise ConfigError(f"run was trained as '{saved.model}', not '{raw['model']}'")
+    merged = saved.to_dict()
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    cfg = Config.from_dict(merged)
+    refuse_changes(saved, cfg)
+    return cfg
+
+
+def refuse_changes(saved: Config, cfg: Config) -> None:
+    """ConfigError if resuming the run of ``saved`` with ``cfg`` would change the experiment."""
+    conflicts = resume_conflicts(saved, cfg)
+    if conflicts:
+        raise ConfigError(
+            f"--resume continues the run with its saved config; this would change "
+            f"{'; '.join(conflicts)}. Drop those changes, or start a new run with another --name"
+        )
 
 
 def save(cfg: Config, path: str | Path) -> None:

@@ -19,8 +19,14 @@ def is_remote(uri: str) -> bool:
 
 
 def absolute(uri: str) -> str:
-    """Remote URIs unchanged; local paths made absolute (Ray Train requires it)."""
-    return str(uri) if is_remote(uri) else str(Path(uri).expanduser().resolve())
+    """Remote URIs unchanged; local paths (``file://`` ones too) made absolute plain paths
+    (Ray Train requires it)."""
+    return str(uri) if is_remote(uri) else str(Path(_local(uri)).expanduser().resolve())
+
+
+def _local(path: str) -> str:
+    """A local path without its ``file://`` scheme, if it has one."""
+    return str(path).removeprefix("file://")
 
 
 # S3 answers bursts of writes with 503 SlowDown and drops the odd connection; pyarrow's default
@@ -135,7 +141,9 @@ class RetryingS3(pafs.FileSystemHandler):
 
 def join(uri: str, *parts: str) -> str:
     """Join path parts onto a local path or URI."""
-    return "/".join([str(uri).rstrip("/"), *parts]) if is_remote(uri) else str(Path(uri, *parts))
+    if is_remote(uri):
+        return "/".join([str(uri).rstrip("/"), *parts])
+    return str(Path(_local(uri), *parts))
 
 
 def exists(uri: str) -> bool:
@@ -155,7 +163,7 @@ def list_dirs(uri: str) -> list[str]:
 
 def upload_dir(local: str | Path, uri: str) -> None:
     """Copy a local folder's contents to ``uri`` (no-op when ``uri`` is that same folder)."""
-    if not is_remote(uri) and Path(uri).resolve() == Path(local).resolve():
+    if not is_remote(uri) and Path(absolute(uri)) == Path(local).resolve():
         return
     fs, path = filesystem(uri)
     fs.create_dir(path, recursive=True)

@@ -70,10 +70,9 @@ def overrides(args) -> list[str]:
 
 
 def train(args) -> int:
-    from genart import config
-    from genart.train.launch import fit
+    from genart.train.launch import configure, fit
 
-    cfg = config.load(args.model, args.config, overrides(args))
+    cfg = configure(args.model, args.config, overrides(args))
     result = fit(cfg)
     if result.error:
         raise result.error

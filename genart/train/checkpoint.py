@@ -66,21 +66,28 @@ def write(directory: str | Path, state: dict[str, Any], cfg: Config, history: li
 
 
 def verify(directory: str | Path) -> dict:
-    """The manifest of a complete checkpoint folder; raises IncompleteCheckpoint otherwise."""
+    """The manifest of a complete checkpoint folder; raises IncompleteCheckpoint otherwise.
+
+    A folder that vanishes while it is read (pruned by the run that wrote it, which keeps only
+    its last K) is incomplete too.
+    """
     directory = Path(directory)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError) as err:
         raise IncompleteCheckpoint(f"{directory}: no valid {MANIFEST} ({err})") from err
     for name, meta in manifest["files"].items():
-        path = directory / name
-        if (
-            not path.exists()
-            or path.stat().st_size != meta["bytes"]
-            or _digest(path) != meta["sha256"]
-        ):
+        if not _matches(directory / name, meta):
             raise IncompleteCheckpoint(f"{directory}: {name} is missing or does not match")
     return manifest
+
+
+def _matches(path: Path, meta: dict) -> bool:
+    """Whether a file has the manifest's size and digest (False if it is missing or vanishes)."""
+    try:
+        return path.stat().st_size == meta["bytes"] and _digest(path) == meta["sha256"]
+    except OSError:
+        return False
 
 
 def load(directory: str | Path, map_location="cpu") -> tuple[dict, Config, list[dict]]:
@@ -88,9 +95,14 @@ def load(directory: str | Path, map_location="cpu") -> tuple[dict, Config, list[
     directory = Path(directory)
     verify(directory)
     state = torch.load(directory / STATE, map_location=map_location, weights_only=True)
-    cfg = Config.from_dict(yaml.safe_load((directory / "config.yaml").read_text()))
+    cfg = saved_config(directory)
     history = json.loads((directory / "history.json").read_text())
     return state, cfg, history
+
+
+def saved_config(directory: str | Path) -> Config:
+    """The resolved config saved in a checkpoint or export folder."""
+    return Config.from_dict(yaml.safe_load((Path(directory) / "config.yaml").read_text()))
 
 
 def latest_complete(run_uri: str) -> Path | None:
@@ -98,10 +110,10 @@ def latest_complete(run_uri: str) -> Path | None:
     candidates = [d for d in storage.list_dirs(run_uri) if d.startswith(CHECKPOINT_PREFIX)]
     best: tuple[int, Path] | None = None
     for name in candidates:
-        local = storage.local_copy(storage.join(run_uri, name))
         try:
+            local = storage.local_copy(storage.join(run_uri, name))
             step = verify(local)["step"]
-        except IncompleteCheckpoint:
+        except (IncompleteCheckpoint, OSError):  # incomplete, or pruned while being read
             continue
         if best is None or step > best[0]:
             best = (step, local)
@@ -151,7 +163,7 @@ def load_exported(path: str, device: str | torch.device = "cpu"):
     """(nets in eval mode, config) from an exported folder, a checkpoint, or a run folder."""
     local = storage.local_copy(path)
     if (local / "meta.json").exists():
-        cfg = Config.from_dict(yaml.safe_load((local / "config.yaml").read_text()))
+        cfg = saved_config(local)
         names = json.loads((local / "meta.json").read_text())["nets"]
         weights = {
             n: torch.load(local / f"{n}.pt", map_location="cpu", weights_only=True) for n in names

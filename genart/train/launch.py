@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import time
 
-from genart import registry, storage
+from genart import config, registry, storage
 from genart.config import Config, ConfigError
-from genart.train.checkpoint import CHECKPOINT_PREFIX
+from genart.train.checkpoint import CHECKPOINT_PREFIX, latest_complete
+from genart.train.checkpoint import saved_config as checkpoint_config
 
 
 def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
@@ -65,8 +66,30 @@ def dataset(cfg: Config):
     raise ConfigError(f"model '{cfg.model}' asks for unknown data kind '{kind}'")
 
 
+def configure(model: str, recipe: str | None, overrides: list[str]) -> Config:
+    """The config ``genart train`` runs: from the recipe and overrides, or, resuming a run
+    that has a checkpoint, the config saved with it, changed only where the recipe and
+    overrides change what a resumed run may change (``config.resumed``): a longer
+    ``--steps``, more workers, a new data location. So ``--name NAME --resume`` alone
+    continues a run exactly as it was configured.
+    """
+    raw = config.given(model, recipe, overrides)
+    cfg = Config.from_dict(raw)
+    saved = saved_config(cfg) if cfg.run.resume else None
+    return config.resumed(saved, raw) if saved is not None else cfg
+
+
+def saved_config(cfg: Config) -> Config | None:
+    """The config saved with the newest complete checkpoint of ``cfg``'s run, or None."""
+    if not cfg.run.name:
+        return None
+    newest = latest_complete(storage.join(storage.absolute(cfg.run.storage_path), cfg.run.name))
+    return checkpoint_config(newest) if newest is not None else None
+
+
 def resolve_run(cfg: Config) -> Config:
-    """Fill in the run name and absolute storage path; refuse to clobber an existing run."""
+    """Fill in the run name and absolute storage path; refuse to clobber an existing run, or
+    to resume one with a config that changes the experiment (``config.refuse_changes``)."""
     if not cfg.run.name:
         cfg.run.name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path)
@@ -77,6 +100,9 @@ def resolve_run(cfg: Config) -> Config:
             f"run '{cfg.run.name}' already has checkpoints in {run_uri}: pass --resume to "
             "continue it, or choose another --name"
         )
+    saved = saved_config(cfg) if has_checkpoints else None
+    if saved is not None:
+        config.refuse_changes(saved, cfg)
     return cfg
 
 

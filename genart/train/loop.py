@@ -279,6 +279,12 @@ def train_loop_per_worker(config: dict) -> dict:
     if restored is not None:
         out.log(f"resumed from step {pos.step} (epoch {pos.epoch}, batch {pos.batch_in_epoch})")
 
+    if resumed_from is not None and resumed_from >= cfg.train.steps:
+        # A finished run resumed (a job resubmitted after it ended): its checkpoint holds the
+        # final state and its history the final scores. Scoring again without a batch seen
+        # would overwrite them with nothing.
+        final = {k: v for k, v in pos.history[-1].items() if k != "step"} if pos.history else {}
+        return out.finish(final) if rank == 0 else {}
     shard = ray.train.get_dataset_shard("train")
     images_per_step = cfg.data.batch_size * world
     clock = InputClock()

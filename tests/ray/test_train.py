@@ -75,6 +75,18 @@ def test_existing_run_needs_resume(ray_local, digits, storage):
         run(digits, storage, "straight", 8)
 
 
+def test_resuming_a_finished_run_keeps_its_results(ray_local, digits, storage):
+    out = storage / "straight"
+    before = json.loads((out / "metrics.json").read_text())
+    checkpoints = sorted(p.name for p in out.glob("checkpoint_*"))
+    result = run(digits, storage, "straight", 8, "run.resume=true")
+    assert result.return_value["resumed_from"] == 8
+    after = json.loads((out / "metrics.json").read_text())
+    assert "eval_swd" in after and after == pytest.approx(before, rel=1e-5)
+    assert sorted(p.name for p in out.glob("checkpoint_*")) == checkpoints  # nothing rewritten
+    assert logged_steps(out) == [2, 4, 6, 8]
+
+
 def test_worker_failure_restarts_from_last_checkpoint(ray_local, digits, storage):
     result = run(digits, storage, "crash", 8, "train.fail_at_step=6", "run.max_failures=1")
     assert result.return_value["resumed_from"] == 4

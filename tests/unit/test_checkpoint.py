@@ -1,7 +1,9 @@
+import shutil
+
 import pytest
 import torch
 
-from genart import cli, config
+from genart import cli, config, storage
 from genart.models import dcgan
 from genart.train import checkpoint
 
@@ -128,3 +130,41 @@ def test_sample_interpolate_arithmetic_cli(tmp_path):
     # 4 images of 16 px per row with 2 px padding: 2 + 4 * 18 = 74 wide; 2 rows of interpolation
     assert Image.open(tmp_path / "i.png").size == (74, 2 + 2 * 18)
     assert Image.open(tmp_path / "a.png").size == (74, 2 + 4 * 18)
+
+
+def test_a_checkpoint_pruned_while_being_scanned_is_skipped(tmp_path, monkeypatch):
+    write_run(tmp_path, [3, 6])
+    original = checkpoint._digest
+
+    def prune_then_digest(path):
+        if path.parent.name == "checkpoint_006":  # the writer's keep-last-K prunes it now
+            shutil.rmtree(path.parent)
+        return original(path)
+
+    monkeypatch.setattr(checkpoint, "_digest", prune_then_digest)
+    assert checkpoint.latest_complete(str(tmp_path)).name == "checkpoint_003"
+
+
+def test_file_uris_are_local_paths(tmp_path):
+    write_run(tmp_path, [3])
+    uri = f"file://{tmp_path}"
+    assert storage.absolute(uri) == str(tmp_path.resolve())
+    assert storage.list_dirs(uri) == ["checkpoint_003"] and storage.exists(uri)
+    assert checkpoint.latest_complete(uri).name == "checkpoint_003"
+
+
+def test_resume_continues_with_the_saved_config(tmp_path):
+    from genart.train import launch
+
+    saved = write_run(tmp_path / "t", [3])  # run "t", trained with tiny widths
+    place = ["run.name=t", f"run.storage_path={tmp_path}", "run.resume=true"]
+    cfg = launch.configure("dcgan", None, [*place, "train.steps=50"])
+    assert (cfg.params.g_width, cfg.data.size, cfg.train.steps) == (4, 16, 50)
+    assert launch.resolve_run(cfg).run.name == "t"
+    assert saved.train.steps != 50
+    # Handing fit() a config that changes the experiment is refused, naming the change.
+    other = config.load("dcgan", overrides=[*place, "dcgan.g_width=8", "data.size=16",
+                                            "data.channels=1", "dcgan.d_width=4",
+                                            "dcgan.latent_dim=8"])  # fmt: skip
+    with pytest.raises(config.ConfigError, match="dcgan.g_width: saved 4, now 8"):
+        launch.resolve_run(other)
