@@ -13,13 +13,20 @@ import io
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
     import torch
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what genart reads as images
+
+# A progressive JPEG is decoded scan by scan, each over the whole image, so a few kilobytes of
+# repeated tiny scans cost seconds of CPU (3,000 scans of a 2048x2048 image: 4.5 s). Encoders
+# write about 10 (Pillow: 6 grey, 10 colour); libjpeg's djpeg has -maxscans N against this
+# attack but no default. 100 leaves tenfold headroom and costs ~0.3 s at 2048x2048 (grey).
+MAX_JPEG_SCANS = 100
+JPEG_SCAN_START = b"\xff\xda"  # the SOS marker
 
 
 class DecodeError(ValueError):
@@ -48,6 +55,53 @@ def image_size(data: bytes) -> tuple[int, int]:
     return _open(data).size
 
 
+def check_jpeg_scans(image: Image.Image, data: bytes) -> None:
+    """Raise :class:`DecodeError` for a JPEG of more than ``MAX_JPEG_SCANS`` scans (others pass).
+
+    Counts scan-start markers in the raw bytes, before any pixel is decoded: entropy-coded data
+    byte-stuffs every 0xFF, so it never holds one. Metadata can (an EXIF thumbnail adds its own
+    scans), so the count errs high, by a few scans on real photos.
+    """
+    if image.format != "JPEG":
+        return
+    scans = data.count(JPEG_SCAN_START)
+    if scans > MAX_JPEG_SCANS:
+        raise DecodeError(f"JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded")
+
+
+def load_as(image: Image.Image, mode: str) -> Image.Image:
+    """Decode all pixels of an opened image: upright, 8-bit, opaque, in ``mode`` ("RGB" or "L").
+
+    Upright: the EXIF orientation is applied, as viewers do (phone photos are stored sideways).
+    Width and height may swap; the pixel count does not, so header size checks stay valid.
+    Opaque: transparent pixels are composited onto white, never shown in whatever colour the
+    encoder left under them. Raises whatever Pillow raises for truncated or corrupt data.
+    """
+    image.load()  # the full decode: truncated or corrupt pixel data fails here
+    ImageOps.exif_transpose(image, in_place=True)
+    image = _on_white(_to_8_bit(image))
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (Pillow's I;16 modes, or 32-bit I) as L, keeping the high byte.
+
+    ``convert`` would clip at 255 instead, turning all but the darkest pixels white.
+    """
+    if not image.mode.startswith("I"):
+        return image
+    high_byte = np.asarray(image).clip(0, 65535) >> 8  # I is signed 32-bit: clip before shifting
+    return Image.fromarray(high_byte.astype(np.uint8))
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """An image with alpha or a transparent colour (P, L or RGB + tRNS) composited onto white."""
+    if not image.has_transparency_data:
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+
+
 def decode(
     data: bytes,
     channels: int = 3,
@@ -60,7 +114,9 @@ def decode(
     PIL's own ``Image.MAX_IMAGE_PIXELS`` bomb check applies in any case. ``min_size`` lets
     formats that can decode at a reduced scale (JPEG) do so, never below ``min_size`` pixels on
     either side: decoding + resizing a 4000x3000 JPEG to 64 is ~16x faster (measured).
-    Raises :class:`DecodeError` for empty, truncated, corrupt or non-image bytes.
+    Pixels come out as :func:`load_as` gives them (upright, 8-bit, transparency on white).
+    Raises :class:`DecodeError` for empty, truncated, corrupt or non-image bytes, and for JPEGs
+    of more than ``MAX_JPEG_SCANS`` scans.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -68,12 +124,12 @@ def decode(
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise DecodeError(f"{width}x{height} image exceeds max_pixels={max_pixels}")
+    check_jpeg_scans(image, data)
     mode = "L" if channels == 1 else "RGB"
     try:
         if min_size is not None:
             image.draft(mode, (min_size, min_size))
-        image.load()  # the full decode: truncated or corrupt pixel data fails here
-        array = np.asarray(image if image.mode == mode else image.convert(mode))
+        array = np.asarray(load_as(image, mode))
     except Exception as err:  # see _open: decoding untrusted bytes can fail in many ways
         raise DecodeError(f"corrupt image data: {err}") from err
     return array[..., None] if channels == 1 else array

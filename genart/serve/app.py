@@ -196,7 +196,11 @@ class Ingress:
 
         def decode() -> np.ndarray:
             image = v.decode_image(body, self.settings.limits)
-            return v.fit_long_side(image, long_side) if long_side else image
+            return (
+                v.fit_long_side(image, long_side, self.settings.limits.min_side)
+                if long_side
+                else image
+            )
 
         return await asyncio.to_thread(decode)
 
@@ -210,7 +214,8 @@ class Ingress:
             images = [
                 v.decode_base64_image(t, self.settings.limits) for t in (body.content, *body.styles)
             ]
-            return [v.fit_long_side(image, body.settings.size) for image in images]
+            min_side = self.settings.limits.min_side
+            return [v.fit_long_side(image, body.settings.size, min_side) for image in images]
 
         content, *styles = await asyncio.to_thread(decode)
         return content, styles

@@ -208,7 +208,9 @@ class DCGANGenerator:
 
     async def sample(self, request: v.SampleRequest) -> bytes | list[bytes]:
         seeds = list(range(request.seed, request.seed + request.n))
-        z = truncated_latents(seeds, self.latent_dim, request.truncation)
+        # In a thread: with a small truncation the redraws take a while, and this event loop
+        # also serves the replica's other requests.
+        z = await asyncio.to_thread(truncated_latents, seeds, self.latent_dim, request.truncation)
         return await self.batched(z, lambda images: encode(images, request.format))
 
     async def interpolate(self, request: v.InterpolateRequest) -> bytes | list[bytes]:

@@ -8,7 +8,15 @@ model. Images are checked in order of cost:
    Pillow's rarer decoders, with their history of CVEs, never see untrusted bytes;
 2. the declared width and height, read from the header (no pixel decoded): a 20,000 x 20,000
    PNG of a few kilobytes is refused here, where Pillow alone would only warn below ~179 MP;
-3. the full decode, which rejects truncated or corrupt pixel data.
+3. for JPEG, the number of scans, counted in the raw bytes (no pixel decoded): each scan of a
+   progressive JPEG is decoded over the whole image, so a few kilobytes of repeated scans
+   would cost seconds of CPU;
+4. the full decode, which rejects truncated or corrupt pixel data and gives the pixels as
+   viewers show them (:func:`genart.data.transforms.load_as`: EXIF orientation applied,
+   16-bit grey scaled to 8 bits, transparency composited onto white).
+
+Resizing (:func:`fit_long_side`) then refuses an image so elongated that its short side would
+shrink below the minimum.
 
 Request body bytes are capped before any of this by FastAPI's ``max_body_size`` (the app
 builder sets it from :class:`Limits`).
@@ -24,6 +32,8 @@ from typing import Annotated, Literal
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from genart.data import transforms
 
 # Magic bytes of the accepted formats. WebP is a RIFF container: "RIFF", 4 size bytes, "WEBP".
 SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
@@ -96,15 +106,21 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     """Validated image bytes -> uint8 RGB array (H, W, 3); raises :class:`RequestError`.
 
     Statuses: 400 empty, truncated or corrupt; 413 too many pixels or too long a side (checked
-    on the header, before decoding); 415 not PNG, JPEG or WebP; 422 too small.
+    on the header, before decoding); 415 not PNG, JPEG or WebP; 422 too small, or a JPEG of
+    too many scans. Pixels are upright, 8-bit and opaque (see the module docstring).
     """
     if not data:
         raise RequestError(400, "empty request body: send the image bytes as the body")
     image = open_header(data, sniff_format(data))
     check_size(*image.size, limits)
     try:
-        image.load()  # the full decode: truncated or corrupt pixel data fails here
-        return np.asarray(image.convert("RGB"))
+        transforms.check_jpeg_scans(image, data)
+    except transforms.DecodeError as err:
+        # 422, not 413: the body is small and well-formed; what we refuse is its structure, and
+        # 413 would tell the client to send fewer bytes. Re-encoding the image fixes it.
+        raise RequestError(422, f"{err}: re-encode the image") from err
+    try:
+        return np.asarray(transforms.load_as(image, "RGB"))
     except Exception as err:  # as in open_header: decoding untrusted bytes fails in many ways
         raise RequestError(400, f"corrupt or truncated image: {err}") from err
 
@@ -119,13 +135,23 @@ def decode_base64_image(text: str, limits: Limits) -> np.ndarray:
     return decode_image(data, limits)
 
 
-def fit_long_side(image: np.ndarray, side: int) -> np.ndarray:
-    """Downscale a uint8 (H, W, C) image so its longest side is at most ``side`` (never up)."""
+def fit_long_side(image: np.ndarray, side: int, min_side: int = 1) -> np.ndarray:
+    """Downscale a uint8 (H, W, C) image so its longest side is at most ``side`` (never up).
+
+    422 when the short side would shrink below ``min_side`` (pass ``Limits.min_side``): the
+    models need some height and width (Deep Dream fails on a 256x1 image).
+    """
     height, width = image.shape[:2]
     if max(height, width) <= side:
         return image
     scale = side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(size) < min_side:
+        raise RequestError(
+            422,
+            f"image is {width}x{height}: fit to {side} on its long side, its short side would "
+            f"be {min(size)}, under {min_side}; send a less elongated image",
+        )
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
 
 
@@ -133,9 +159,11 @@ def fit_long_side(image: np.ndarray, side: int) -> np.ndarray:
 
 
 class Strict(BaseModel):
-    """JSON bodies: unknown fields and loose types (``"4"`` for 4) are 422 errors."""
+    """JSON bodies: unknown fields, loose types (``"4"`` for 4) and NaN or infinite numbers
+    (Python's JSON parser reads ``NaN`` and ``Infinity``; a field without bounds would take
+    them) are 422 errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
@@ -148,8 +176,11 @@ class SampleRequest(Strict):
     n: int = Field(16, ge=1, le=64)
     seed: Seed = 0
     # Truncation trick (Brock et al. 2019): latent components beyond +-t are redrawn, trading
-    # variety for typicality; None = plain N(0, 1) latents.
-    truncation: float | None = Field(None, gt=0.0, le=4.0)
+    # variety for typicality; None = plain N(0, 1) latents. A redrawn component lands within
+    # +-t with probability P(|z| <= t), 0.08 at t = 0.1, so a latent of d components needs about
+    # ln(d) / -ln(1 - 0.08) rounds: ~60 for d = 100 (64 latents in 0.07 s). The rounds grow as
+    # 1/t, without bound as t -> 0: hence the lower bound.
+    truncation: float | None = Field(None, ge=0.1, le=4.0)
     format: OutputFormat = "png"
 
 
@@ -201,6 +232,8 @@ class GatysRequest(Strict):
             raise ValueError(
                 f"settings.style_blend has {len(blend)} weights for {len(self.styles)} styles"
             )
+        if blend and sum(blend) <= 0:  # the worker normalises the weights by their sum
+            raise ValueError("settings.style_blend must have a positive sum")
         return self
 
 

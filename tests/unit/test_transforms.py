@@ -91,6 +91,82 @@ def test_decode_min_size_decodes_jpeg_at_reduced_scale():
         T.decode(jpeg, channels=2)
 
 
+def progressive_jpeg(scans: int) -> bytes:
+    """A 64x64 grey progressive JPEG of ``scans`` scans: its last scan repeated, as in the attack.
+
+    Pillow writes 6 scans for grey; the last one (an AC refinement) runs to the end-of-image
+    marker, so repeating it re-refines coefficients and still decodes.
+    """
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rindex(T.JPEG_SCAN_START)
+    repeats = scans - data.count(T.JPEG_SCAN_START) + 1
+    return data[:last] + data[last:-2] * repeats + data[-2:]
+
+
+def test_decode_refuses_jpegs_of_too_many_scans_before_decoding():
+    assert T.decode(progressive_jpeg(T.MAX_JPEG_SCANS)).shape == (64, 64, 3)
+    with pytest.raises(T.DecodeError, match="101 scans"):
+        T.decode(progressive_jpeg(T.MAX_JPEG_SCANS + 1))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])
+def test_16_bit_grey_keeps_its_high_byte(mode):
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint32).reshape(8, 8)
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I;16L": "<u2", "I": "<i4"}[mode]
+    image = Image.frombytes(mode, (8, 8), ramp.astype(dtype).tobytes())
+    for mode_out, channels in (("L", 1), ("RGB", 3)):
+        got = np.asarray(T.load_as(image.copy(), mode_out)).reshape(8, 8, channels)
+        assert np.array_equal(got, np.repeat((ramp >> 8)[..., None], channels, axis=-1))
+
+
+def test_decode_of_a_16_bit_png_is_not_white():
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    grey = T.decode(encode(ramp), channels=1)[..., 0]
+    assert np.array_equal(grey, (ramp >> 8).astype(np.uint8))
+
+
+def test_decode_applies_the_exif_orientation():
+    stored = np.zeros((100, 200, 3), np.uint8)
+    stored[:, 100:] = 255  # black left half, white right half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: shown rotated 90 degrees clockwise
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, "JPEG", exif=exif)
+    for channels in (1, 3):
+        shown = T.decode(buffer.getvalue(), channels=channels)
+        assert shown.shape == (200, 100, channels)  # portrait, as a viewer shows it
+        assert shown[:50].max() < 20 and shown[150:].min() > 235  # the left half is on top
+
+
+def palette_with_transparent_index() -> Image.Image:
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0])
+    image.info["transparency"] = 1
+    return image
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("RGBA", (4, 4), (255, 0, 0, 0)),
+        Image.new("LA", (4, 4), (30, 0)),
+        Image.new("PA", (4, 4), (1, 0)),
+        palette_with_transparent_index(),
+    ],
+    ids=["RGBA", "LA", "PA", "P+transparency"],
+)
+def test_transparent_pixels_become_white(image):
+    assert (np.asarray(T.load_as(image, "RGB")) == 255).all()
+
+
+def test_translucent_pixels_are_blended_onto_white():
+    half_red = np.array([[[255, 0, 0, 128]]], np.uint8)
+    blended = T.decode(encode(half_red))[0, 0].astype(int)
+    assert np.abs(blended - [255, 127, 127]).max() <= 1
+
+
 def stripes(height: int, width: int, edge: int) -> np.ndarray:
     """Red up to column ``edge``, blue from ``width - edge``, green in between."""
     image = np.zeros((height, width, 3), np.uint8)

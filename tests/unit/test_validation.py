@@ -4,17 +4,21 @@ import asyncio
 import base64
 import dataclasses
 import io
+import json
 import struct
+import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
+from genart.data import transforms
 from genart.models import dcgan, deepdream, gatys
 from genart.serve import app, deployments, validation
 from genart.serve.validation import Limits, RequestError
@@ -26,6 +30,12 @@ def encoded(width: int, height: int, fmt: str = "PNG") -> bytes:
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def saved(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
     return buffer.getvalue()
 
 
@@ -51,9 +61,34 @@ def test_accepted_formats_decode_to_rgb(fmt):
 
 def test_grey_and_alpha_images_become_rgb():
     for mode in ("L", "RGBA", "P"):
-        buffer = io.BytesIO()
-        Image.new(mode, (9, 12)).save(buffer, "PNG")
-        assert validation.decode_image(buffer.getvalue(), Limits()).shape == (12, 9, 3)
+        assert validation.decode_image(saved(Image.new(mode, (9, 12))), Limits()).shape == (
+            12,
+            9,
+            3,
+        )
+
+
+def test_images_decode_upright_8_bit_and_opaque():
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    grey = validation.decode_image(saved(Image.fromarray(ramp)), Limits())  # a 16-bit PNG
+    assert np.array_equal(grey[..., 0], ramp >> 8)  # not clipped to white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: shown rotated 90 degrees clockwise, as phones store photos
+    sideways = saved(Image.new("RGB", (200, 100)), "JPEG", exif=exif)
+    assert validation.decode_image(sideways, Limits()).shape == (200, 100, 3)
+    transparent_red = saved(Image.new("RGBA", (16, 16), (255, 0, 0, 0)))
+    assert (validation.decode_image(transparent_red, Limits()) == 255).all()
+
+
+def test_jpegs_of_too_many_scans_are_422_before_decoding(monkeypatch):
+    monkeypatch.setattr(transforms, "MAX_JPEG_SCANS", 4)  # Pillow writes 10 for colour
+    assert status_of(saved(Image.new("RGB", (16, 16)), "JPEG", progressive=True)) == 422
+    assert validation.decode_image(encoded(16, 16, "JPEG"), Limits()).shape == (16, 16, 3)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("note", "\xff\xda" * 10)  # latin-1: the scan-start marker's bytes
+    png = saved(Image.new("L", (9, 9)), pnginfo=text)
+    assert png.count(transforms.JPEG_SCAN_START) == 10
+    assert validation.decode_image(png, Limits()).shape == (9, 9, 3)  # only JPEGs are counted
 
 
 @pytest.mark.parametrize(
@@ -109,6 +144,27 @@ def test_fit_long_side_only_shrinks():
     assert validation.fit_long_side(image, 500) is image
 
 
+def test_fit_long_side_refuses_to_shrink_the_short_side_below_the_minimum():
+    thin = np.zeros((8, 4096, 3), np.uint8)  # 256 on its long side would leave it 1 pixel high
+    with pytest.raises(RequestError, match="under 8") as caught:
+        validation.fit_long_side(thin, 256, min_side=8)
+    assert caught.value.status == 422
+    assert validation.fit_long_side(thin, 2048, min_side=4).shape == (4, 2048, 3)
+
+
+def test_ingress_resizes_uploads_within_the_minimum_side():
+    class Upload:
+        async def body(self) -> bytes:
+            return encoded(4096, 8)
+
+    # Only its settings are used: the real class starts behind Serve's ASGI wrapper.
+    ingress = types.SimpleNamespace(settings=app.AppSettings(limits=Limits(min_side=8)))
+    read_image = app.Ingress.func_or_class.read_image
+    with pytest.raises(RequestError) as caught:
+        asyncio.run(read_image(ingress, Upload(), long_side=256))  # as /dream does
+    assert caught.value.status == 422
+
+
 # --- JSON bodies --------------------------------------------------------------------------------
 
 
@@ -121,6 +177,7 @@ def test_fit_long_side_only_shrinks():
         {"n": 65},
         {"seed": -1},
         {"truncation": 0},
+        {"truncation": 0.05},
         {"format": "gif"},
         {"n": 4, "extra": 1},
         {"seed": True},
@@ -147,8 +204,19 @@ def test_gatys_request_checks_blend_against_styles():
         validation.GatysRequest.model_validate(body)
     body["settings"]["style_blend"] = [1.0, 2.0]
     assert validation.GatysRequest.model_validate(body).settings.style_blend == [1.0, 2.0]
+    body["settings"]["style_blend"] = [0.0, 0.0]
+    with pytest.raises(ValidationError, match="positive sum"):
+        validation.GatysRequest.model_validate(body)
     with pytest.raises(ValidationError):
         validation.GatysRequest.model_validate({"content": "x", "styles": []})
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_json_numbers_must_be_finite(number):
+    # Python's JSON parser reads these; refused as such, not by whichever bound fails first.
+    settings = json.loads(f'{{"content_weight": {number}}}')
+    with pytest.raises(ValidationError, match="finite number"):
+        validation.GatysSettings.model_validate(settings)
 
 
 def test_client_settings_are_fields_of_the_model_configs():
@@ -203,6 +271,24 @@ def test_truncated_latents():
     cut = deployments.truncated_latents([3, 4], 32, 0.5)
     assert cut.abs().max() <= 0.5
     assert torch.equal(cut, deployments.truncated_latents([3, 4], 32, 0.5))  # reproducible
+
+
+def test_dcgan_sample_draws_latents_off_the_event_loop(monkeypatch):
+    threads = []
+
+    def record_thread(seeds, dim, threshold):
+        threads.append(threading.current_thread())
+        return torch.zeros(len(seeds), dim)
+
+    async def generate(latents, finish):
+        return latents.shape
+
+    monkeypatch.setattr(deployments, "truncated_latents", record_thread)
+    generator = object.__new__(deployments.DCGANGenerator.func_or_class)  # no model to load
+    generator.latent_dim, generator.batched = 4, generate
+    request = validation.SampleRequest(n=3, truncation=0.5)
+    assert asyncio.run(generator.sample(request)) == (3, 4)
+    assert threads and threads[0] is not threading.main_thread()  # asyncio.run's loop is main's
 
 
 def test_forward_grouped_keeps_order_across_keys_sizes_and_chunks(monkeypatch):
