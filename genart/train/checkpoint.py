@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -106,18 +107,33 @@ def saved_config(directory: str | Path) -> Config:
 
 
 def latest_complete(run_uri: str) -> Path | None:
-    """A local copy of the newest complete checkpoint under a run folder, or None."""
+    """A local copy of the newest complete checkpoint under a run folder, or None.
+
+    Candidates are tried newest first by the step their manifest claims, and only until one
+    verifies: from object storage that downloads one checkpoint, not all of those kept.
+    """
     candidates = [d for d in storage.list_dirs(run_uri) if d.startswith(CHECKPOINT_PREFIX)]
-    best: tuple[int, Path] | None = None
-    for name in candidates:
+    uris = [storage.join(run_uri, name) for name in candidates]
+    for uri in sorted(uris, key=_claimed_step, reverse=True):
+        local = None
         try:
-            local = storage.local_copy(storage.join(run_uri, name))
-            step = verify(local)["step"]
+            local = storage.local_copy(uri)
+            verify(local)
+            return local
         except (IncompleteCheckpoint, OSError):  # incomplete, or pruned while being read
-            continue
-        if best is None or step > best[0]:
-            best = (step, local)
-    return best[1] if best else None
+            if local is not None and storage.is_remote(uri):
+                shutil.rmtree(local, ignore_errors=True)
+    return None
+
+
+def _claimed_step(uri: str) -> int:
+    """The step a checkpoint's manifest claims (read alone, unverified); -1 without one."""
+    fs, path = storage.filesystem(storage.join(uri, MANIFEST))
+    try:
+        with fs.open_input_stream(path) as f:
+            return int(json.loads(f.read())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
 
 
 def resolve(path: str) -> Path:
@@ -161,8 +177,8 @@ def export(source: str, out: str) -> Path:
 
 def load_exported(path: str, device: str | torch.device = "cpu"):
     """(nets in eval mode, config) from an exported folder, a checkpoint, or a run folder."""
-    local = storage.local_copy(path)
-    if (local / "meta.json").exists():
+    if storage.exists(storage.join(path, "meta.json")):  # an export: download just that
+        local = storage.local_copy(path)
         cfg = saved_config(local)
         names = json.loads((local / "meta.json").read_text())["nets"]
         weights = {

@@ -7,6 +7,7 @@ submit`` sets ``RAY_ADDRESS``, and ``ray.init()`` connects to it).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from genart import config, registry, storage
@@ -83,8 +84,15 @@ def saved_config(cfg: Config) -> Config | None:
     """The config saved with the newest complete checkpoint of ``cfg``'s run, or None."""
     if not cfg.run.name:
         return None
-    newest = latest_complete(storage.join(storage.absolute(cfg.run.storage_path), cfg.run.name))
-    return checkpoint_config(newest) if newest is not None else None
+    run_uri = storage.join(storage.absolute(cfg.run.storage_path), cfg.run.name)
+    newest = latest_complete(run_uri)
+    if newest is None:
+        return None
+    try:
+        return checkpoint_config(newest)
+    finally:
+        if storage.is_remote(run_uri):  # a downloaded copy, read for its config alone
+            shutil.rmtree(newest, ignore_errors=True)
 
 
 def resolve_run(cfg: Config) -> Config:

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,6 +144,17 @@ def test_a_checkpoint_pruned_while_being_scanned_is_skipped(tmp_path, monkeypatc
 
     monkeypatch.setattr(checkpoint, "_digest", prune_then_digest)
     assert checkpoint.latest_complete(str(tmp_path)).name == "checkpoint_003"
+
+
+def test_latest_complete_reads_only_the_newest_complete_checkpoint(tmp_path, monkeypatch):
+    write_run(tmp_path, [3, 6, 9])
+    (tmp_path / "checkpoint_009" / checkpoint.STATE).write_bytes(b"cut")  # a partial upload
+    copied = []
+    real_copy = storage.local_copy
+    monkeypatch.setattr(storage, "local_copy", lambda uri: copied.append(uri) or real_copy(uri))
+    assert checkpoint.latest_complete(str(tmp_path)).name == "checkpoint_006"
+    # From object storage each copy is a download: the older complete one is never fetched.
+    assert [Path(uri).name for uri in copied] == ["checkpoint_009", "checkpoint_006"]
 
 
 def test_file_uris_are_local_paths(tmp_path):
