@@ -206,7 +206,9 @@ def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "sle
         raise ValueError(f"unknown interpolation '{mode}'; valid: linear, slerp")
     cos = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
     omega = torch.arccos(cos)
-    if omega.abs() < 1e-6:  # (anti)parallel: slerp degenerates to lerp
+    # (Anti)parallel: the great circle is undefined and dividing by sin(omega) ~ 0 amplifies
+    # rounding (opposite float32 latents gave midpoints of twice their norm): lerp instead.
+    if torch.sin(omega) < 1e-3:
         return (1 - t) * z0 + t * z1
     return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 

@@ -141,6 +141,39 @@ class NoiseDropout(nn.Dropout):
         return F.dropout(x, self.p, self.training or self.at_test)
 
 
+class ImageStatsBatchNorm(nn.BatchNorm2d):
+    """Batch norm that, in eval mode, normalises each image by its own statistics.
+
+    Isola et al. (2017, section 3.3) run the pix2pix generator at test time "in exactly the
+    same manner as during the training phase", with "batch normalization using the statistics
+    of the test batch" (batch size 1 in their test code). Per-image statistics are that, and
+    keep an image's output independent of the images batched with it (serving batches several
+    callers' requests). The running statistics are kept, and used when ``at_test`` is False.
+    """
+
+    def __init__(self, num_features: int, at_test: bool = True, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.at_test = at_test
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.at_test:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def image_stats_at_test(net: nn.Module) -> nn.Module:
+    """``net`` with each ``nn.BatchNorm2d`` replaced by an :class:`ImageStatsBatchNorm` holding
+    the same parameters and running statistics (the state_dict keys are unchanged)."""
+    for name, child in net.named_children():
+        if type(child) is nn.BatchNorm2d:
+            norm = ImageStatsBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum)
+            norm.load_state_dict(child.state_dict())
+            setattr(net, name, norm)
+        else:
+            image_stats_at_test(child)
+    return net
+
+
 @contextlib.contextmanager
 def without_test_dropout(net: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every :class:`NoiseDropout` of ``net`` is off in eval mode.

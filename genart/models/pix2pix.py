@@ -33,6 +33,7 @@ from genart.models.layers import (
     UNetSkipBlock,
     adam,
     forward_split,
+    image_stats_at_test,
     init_weights,
 )
 from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
@@ -54,6 +55,11 @@ class Pix2PixConfig:
     dropout: float = 0.5  # in the innermost ``dropout_blocks`` decoder blocks (the noise z)
     dropout_blocks: int = 3  # paper: the first 3 decoder layers (CD512-CD1024-CD1024)
     dropout_at_test: bool = True  # keep dropout on at inference, as the paper does
+    # G's batch norm at inference: "image" = each image's own statistics, as the paper's test
+    # batches of one (layers.ImageStatsBatchNorm); "running" = PyTorch's eval-mode default.
+    # With sync_bn, SyncBatchNorm replaces these layers in training: mid-run samples then use
+    # running statistics; exports (rebuilt from this config) use the setting.
+    test_norm_stats: Literal["image", "running"] = "image"
     gan_loss: TranslationLoss = "bce"  # bce = the paper's vanilla cGAN objective
     l1_weight: float = 100.0  # lambda of eq. 4
     gp_weight: float = 10.0  # wgan-gp penalty weight
@@ -124,6 +130,8 @@ def build(p: Pix2PixConfig, data) -> dict[str, nn.Module]:
     depth = unet_depth(data.size, p.depth)
     G = UNetGenerator(data.channels, data.channels, depth, p.ngf, p.norm, p.dropout,
                       p.dropout_blocks, p.dropout_at_test)  # fmt: skip
+    if p.test_norm_stats == "image":
+        G = image_stats_at_test(G)
     D = PatchDiscriminator(2 * data.channels, p.ndf, p.d_layers, p.norm)
     return {"G": init_weights(G), "D": init_weights(D)}
 

@@ -72,6 +72,12 @@ def test_interpolation_endpoints_equal_the_inputs():
     assert mid_slerp > mid_lerp
 
 
+def test_slerp_between_opposite_latents_never_overshoots():
+    (z0,) = dcgan.latents([5], 100)
+    norms = dcgan.interpolate(z0, -z0, 10, "slerp").norm(dim=1)
+    assert norms.max() <= z0.norm() * (1 + 1e-5)  # no great circle: lerp through the origin
+
+
 def test_latents_are_seeded_and_arithmetic_is_mean_difference():
     torch.testing.assert_close(dcgan.latents([5], 8), dcgan.latents([5], 8))
     a, b, c = dcgan.latents([1, 2], 8), dcgan.latents([3], 8), dcgan.latents([4, 5, 6], 8)

@@ -61,6 +61,33 @@ def test_dropout_sits_in_the_innermost_decoder_blocks_and_can_stay_on_at_test():
                    pix2pix.UNetGenerator(3, 3, 6, 4, dropout=0).modules())  # fmt: skip
 
 
+def test_generator_normalises_each_test_image_by_its_own_statistics():
+    cfg = Config.from_dict({"model": "pix2pix", "data": {"size": 16},
+                            "pix2pix": {"ngf": 4, "ndf": 4, "dropout_at_test": False}})  # fmt: skip
+    G = pix2pix.build(cfg.params, cfg.data)["G"]
+    norms = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, layers.ImageStatsBatchNorm) for m in norms)
+    G.train()
+    G(torch.randn(4, 3, 16, 16) * 3 + 1)  # training moves the running statistics
+    G.eval()
+    x, others = torch.randn(1, 3, 16, 16), torch.randn(3, 3, 16, 16) * 5
+    alone, batched = G(x), G(torch.cat([x, others]))[:1]
+    # Test-batch statistics of a batch of one (the paper's test): the running ones are unused,
+    # and an image's output does not depend on the images batched with it.
+    torch.testing.assert_close(alone, batched, rtol=1e-4, atol=1e-5)
+    for m in norms:
+        m.at_test = False
+    assert not torch.allclose(G(x), alone, atol=1e-3)
+    assert (
+        layers.ImageStatsBatchNorm(4).state_dict().keys() == nn.BatchNorm2d(4).state_dict().keys()
+    )
+    running = dict(
+        cfg.to_dict(), pix2pix={**cfg.to_dict()["pix2pix"], "test_norm_stats": "running"}
+    )
+    plain = pix2pix.build(Config.from_dict(running).params, cfg.data)["G"]
+    assert not any(isinstance(m, layers.ImageStatsBatchNorm) for m in plain.modules())
+
+
 def test_discriminator_is_conditional_on_the_input():
     nets = pix2pix.build(tiny(), DataConfig(size=64, channels=1))
     first = next(m for m in nets["D"].modules() if isinstance(m, nn.Conv2d))
@@ -134,7 +161,8 @@ def test_linear_decay_schedule_reaches_zero_at_the_last_step():
 
 def test_sync_batchnorm_conversion_keeps_single_process_outputs():
     torch.manual_seed(0)
-    G = pix2pix.build(tiny(), DataConfig(size=32))["G"]
+    # Running statistics: SyncBatchNorm has no per-image mode (in eval it uses running ones).
+    G = pix2pix.build(tiny(test_norm_stats="running"), DataConfig(size=32))["G"]
     x = torch.randn(2, 3, 32, 32)
     with layers.without_test_dropout(G.eval()):
         expected = G(x)
