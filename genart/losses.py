@@ -55,12 +55,22 @@ def g_loss(mode: str, fake: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown GAN loss '{mode}'; valid: {GAN_MODES}")
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP term E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani 2017)."""
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, scaler=None) -> torch.Tensor:
+    """WGAN-GP term E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani 2017).
+
+    With an fp16 ``scaler`` (``torch.amp.GradScaler``) the inner gradient is taken of the
+    scaled scores and unscaled afterwards, as PyTorch's AMP guide does for gradient penalties:
+    unscaled fp16 gradients can underflow to zero. An overflow gives an infinite penalty, and
+    the scaler then skips the step as for any other overflow.
+    """
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    scores = critic(mixed)
-    (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    scores = critic(mixed).sum()
+    if scaler is None:
+        (grads,) = torch.autograd.grad(scores, mixed, create_graph=True)
+    else:
+        (scaled,) = torch.autograd.grad(scaler.scale(scores), mixed, create_graph=True)
+        grads = scaled / scaler.get_scale()
     return ((grads.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 

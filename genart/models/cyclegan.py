@@ -166,8 +166,8 @@ def train_step(nets, opts, batch, p: CycleGANConfig, ctx: StepContext) -> dict[s
     # Discriminators on real images and on the history of generated ones.
     history_a = query_pool(ctx.state, "pool_A", fake_a, p.pool_size)
     history_b = query_pool(ctx.state, "pool_B", fake_b, p.pool_size)
-    loss_d_a, metrics_a = discriminator_loss(p, nets["D_A"], real_a, history_a)
-    loss_d_b, metrics_b = discriminator_loss(p, nets["D_B"], real_b, history_b)
+    loss_d_a, metrics_a = discriminator_loss(p, nets["D_A"], real_a, history_a, ctx.scaler)
+    loss_d_b, metrics_b = discriminator_loss(p, nets["D_B"], real_b, history_b, ctx.scaler)
     ctx.update(opts["D"], loss_d_a + loss_d_b)
     metrics |= {f"{name}_A": value for name, value in metrics_a.items()}
     metrics |= {f"{name}_B": value for name, value in metrics_b.items()}

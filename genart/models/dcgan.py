@@ -160,7 +160,7 @@ def train_step(nets, opts, batch, p: DCGANConfig, ctx: StepContext) -> dict[str,
     loss_d = losses.d_loss(p.loss, d_real, d_fake)
     metrics = {"loss_d": loss_d.detach(), "d_real": d_real.detach().mean()}
     if p.loss == "wgan-gp":
-        penalty = losses.gradient_penalty(unwrap(D), real, fake)
+        penalty = losses.gradient_penalty(unwrap(D), real, fake, ctx.scaler)
         loss_d = loss_d + p.gp_weight * penalty
         metrics["gp"] = penalty.detach()
     ctx.update(opts["D"], loss_d)

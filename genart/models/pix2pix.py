@@ -168,16 +168,17 @@ def schedulers(opts, p, total_steps: int) -> dict[str, torch.optim.lr_scheduler.
     return {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in opts.items()}
 
 
-def discriminator_loss(p, D: nn.Module, real: torch.Tensor, fake: torch.Tensor):
+def discriminator_loss(p, D: nn.Module, real: torch.Tensor, fake: torch.Tensor, scaler=None):
     """D's loss on a real and a (detached) fake batch, with the WGAN-GP term when asked for.
 
     Returns ``(loss, metrics)``; ``D`` may be a DDP wrapper (its backward follows in the step).
+    ``scaler``: the step's fp16 grad scaler, if any (see ``losses.gradient_penalty``).
     """
     d_real, d_fake = forward_split(D, real, fake.detach())
     loss = losses.d_loss(p.gan_loss, d_real, d_fake)
     metrics = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
     if p.gan_loss == "wgan-gp":
-        penalty = losses.gradient_penalty(unwrap(D), real, fake)
+        penalty = losses.gradient_penalty(unwrap(D), real, fake, scaler)
         loss = loss + p.gp_weight * penalty
         metrics["gp"] = penalty.detach()
     return loss, metrics
@@ -192,7 +193,9 @@ def train_step(nets, opts, batch, p: Pix2PixConfig, ctx: StepContext) -> dict[st
 
     # D update: the conditional discriminator sees (input, output) pairs (eq. 1).
     fake_pair = torch.cat([real_a, fake_b], 1)
-    loss_d, metrics = discriminator_loss(p, D, torch.cat([real_a, real_b], 1), fake_pair)
+    loss_d, metrics = discriminator_loss(
+        p, D, torch.cat([real_a, real_b], 1), fake_pair, ctx.scaler
+    )
     ctx.update(opts["D"], loss_d)
 
     # G update against the updated D, plus lambda * L1 to the target (eq. 3, 4).

@@ -56,6 +56,20 @@ def test_gradient_penalty_of_a_linear_critic():
     assert penalty.item() == pytest.approx((5.0 - 1.0) ** 2)
 
 
+def test_gradient_penalty_under_a_grad_scaler_is_unscaled():
+    # fp16 training takes the inner gradient of scaled scores (no underflow), then unscales it.
+    critic = torch.nn.Conv2d(3, 1, 3)
+    real, fake = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    torch.manual_seed(0)
+    plain = losses.gradient_penalty(critic, real, fake)
+    torch.manual_seed(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    scaled = losses.gradient_penalty(critic, real, fake, scaler)
+    torch.testing.assert_close(scaled, plain)
+    scaled.backward()  # the penalty still back-propagates into the critic
+    assert critic.weight.grad is not None and critic.weight.grad.abs().sum() > 0
+
+
 def test_cycle_and_identity_are_l1():
     a, b = torch.zeros(2, 3), torch.full((2, 3), 0.5)
     assert losses.cycle_loss(a, b).item() == pytest.approx(0.5)
