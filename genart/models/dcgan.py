@@ -44,6 +44,7 @@ class DCGANConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5  # Adam beta1 = 0.5 (Radford et al.: 0.9 oscillated)
+    beta2: float = 0.999  # Gulrajani et al. train WGAN-GP with (0, 0.9): jobs/dcgan-wgan-gp.yaml
     n_critic: int = 0  # D steps per G step; 0 = auto (5 for wgan/wgan-gp, else 1)
     clip_value: float = 0.01  # wgan critic weight clipping range
     gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
@@ -134,13 +135,13 @@ def build(p: DCGANConfig, data) -> dict[str, nn.Module]:
 
 
 def optimizers(nets, p: DCGANConfig) -> dict[str, torch.optim.Optimizer]:
-    """Adam(beta1) (fused) or RMSprop (foreach: torch has no fused RMSprop) for each net."""
+    """Adam(beta1, beta2) (fused) or RMSprop (foreach: torch has no fused RMSprop) per net."""
     kind = p.optimizer if p.optimizer != "auto" else ("rmsprop" if p.loss == "wgan" else "adam")
 
     def make(net: nn.Module, lr: float) -> torch.optim.Optimizer:
         if kind == "rmsprop":
             return torch.optim.RMSprop(unwrap(net).parameters(), lr=lr, foreach=True)
-        return adam([net], lr, (p.beta1, 0.999))
+        return adam([net], lr, (p.beta1, p.beta2))
 
     return {"G": make(nets["G"], p.lr_g), "D": make(nets["D"], p.lr_d)}
 

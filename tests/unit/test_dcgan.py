@@ -82,3 +82,18 @@ def test_latents_are_seeded_and_arithmetic_is_mean_difference():
     torch.testing.assert_close(dcgan.latents([5], 8), dcgan.latents([5], 8))
     a, b, c = dcgan.latents([1, 2], 8), dcgan.latents([3], 8), dcgan.latents([4, 5, 6], 8)
     torch.testing.assert_close(dcgan.arithmetic(a, b, c), a.mean(0) - b[0] + c.mean(0))
+
+
+def test_the_wgan_gp_recipe_trains_with_gulrajanis_adam():
+    from pathlib import Path
+
+    from genart import config
+
+    recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-wgan-gp.yaml"
+    cfg = config.load(
+        recipe=recipe, overrides=["data.size=16", "dcgan.g_width=4", "dcgan.d_width=4"]
+    )
+    opts = dcgan.optimizers(dcgan.build(cfg.params, cfg.data), cfg.params)
+    for opt in opts.values():
+        assert opt.param_groups[0]["betas"] == (0.0, 0.9) and opt.param_groups[0]["lr"] == 1e-4
+    assert dcgan.critic_steps(cfg.params) == 5
