@@ -47,7 +47,11 @@ def load_config(path: str):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    schema = ServeDeploySchema.model_validate(yaml.safe_load(Path(path).read_text()))
+    raw = yaml.safe_load(Path(path).read_text())
+    unknown = unknown_keys(ServeDeploySchema, raw)
+    if unknown:
+        raise SystemExit(f"genart: unknown keys in {path}: {', '.join(unknown)}")
+    schema = ServeDeploySchema.model_validate(raw)
     for app in schema.applications:
         if app.import_path != IMPORT_PATH:
             raise SystemExit(
@@ -57,6 +61,38 @@ def load_config(path: str):
         if app.runtime_env:
             raise SystemExit(f"genart: runtime_env of '{app.name}': use `serve run {path}`")
     return schema
+
+
+def unknown_keys(model, raw, where: str = "") -> list[str]:
+    """Paths of the keys in ``raw`` that the pydantic schema ``model`` (nested schemas too) does
+    not define. Ray's Serve schemas ignore such keys, so a typo (``route_prefx``) would deploy
+    with the default in silence; ``serve run`` behaves so, ``genart serve`` refuses."""
+    if not isinstance(raw, dict):
+        return []
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    fields |= dict(model.model_fields)
+    found = []
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            found.append(path)
+            continue
+        listed = isinstance(value, list)
+        for inner in _schemas(fields[key].annotation):
+            for i, item in enumerate(value if listed else [value]):
+                found += unknown_keys(inner, item, f"{path}[{i}]" if listed else path)
+    return found
+
+
+def _schemas(annotation) -> list:
+    """The pydantic model classes inside a type annotation (``Optional[X]``, ``list[X]``, ...)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _schemas(arg)]
 
 
 def absolute_paths(args: dict) -> dict:

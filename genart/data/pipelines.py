@@ -114,14 +114,15 @@ def unpaired(
 ) -> ray.data.Dataset:
     """Dataset with columns ``A`` and ``B`` from two unaligned folders (CycleGAN).
 
-    Its length is that of the larger domain, read in sorted order; the smaller one is cycled,
-    each cycle in a fresh permutation drawn from ``seed``, so pairings vary yet every epoch
-    (and every run with the same seed) sees the same rows. Folders only, not Parquet: cycling
+    Its length is that of the larger domain (A if equal), read in sorted order; the other one
+    is cycled, each cycle in a fresh permutation drawn from ``seed``, so pairings vary (never
+    the listing order's, even for domains of one size) yet every epoch (and every run with
+    the same seed) sees the same rows. Folders only, not Parquet: cycling
     a permutation needs random access to single images.
     """
     listings = [_list(uri_a), _list(uri_b)]
     if any(listing.parquet for listing in listings):
-        raise ValueError("unpaired() reads image folders (local or s3://), not Parquet")
+        raise InputError("unpaired() reads image folders (local or s3://), not Parquet")
     order = pass_order([len(listing.files) for listing in listings], repeat, seed)
     decoders = [_Decoder(size, channels, (name,)) for name in ("A", "B")]
     return _build(listings, decoders, order=order)
@@ -163,10 +164,10 @@ def pack_parquet(src: str, dst: str, rows_per_file: int = 2048) -> list[str]:
     reported when the shards are read, like files in a folder.
     """
     if rows_per_file < 1:
-        raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        raise InputError(f"rows_per_file must be >= 1, got {rows_per_file}")
     listing = _list(src)
     if listing.parquet:
-        raise ValueError(f"{src} already holds Parquet files")
+        raise InputError(f"{src} already holds Parquet files")
     root = storage.filesystem(src)[1].rstrip("/") + "/"
     fs, base = storage.filesystem(dst)
     fs.create_dir(base, recursive=True)
@@ -261,15 +262,18 @@ def _read_bytes(ref: str) -> bytes:
 
 
 def pass_order(lengths: Sequence[int], repeat: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Which file each row of one pass reads, per source: ``repeat`` copies of the longest
-    source in sorted order; a shorter source is cycled in fresh permutations drawn from
-    ``seed`` (so each copy pairs it differently)."""
+    """Which file each row of one pass reads, per source: ``repeat`` copies of the (first)
+    longest source in sorted order; every other source is cycled in fresh permutations drawn
+    from ``seed``, so each copy pairs it differently. Equal lengths too: two domains listed in
+    the same order (a synthetic set, frames of one scene) must not be read as aligned pairs.
+    """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     count = max(lengths)
+    anchor = list(lengths).index(count)
     return [
-        np.tile(np.arange(n), repeat) if n == count else _cycle(n, count * repeat, seed)
-        for n in lengths
+        np.tile(np.arange(n), repeat) if i == anchor else _cycle(n, count * repeat, seed)
+        for i, n in enumerate(lengths)
     ]
 
 
@@ -379,7 +383,7 @@ def _parquet_rows(
     with fs.open_input_file(path) as f:
         parquet = pq.ParquetFile(f)
         if column not in parquet.schema_arrow.names:
-            raise ValueError(f"{ref} has no column {column!r}: {parquet.schema_arrow.names}")
+            raise InputError(f"{ref} has no column {column!r}: {parquet.schema_arrow.names}")
         has_path = "path" in parquet.schema_arrow.names
         first = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
         columns = [column, "path"] if has_path else [column]

@@ -51,9 +51,8 @@ def dataset(cfg: Config):
         train_dir = storage.join(d.uri, "train")
         uri = train_dir if storage.exists(train_dir) else d.uri
         direction = getattr(cfg.params, "direction", "AtoB")
-        return pipelines.paired(
-            uri, size=d.size, channels=d.channels, direction=direction, repeat=d.repeat
-        )
+        return pipelines.paired(uri, size=d.size, channels=d.channels, direction=direction,
+                                column=d.parquet_column, repeat=d.repeat)  # fmt: skip
     if kind == "unpaired":
         # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
         uri_a, uri_b = (

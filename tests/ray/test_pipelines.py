@@ -137,6 +137,13 @@ def test_pass_order_cycles_a_shorter_source_afresh_in_every_copy():
         pipelines.pass_order([3], repeat=0)
 
 
+def test_pass_order_never_pairs_equal_sized_sources_in_listing_order():
+    a, b = pipelines.pass_order([50, 50], repeat=2, seed=0)
+    assert list(a) == list(range(50)) * 2
+    assert sorted(b[:50]) == list(range(50)) and sorted(b[50:]) == list(range(50))
+    assert list(b[:50]) != list(range(50)) and list(b[:50]) != list(b[50:])
+
+
 def test_parquet_round_trip(ray_local, folder, tmp_path):
     shards = pipelines.pack_parquet(str(folder), str(tmp_path / "pq"), rows_per_file=8)
     assert [os.path.basename(s) for s in shards] == [f"part-0000{i}.parquet" for i in range(3)]

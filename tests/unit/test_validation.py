@@ -326,6 +326,22 @@ def test_cli_resolves_model_paths_and_says_what_to_do_when_missing(tmp_path, mon
         cli.absolute_paths({"dcgan": "runs/missing"})
 
 
+def test_cli_refuses_serve_configs_with_unknown_keys(tmp_path):
+    from genart.cli import serve as cli
+
+    shipped = Path(__file__).resolve().parents[2] / "serve_config.yaml"
+    raw = yaml.safe_load(shipped.read_text())
+    assert cli.load_config(str(shipped)).applications  # the shipped file has none
+    app = raw["applications"][0]
+    app["route_prefx"] = "/"  # Ray's schema would ignore these and deploy the defaults
+    app["deployments"][0]["ray_actor_options"] = {"num_cpu": 1}
+    bad = tmp_path / "serve.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit, match=r"applications\[0\]\.route_prefx") as refused:
+        cli.load_config(str(bad))
+    assert "applications[0].deployments[0].ray_actor_options.num_cpu" in str(refused.value)
+
+
 def test_cli_curl_examples_cover_what_is_served(monkeypatch):
     from genart.cli import serve as cli
 
