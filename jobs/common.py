@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import yaml
 
-from genart.cli import main
+from genart.cli import main, one_line
+from genart.config import ConfigError
 
 
 def model_of(recipe: str) -> str:
-    """The ``model:`` a YAML recipe is for."""
-    raw = yaml.safe_load(Path(recipe).read_text()) or {}
-    if not isinstance(raw, dict) or "model" not in raw:
-        raise SystemExit(f"{recipe}: a recipe needs a 'model:' key")
-    return raw["model"]
+    """The ``model:`` a YAML recipe is for; ConfigError naming ``recipe`` if it cannot tell."""
+    try:
+        with open(recipe) as stream:  # from a stream, YAML errors name the file
+            raw = yaml.safe_load(stream)
+    except OSError as err:
+        raise ConfigError(f"cannot read recipe {recipe}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(one_line(err)) from err
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(model, str):
+        raise ConfigError(f"recipe {recipe} needs a 'model:' key naming the model")
+    return model
 
 
 def run_recipe(verb: str, argv: list[str] | None = None) -> int:
@@ -31,4 +38,8 @@ def run_recipe(verb: str, argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="YAML recipe (jobs/*.yaml)")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return main([verb, model_of(args.config), "--config", args.config, *rest])
+    try:
+        model = model_of(args.config)
+    except ConfigError as err:
+        parser.error(str(err))  # exits 2, as genart does for a bad recipe
+    return main([verb, model, "--config", args.config, *rest])

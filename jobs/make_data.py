@@ -26,18 +26,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make(args: argparse.Namespace) -> str:
-    """Draw the dataset into ``args.out`` (via a scratch folder when remote); returns it."""
+    """Draw the dataset into ``args.out`` (via a scratch folder when remote); returns where."""
+    out = storage.absolute(args.out)  # a plain path for local ones, file:// included
 
-    def draw(out: str) -> str:
-        return synthetic.generate(args.kind, out, args.n, args.size, args.seed, args.rgb)
+    def draw(folder: str) -> str:
+        return synthetic.generate(args.kind, folder, args.n, args.size, args.seed, args.rgb)
 
-    if not storage.is_remote(args.out):
-        return str(draw(args.out))
+    if not storage.is_remote(out):
+        return str(draw(out))
     with tempfile.TemporaryDirectory(prefix="genart-data-") as scratch:
-        storage.upload_dir(draw(scratch), args.out)
-    return args.out
+        storage.upload_dir(draw(scratch), out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Draw the dataset; a bad value or an unusable ``--out`` exits 2 with one line."""
+    args = parse(argv)
+    try:
+        where = make(args)
+    except (ValueError, OSError) as err:  # synthetic raises ValueError for a bad n, size or seed
+        print(f"make_data: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.kind} data ready at {where}")
+    return 0
 
 
 if __name__ == "__main__":
-    args = parse(sys.argv[1:])
-    print(f"{args.kind} data ready at {make(args)}")
+    sys.exit(main())

@@ -11,7 +11,13 @@ import argparse
 import importlib
 import sys
 
+import yaml
+
 from genart.config import InputError
+
+# What the user can fix (a bad value or file, a malformed recipe or search space): reported on one
+# line with exit code 2 rather than as a traceback. ValueError stays out: it is also a bug's error.
+USER_ERRORS = (InputError, OSError, yaml.YAMLError)
 
 COMMAND_MODULES = (
     "data",
@@ -40,9 +46,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (InputError, FileNotFoundError) as err:
-        print(f"genart: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"genart: error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: Exception) -> str:
+    """``err``'s message on one line; PyYAML's spans several (what, then where, quoted)."""
+    if not isinstance(err, yaml.YAMLError):
+        return str(err)
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return "invalid YAML: " + " ".join(str(err).split())
+    message = f"invalid YAML{_source(mark)} at {_position(mark)}: {err.problem}"
+    if err.context and err.context_mark is not None:
+        message += f" ({err.context} at {_position(err.context_mark)})"
+    return message
+
+
+def _source(mark: yaml.Mark) -> str:
+    # PyYAML names text it was handed as a string "<unicode string>": no file to name then.
+    return "" if mark.name.startswith("<") else f" in {mark.name}"
+
+
+def _position(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"  # PyYAML counts from 0
 
 
 if __name__ == "__main__":

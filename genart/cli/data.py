@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 KINDS_HELP = "digits, shapes, pairs, unpaired, styles"  # checked against KINDS by a unit test
@@ -31,8 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     preview = verbs.add_parser("preview", help="write a grid PNG of images found under a folder")
     preview.add_argument("dir", metavar="DIR")
-    preview.add_argument("--out", help="grid PNG to write (default: DIR/preview.png)")
-    preview.add_argument("--n", type=int, default=64, help="images in the grid, spread evenly")
+    preview.add_argument(
+        "--out",
+        help="grid PNG to write (default: DIR-preview.png beside DIR, where training on DIR "
+        "does not read it)",
+    )
+    preview.add_argument(
+        "--n", type=positive_int, default=64, help="images in the grid, spread evenly"
+    )
     preview.set_defaults(func=preview_command)
 
     pack = verbs.add_parser("pack", help="pack an image folder into Parquet shards")
@@ -49,7 +56,7 @@ def synth_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         out = generate(args.kind, args.out, args.n, args.size, args.seed, args.rgb, args.workers)
-    except (ValueError, FileExistsError) as err:
+    except ValueError as err:  # a bad kind, n, size or seed (an unusable --out: OSError, main)
         print(f"genart: error: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
@@ -63,24 +70,51 @@ def synth_command(args: argparse.Namespace) -> int:
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    """Write a grid of ``--n`` images spread evenly over the sorted files under DIR."""
+    """Write a grid of ``--n`` images spread evenly over the sorted files under DIR.
+
+    Unreadable files among them are skipped, each named on stderr, and counted in the summary.
+    """
     import torch
     from PIL import Image
 
+    from genart.config import InputError
     from genart.images import find_images, from_pil, save_grid
 
     root = Path(args.dir)
-    out = Path(args.out) if args.out else root / "preview.png"
+    out = Path(args.out) if args.out else default_preview(root)
     files = [p for p in find_images(root) if p.resolve() != out.resolve()]
     if not files:
         raise FileNotFoundError(f"no images under {root} besides {out.name}")
     # Evenly spaced rather than the first n: every folder of a layout shows up.
     count = min(args.n, len(files))
-    images = [Image.open(files[i * len(files) // count]) for i in range(count)]
+    picked = [files[i * len(files) // count] for i in range(count)]
+    images = [Image.fromarray(pixels) for pixels in _readable(picked)]
+    if not images:
+        raise InputError(f"none of the {count} images picked under {root} could be read")
     cell = images[0].size  # the grid needs one size; the first image sets it
     tensors = [from_pil(image.resize(cell)) for image in images]
-    print(save_grid(torch.stack(tensors), out))
+    save_grid(torch.stack(tensors), out)
+    skipped = count - len(images)
+    note = f" ({skipped} unreadable skipped)" if skipped else ""
+    print(f"preview of {len(images)} images from {root}{note} written to {out}")
     return 0
+
+
+def default_preview(root: Path) -> Path:
+    """``DIR-preview.png`` beside DIR: inside it, the next training run would read the grid."""
+    root = root.resolve()  # "." and "data/" have a name and a parent once resolved
+    return root.parent / f"{root.name}-preview.png"
+
+
+def _readable(files: list[Path]) -> Iterator:
+    """The decoded RGB pixels of each file that decodes; the others are named on stderr."""
+    from genart.data.transforms import DecodeError, decode
+
+    for path in files:
+        try:
+            yield decode(path.read_bytes())
+        except (DecodeError, OSError) as err:
+            print(f"genart: skipped {path}: {err}", file=sys.stderr)
 
 
 def pack_command(args: argparse.Namespace) -> int:
@@ -90,6 +124,14 @@ def pack_command(args: argparse.Namespace) -> int:
     for path in pack_parquet(args.dir, args.out, args.rows_per_file):
         print(path)
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse names the function in its message for non-ints)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _count_images(folder: Path) -> int:

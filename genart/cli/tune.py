@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 from genart.cli.train import add_config_args, overrides
 
 
@@ -27,7 +23,6 @@ def register(sub) -> None:
     p.add_argument(
         "--samples",
         type=int,
-        default=0,
         help="trials, or repetitions of a grid (default: 4, or 1 grid with grid search)",
     )
     p.add_argument("--scheduler", choices=["asha", "pbt", "fifo"], default="asha")
@@ -42,7 +37,7 @@ def register(sub) -> None:
         "--max-concurrent",
         type=int,
         default=0,
-        help="trials at once (default: as many as the cluster's CPUs/GPUs hold)",
+        help="trials at once (default, 0: as many as the cluster's CPUs/GPUs hold)",
     )
     p.add_argument(
         "--workers-per-trial",
@@ -86,8 +81,7 @@ def tune(args) -> int:
     )
     searched = space.load(args.model, args.space)
     if args.model in space.STANDALONE:
-        raw = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-        raw = config.apply_overrides(raw or {}, overrides(args))
+        raw = config.given(args.model, args.config, overrides(args))
         job = sweep.gatys_job(raw, args.style, args.size, args.vgg_weights)
         report = sweep.sweep_gatys(job, searched, settings)
     else:

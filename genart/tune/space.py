@@ -121,7 +121,9 @@ def load(model: str, source: str | Path = "builtin") -> Space:
     path = builtin_path(model) if str(source) == "builtin" else Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"no search space at {path}")
-    return parse(model, yaml.safe_load(path.read_text()) or {}, str(path))
+    with path.open() as stream:  # from a stream, YAML errors name the file
+        raw = yaml.safe_load(stream)
+    return parse(model, raw or {}, str(path))
 
 
 def parse(model: str, raw: Any, origin: str = "space") -> Space:

@@ -61,7 +61,7 @@ Search = Literal["random", "grid", "optuna-if-installed"]
 class Settings:
     """How a sweep searches (the base config says what each trial trains)."""
 
-    samples: int = 0  # trials, or repetitions of a grid; 0: 1 with a grid, else 4
+    samples: int | None = None  # trials, or repetitions of a grid; None: 1 with a grid, else 4
     scheduler: Scheduler = "asha"
     search: Search = "random"
     max_concurrent: int = 0  # 0: as many trials as the cluster's CPUs (and GPUs) hold
@@ -72,6 +72,18 @@ class Settings:
     pbt_sync: bool = False
     # Extra ray.tune.Callback objects (a resumed sweep keeps those it started with).
     callbacks: list = field(default_factory=list)
+
+    def __post_init__(self):
+        # Checked here, before Ray starts: Tune reads a negative sample count as "unlimited".
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(
+                f"samples (trials, or grid repetitions) must be >= 1, got {self.samples}"
+            )
+        if self.max_concurrent < 0:
+            raise ConfigError(
+                f"max_concurrent must be >= 0 (0: as many trials as the cluster holds), "
+                f"got {self.max_concurrent}"
+            )
 
 
 @dataclass
@@ -119,10 +131,7 @@ def gatys_job(raw: dict[str, Any], styles: list[str], size: int, vgg_weights: st
     ``run`` the sweep's name, storage and resume flag."""
     from genart.models.gatys import GatysConfig
 
-    allowed = {"model", "gatys", "data", "train", "run"}
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(f"unknown sections {sorted(unknown)} for gatys; valid: {sorted(allowed)}")
+    _check_gatys_keys(raw)
     params = config.build(GatysConfig, raw.get("gatys") or {}, "gatys")
     steps = (raw.get("train") or {}).get("steps")
     if steps is not None:
@@ -132,6 +141,29 @@ def gatys_job(raw: dict[str, Any], styles: list[str], size: int, vgg_weights: st
         raise ConfigError("gatys sweeps need a content image (--data) and --style images")
     run_cfg = config.build(config.RunConfig, raw.get("run") or {}, "run")
     return GatysJob(str(content), list(styles), params, run_cfg, size, vgg_weights)
+
+
+# The only train and data keys a Gatys sweep reads: it optimises an image and trains nothing.
+GATYS_KEYS = {"train": {"steps"}, "data": {"uri"}}
+
+
+def _check_gatys_keys(raw: dict[str, Any]) -> None:
+    """ConfigError naming the first key of ``raw`` a Gatys sweep would otherwise ignore."""
+    model = raw.get("model") or "gatys"
+    if model != "gatys":
+        raise ConfigError(f"model is {model!r}: a gatys sweep takes a gatys recipe")
+    allowed = {"model", "gatys", "run", *GATYS_KEYS}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"unknown sections {sorted(unknown)} for gatys; valid: {sorted(allowed)}")
+    for section, keys in GATYS_KEYS.items():
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"'{section}' must be a mapping, got {type(values).__name__}")
+        ignored = sorted(set(values) - keys)
+        if ignored:
+            valid = ", ".join(f"{section}.{key}" for key in sorted(keys))
+            raise ConfigError(f"unknown key '{section}.{ignored[0]}' for gatys; valid: {valid}")
 
 
 def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
@@ -150,7 +182,7 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
     if cfg.run.resume:
         cfg, settings = stored_sweep(cfg.run, settings)
     metric, mode = _objective(cfg.model, settings)
-    base = _base_config(cfg, settings.scheduler)
+    base = base_config(cfg, settings.scheduler)
     init_ray(base.scaling.workers, base.scaling.cpus_per_worker)
     janitor = ray.remote(num_cpus=0)(Janitor).remote()
     relay = Relay(checkpoints=settings.scheduler == "pbt", janitor=janitor)
@@ -282,8 +314,11 @@ def _sweep_run(run_cfg: config.RunConfig, model: str) -> config.RunConfig:
     )
 
 
-def _base_config(cfg: Config, scheduler: str) -> Config:
-    """The config every trial starts from, with the sweep's own run settings filled in."""
+def base_config(cfg: Config, scheduler: str) -> Config:
+    """The config every trial starts from, with the sweep's own run settings filled in.
+
+    Pure (no Ray): every interval the scheduler needs is checked here, before Ray starts.
+    """
     cfg = Config.from_dict(cfg.to_dict())  # a copy: the caller's config stays as given
     cfg.run = _sweep_run(cfg.run, cfg.model)
     # Tune runs each trial in its own working folder: relative data paths would break there.
@@ -292,13 +327,8 @@ def _base_config(cfg: Config, scheduler: str) -> Config:
         if value:
             setattr(cfg.data, key, storage.absolute(value))
     t = cfg.train
-    if not t.eval_every:
-        t.eval_every = eval_interval(t.steps, t.log_every)
-    if t.eval_every % t.log_every:
-        raise ConfigError(
-            f"train.eval_every ({t.eval_every}) must be a multiple of train.log_every "
-            f"({t.log_every}): the loop evaluates at its reports"
-        )
+    t.eval_every = t.eval_every or eval_interval(t.steps, t.log_every)
+    check_eval_every(t, scheduler)
     if scheduler == "pbt":
         # PBT copies the checkpoint reported with the score it compares.
         t.checkpoint_every = t.eval_every
@@ -306,8 +336,34 @@ def _base_config(cfg: Config, scheduler: str) -> Config:
 
 
 def eval_interval(steps: int, log_every: int) -> int:
-    """About four evaluations per trial, on report steps (multiples of ``log_every``)."""
-    return max(log_every, round(steps / 4 / log_every) * log_every)
+    """About four evaluations per trial, on report steps (multiples of ``log_every``), and
+    never past the budget: a budget shorter than one report interval is scored at its end."""
+    return min(steps, max(log_every, round(steps / 4 / log_every) * log_every))
+
+
+def check_eval_every(train: config.TrainConfig, scheduler: str) -> None:
+    """ConfigError unless trials score every ``train.eval_every`` steps within their budget.
+
+    The scores are what ASHA's rungs and PBT's perturbations act on: an interval past the
+    budget makes Ray refuse ASHA (once Ray has started), and PBT never perturbs a trial.
+    """
+    every, steps, log_every = train.eval_every, train.steps, train.log_every
+    if every > steps:
+        raise ConfigError(
+            f"train.eval_every ({every}) exceeds the budget train.steps ({steps}): lower it, "
+            "or raise --budget"
+        )
+    if every < steps and every % log_every:  # the loop always scores at its last step
+        raise ConfigError(
+            f"train.eval_every ({every}) must be a multiple of train.log_every "
+            f"({log_every}) or train.steps ({steps}): the loop evaluates at its reports"
+        )
+    if scheduler == "pbt" and every == steps:
+        raise ConfigError(
+            f"pbt perturbs trials at their scores before train.steps ({steps}), but trials "
+            f"score every {every} steps: raise --budget, or lower train.eval_every (a multiple "
+            f"of train.log_every, {log_every})"
+        )
 
 
 def max_concurrent(cfg: Config, resources: dict[str, float]) -> int:

@@ -25,13 +25,54 @@ def test_recipe_loads(recipe):
     assert cfg.train.steps > 0 and cfg.scaling.workers >= 1
 
 
+def job_module(name: str):
+    """A job script loaded from its file: they run as `python jobs/x.py`, jobs/ is no package."""
+    spec = importlib.util.spec_from_file_location(f"jobs_{name}", JOBS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_run_recipe_reads_the_model_and_passes_flags_through(monkeypatch):
-    # Loaded from its file: job scripts run as `python jobs/x.py`, jobs/ is not a package.
-    spec = importlib.util.spec_from_file_location("jobs_common", JOBS / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = job_module("common")
     calls = []
     monkeypatch.setattr(common, "main", lambda argv: calls.append(argv) or 0)
     recipe = str(JOBS / "pix2pix-pairs.yaml")
     assert common.run_recipe("train", ["--config", recipe, "--steps", "3", "--resume"]) == 0
     assert calls == [["train", "pix2pix", "--config", recipe, "--steps", "3", "--resume"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read recipe {path}: No such file or directory"),
+        ("model: dcgan\ntrain: {steps: 10\n", "invalid YAML in {path} at line 3, column 1"),
+        ("train: {steps: 10}\n", "recipe {path} needs a 'model:' key"),
+        ("- dcgan\n", "recipe {path} needs a 'model:' key"),
+    ],
+)
+def test_run_recipe_exits_2_naming_a_recipe_it_cannot_read(tmp_path, capsys, text, message):
+    path = tmp_path / "recipe.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        job_module("common").run_recipe("train", ["--config", str(path)])
+    assert exit_info.value.code == 2
+    assert message.format(path=path) in capsys.readouterr().err
+
+
+def test_make_data_writes_file_uris_to_their_path(tmp_path, monkeypatch):
+    make_data = job_module("make_data")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "data" / "shapes"
+    args = make_data.parse(["shapes", "--out", f"file://{out}", "--n", "2", "--size", "8"])
+    assert make_data.make(args) == str(out)
+    assert len(list((out / "images").glob("*.png"))) == 2
+    assert not (tmp_path / "file:").exists()
+
+
+def test_make_data_bad_values_exit_2_with_one_line(tmp_path, capsys):
+    make_data = job_module("make_data")
+    assert make_data.main(["shapes", "--out", str(tmp_path), "--n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("make_data: error: need n >= 1") and err.count("\n") == 1

@@ -12,9 +12,11 @@ from genart.tune import space
 from genart.tune.sweep import (
     SWEEP_FILE,
     Settings,
+    base_config,
     best_recipe,
     error_summary,
     eval_interval,
+    gatys_job,
     max_concurrent,
     scheduler,
     searcher,
@@ -146,7 +148,46 @@ def test_with_values_sets_nested_keys_without_touching_the_input():
 def test_eval_interval_is_a_report_step_about_a_quarter_of_the_budget():
     assert eval_interval(2000, 25) == 500
     assert eval_interval(100, 10) == 20  # 25 rounds to 20, a multiple of log_every
-    assert eval_interval(8, 25) == 25  # never below one report interval
+    assert eval_interval(40, 25) == 25  # never below one report interval...
+    assert eval_interval(8, 25) == 8  # ...nor past the budget: a trial scores at its end
+
+
+def base(scheduler_name, *overrides):
+    """A sweep's base config for dcgan (default train.log_every: 25)."""
+    return base_config(
+        config.load("dcgan", overrides=["data.uri=/data", *overrides]), scheduler_name
+    )
+
+
+def test_a_budget_under_one_report_interval_is_scored_at_its_end():
+    train = base("asha", "train.steps=20").train
+    assert train.eval_every == 20
+    asha = scheduler("asha", train.steps, train.eval_every, space.load("dcgan"))  # Tune takes it
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [20]
+    # An interval equal to the budget need not be a multiple of log_every: the end is scored.
+    assert base("asha", "train.steps=30", "train.eval_every=30").train.eval_every == 30
+
+
+@pytest.mark.parametrize(
+    ("scheduler_name", "overrides", "message"),
+    [
+        ("asha", ["train.steps=20", "train.eval_every=50"], r"eval_every \(50\) exceeds .*\(20\)"),
+        ("fifo", ["train.steps=100", "train.eval_every=30"], "multiple of train.log_every"),
+        ("pbt", ["train.steps=20"], r"pbt perturbs .* before train.steps \(20\)"),
+        ("pbt", ["train.steps=100", "train.eval_every=100"], "pbt perturbs"),
+    ],
+)
+def test_intervals_that_leave_the_scheduler_nothing_to_act_on_are_refused(
+    scheduler_name, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        base(scheduler_name, *overrides)
+
+
+def test_pbt_perturbs_within_the_budget_at_checkpointed_scores():
+    train = base("pbt", "train.steps=100").train
+    assert (train.eval_every, train.checkpoint_every) == (25, 25)
+    assert train.eval_every < train.steps
 
 
 def test_max_concurrent_leaves_a_cpu_for_ray_data_and_counts_gpus():
@@ -204,7 +245,48 @@ def test_tune_flags_map_onto_the_base_config():
     assert {"scaling.workers=2", "train.steps=300", "scaling.gpus_per_worker=0.5"} <= set(
         overrides(args)
     )
-    assert (args.scheduler, args.search, args.space, args.samples) == ("pbt", "grid", "builtin", 0)
+    assert (args.scheduler, args.search, args.space, args.samples) == (
+        "pbt",
+        "grid",
+        "builtin",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"samples": -1}, r"samples .* must be >= 1, got -1"),  # Tune: -1 means unlimited
+        ({"samples": 0}, r"samples .* must be >= 1, got 0"),
+        ({"max_concurrent": -2}, "max_concurrent must be >= 0"),
+    ],
+)
+def test_settings_refuse_trial_counts_tune_would_misread(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings(**settings)
+    assert Settings(samples=1, max_concurrent=0).max_concurrent == 0  # 0: as many as fit
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.stepz=50"], "unknown key 'train.stepz' for gatys; valid: train.steps"),
+        (["train.seed=7"], "unknown key 'train.seed'"),
+        (["data.size=999"], "unknown key 'data.size' for gatys; valid: data.uri"),
+        (["model=dcgan"], "model is 'dcgan'"),
+        (["scaling.workers=2"], "unknown sections"),
+    ],
+)
+def test_gatys_sweeps_refuse_keys_they_would_ignore(overrides, message):
+    raw = config.apply_overrides({"model": "gatys"}, ["data.uri=c.png", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        gatys_job(raw, ["s.png"], 256, "auto")
+
+
+def test_gatys_sweeps_read_the_content_image_and_iterations():
+    raw = config.apply_overrides({"model": "gatys"}, ["data.uri=c.png", "train.steps=50"])
+    job = gatys_job(raw, ["s.png"], 256, "auto")
+    assert (job.content, job.styles, job.params.iterations) == ("c.png", ["s.png"], 50)
 
 
 def test_schedulers_count_steps_and_pbt_perturbs_the_numeric_keys():
