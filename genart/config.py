@@ -329,7 +329,8 @@ def given(
     """The raw values a recipe and overrides give, before defaults fill in the rest."""
     raw: dict[str, Any] = {}
     if recipe:
-        raw = yaml.safe_load(Path(recipe).read_text()) or {}
+        with Path(recipe).open() as f:  # a stream: YAML errors then name the file
+            raw = yaml.safe_load(f) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"recipe {recipe} must hold a mapping")
     if model:

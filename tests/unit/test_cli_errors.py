@@ -32,12 +32,12 @@ def test_malformed_search_space_names_the_file_and_line(tmp_path, capsys):
     assert "(while parsing a flow mapping at line 1, column 13)" in err
 
 
-def test_malformed_recipe(tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["tune", "train"])
+def test_malformed_recipe_names_the_file_and_line(tmp_path, capsys, verb):
     path = tmp_path / "recipe.yaml"
     path.write_text("model: dcgan\ntrain: {steps: 10\n")
-    assert "invalid YAML at line 3, column 1" in error_of(
-        ["tune", "dcgan", "--config", str(path)], capsys
-    )
+    err = error_of([verb, "dcgan", "--config", str(path)], capsys)
+    assert f"invalid YAML in {path} at line 3, column 1" in err
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
