@@ -78,7 +78,10 @@ def load_as(image: Image.Image, mode: str) -> Image.Image:
     encoder left under them. Raises whatever Pillow raises for truncated or corrupt data.
     """
     image.load()  # the full decode: truncated or corrupt pixel data fails here
-    ImageOps.exif_transpose(image, in_place=True)
+    # Only with EXIF present (JPEG APP1, PNG eXIf, WebP EXIF all land in info): parsing it
+    # anyway cost 20-25% of a 32 px PNG's decode (measured: 30 vs 24 us).
+    if "exif" in image.info:
+        ImageOps.exif_transpose(image, in_place=True)
     image = _on_white(_to_8_bit(image))
     return image if image.mode == mode else image.convert(mode)
 
