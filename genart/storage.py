@@ -161,6 +161,21 @@ def list_dirs(uri: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
 
+def list_files(uri: str) -> list[str]:
+    """Paths of every file under ``uri``, relative to it and sorted (empty if it does not exist).
+
+    On object storage a "folder" may be a prefix with no marker object, so this lists
+    whatever is there rather than asking whether the folder exists.
+    """
+    fs, path = filesystem(uri)
+    root = path.rstrip("/") + "/"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except NotADirectoryError:  # a file: nothing lies under it
+        return []
+    return sorted(i.path.removeprefix(root) for i in infos if i.type == pafs.FileType.File)
+
+
 def upload_dir(local: str | Path, uri: str) -> None:
     """Copy a local folder's contents to ``uri`` (no-op when ``uri`` is that same folder)."""
     if not is_remote(uri) and Path(absolute(uri)) == Path(local).resolve():

@@ -3,7 +3,8 @@ jobs/make_data.py digits --out s3://bucket/data/digits --n 6000 --size 32``.
 
 On a multi-node cluster every node reads the training data, so ``--out`` should be shared
 storage (``s3://...``); the images are drawn in a local scratch folder and uploaded. Re-running
-rewrites identical files, so a resubmitted job is harmless.
+rewrites identical files, so a resubmitted job is harmless; a target holding other files (a
+larger earlier draw, another dataset) is refused rather than mixed in.
 """
 
 import argparse
@@ -33,10 +34,27 @@ def make(args: argparse.Namespace) -> str:
         return synthetic.generate(args.kind, folder, args.n, args.size, args.seed, args.rgb)
 
     if not storage.is_remote(out):
-        return str(draw(out))
+        return str(draw(out))  # generate itself refuses a folder holding other files
     with tempfile.TemporaryDirectory(prefix="genart-data-") as scratch:
-        storage.upload_dir(draw(scratch), out)
+        drawn = draw(scratch)
+        foreign = foreign_files(out, drawn)
+        if foreign:
+            raise ValueError(
+                f"{out} holds files this dataset would not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}): an earlier, larger or other dataset "
+                "would mix into this one; use an empty prefix"
+            )
+        storage.upload_dir(drawn, out)
     return out
+
+
+def foreign_files(uri: str, drawn: str) -> list[str]:
+    """Files under ``uri`` that are not among the ``drawn`` dataset's (same relative paths).
+
+    The same dataset drawn again writes the same files, so a resubmitted job passes.
+    """
+    ours = set(storage.list_files(drawn))
+    return [name for name in storage.list_files(uri) if name not in ours]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,3 +76,27 @@ def test_make_data_bad_values_exit_2_with_one_line(tmp_path, capsys):
     assert make_data.main(["shapes", "--out", str(tmp_path), "--n", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("make_data: error: need n >= 1") and err.count("\n") == 1
+
+
+def test_make_data_refuses_a_target_holding_other_files(tmp_path):
+    make_data = job_module("make_data")
+    small, large = tmp_path / "small", tmp_path / "large"
+    for folder, n in ((small, "2"), (large, "3")):
+        make_data.make(make_data.parse(["shapes", "--out", str(folder), "--n", n, "--size", "8"]))
+    assert make_data.foreign_files(str(small), str(small)) == []  # a resubmitted job
+    extra = make_data.foreign_files(str(large), str(small))  # a larger draw was there before
+    assert extra and all(name.startswith("images/") for name in extra)
+
+
+def test_make_data_to_object_storage_is_resubmittable_but_never_mixes(capsys):
+    from localcloud import environment, moto_s3
+
+    make_data = job_module("make_data")
+
+    def submit(n: str) -> int:
+        return make_data.main(["shapes", "--out", "s3://data/shapes", "--n", n, "--size", "8"])
+
+    with moto_s3("data") as env, environment(env):
+        assert submit("3") == 0 and submit("3") == 0  # a resubmitted job rewrites its files
+        assert submit("2") == 2  # the third image of the first draw would stay behind
+    assert "holds files this dataset would not write (images/" in capsys.readouterr().err
