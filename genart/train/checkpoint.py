@@ -112,9 +112,7 @@ def latest_complete(run_uri: str) -> Path | None:
     Candidates are tried newest first by the step their manifest claims, and only until one
     verifies: from object storage that downloads one checkpoint, not all of those kept.
     """
-    candidates = [d for d in storage.list_dirs(run_uri) if d.startswith(CHECKPOINT_PREFIX)]
-    uris = [storage.join(run_uri, name) for name in candidates]
-    for uri in sorted(uris, key=_claimed_step, reverse=True):
+    for uri in _newest_first(run_uri):
         local = None
         try:
             local = storage.local_copy(uri)
@@ -126,14 +124,42 @@ def latest_complete(run_uri: str) -> Path | None:
     return None
 
 
+def newest_config(run_uri: str) -> Config | None:
+    """The config saved with a run's newest checkpoint whose ``config.yaml`` matches its
+    manifest, or None. Reads those two small files only, never the weights: a resume checks
+    its config against this before training, and the worker then loads the checkpoint once.
+    """
+    for uri in _newest_first(run_uri):
+        try:
+            meta = json.loads(_read(storage.join(uri, MANIFEST)))["files"]["config.yaml"]
+            text = _read(storage.join(uri, "config.yaml"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if hashlib.sha256(text).hexdigest() == meta["sha256"]:
+            return Config.from_dict(yaml.safe_load(text))
+    return None
+
+
+def _newest_first(run_uri: str) -> list[str]:
+    """The checkpoint folders of a run, by the step their manifests claim, newest first."""
+    names = [d for d in storage.list_dirs(run_uri) if d.startswith(CHECKPOINT_PREFIX)]
+    uris = [storage.join(run_uri, name) for name in names]
+    return sorted(uris, key=_claimed_step, reverse=True)
+
+
 def _claimed_step(uri: str) -> int:
     """The step a checkpoint's manifest claims (read alone, unverified); -1 without one."""
-    fs, path = storage.filesystem(storage.join(uri, MANIFEST))
     try:
-        with fs.open_input_stream(path) as f:
-            return int(json.loads(f.read())["step"])
+        return int(json.loads(_read(storage.join(uri, MANIFEST)))["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return -1
+
+
+def _read(uri: str) -> bytes:
+    """The bytes of one small file, local or remote."""
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
 def resolve(path: str) -> Path:

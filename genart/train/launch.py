@@ -7,13 +7,11 @@ submit`` sets ``RAY_ADDRESS``, and ``ray.init()`` connects to it).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 from genart import config, registry, storage
 from genart.config import Config, ConfigError
-from genart.train.checkpoint import CHECKPOINT_PREFIX, latest_complete
-from genart.train.checkpoint import saved_config as checkpoint_config
+from genart.train.checkpoint import CHECKPOINT_PREFIX, newest_config
 
 
 def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
@@ -80,18 +78,10 @@ def configure(model: str, recipe: str | None, overrides: list[str]) -> Config:
 
 
 def saved_config(cfg: Config) -> Config | None:
-    """The config saved with the newest complete checkpoint of ``cfg``'s run, or None."""
+    """The config saved with the newest checkpoint of ``cfg``'s run, or None."""
     if not cfg.run.name:
         return None
-    run_uri = storage.join(storage.absolute(cfg.run.storage_path), cfg.run.name)
-    newest = latest_complete(run_uri)
-    if newest is None:
-        return None
-    try:
-        return checkpoint_config(newest)
-    finally:
-        if storage.is_remote(run_uri):  # a downloaded copy, read for its config alone
-            shutil.rmtree(newest, ignore_errors=True)
+    return newest_config(storage.join(storage.absolute(cfg.run.storage_path), cfg.run.name))
 
 
 def resolve_run(cfg: Config) -> Config:

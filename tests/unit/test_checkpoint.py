@@ -180,3 +180,14 @@ def test_resume_continues_with_the_saved_config(tmp_path):
                                             "dcgan.latent_dim=8"])  # fmt: skip
     with pytest.raises(config.ConfigError, match="dcgan.g_width: saved 4, now 8"):
         launch.resolve_run(other)
+
+
+def test_newest_config_reads_only_the_manifest_and_config(tmp_path, monkeypatch):
+    cfg = write_run(tmp_path, [3, 6])
+    newest = tmp_path / "checkpoint_006"
+    (newest / checkpoint.STATE).write_bytes(b"cut")  # its weights need not be complete
+    monkeypatch.setattr(checkpoint, "_digest", lambda path: pytest.fail(f"hashed {path}"))
+    assert checkpoint.newest_config(str(tmp_path)) == cfg
+    (newest / "config.yaml").write_text("model: dcgan\n")  # not what its manifest recorded
+    assert checkpoint.newest_config(str(tmp_path)) == cfg  # from checkpoint_003
+    assert checkpoint.newest_config(str(tmp_path / "missing")) is None
