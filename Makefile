@@ -42,9 +42,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check genart tests jobs benchmarks
 	$(BIN)/ruff format --check genart tests jobs benchmarks
 
-## Benchmarks: each prints a table and writes JSON under bench-results/.
+## Benchmarks: each prints a table and writes JSON under bench-results/; then docs/benchmarks.md
+## is regenerated from those and the committed results (also after a failed benchmark).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run --out bench-results
+	$(BIN)/python -m benchmarks.run --out bench-results; status=$$?; \
+	$(BIN)/python -m benchmarks.report --results bench-results benchmarks/results/*/ \
+	  --out docs/benchmarks.md && exit $$status
 
 clean:
 	rm -rf $(VENV) runs out bench-results

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ["ingest", "dcgan", "style", "translation", "tune", "serve"]
+BENCHMARKS = ["ingest", "dcgan", "style", "translation", "evaluation", "tune", "serve", "video"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,15 @@ runs one torch thread too.
 A third app is the floor under any app of this shape: a FastAPI ingress that passes the body
 through one more deployment and back, with no decoding and no model ("echo app").
 
+Overload: a fourth app with the queue caps and batching genart ships (the deployments'
+defaults, as serve_config.yaml sets them; one replica each, so runs compare) gets 64 clients
+for a fixed time, each retrying at once when refused (clients that ignore Retry-After: the
+worst case). Its row has the successful requests per second, the 503s per second and the p50
+of the successes; the clients run on the same machine and their retries cost CPU too.
+
 Derived: serving overhead = p50(http) - p50(direct) at 1 client; batching speed-up =
-throughput with batching / without at 16 clients; Serve's floor = p50(echo app) at 16x16.
+throughput with batching / without at 16 clients; Serve's floor = p50(echo app) at 16x16;
+overload goodput = successful req/s at 64 clients / req/s of batching on at 16 clients.
 Each HTTP row also has the CPU time per request of every Serve process together (proxy or
 HAProxy, ingress and model replicas): on a shared machine it varies far less than latency.
 
@@ -51,6 +58,9 @@ BATCHING = {
     "on": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
 }
 FLOOR = "http, echo app (Serve's floor)"
+OVERLOAD = "http, shipped queue caps, 64 clients retrying at once"
+OVERLOAD_CLIENTS = 64
+ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
 # (image side, concurrent clients): the measured scenarios
 SCENARIOS = ((256, 1), (256, 16), (16, 1))
 
@@ -58,8 +68,10 @@ SCENARIOS = ((256, 1), (256, 16), (16, 1))
 def settings(quick: bool) -> dict:
     """Interleaved rounds per scenario and requests per path in each round."""
     if quick:
-        return {"rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16}, "tiny_per_round": 10}
-    return {"rounds": {1: 10, 16: 4}, "per_round": {1: 5, 16: 32}, "tiny_per_round": 30}
+        return {"rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16}, "tiny_per_round": 10,
+                "overload_s": 15}  # fmt: skip
+    return {"rounds": {1: 10, 16: 4}, "per_round": {1: 5, 16: 32}, "tiny_per_round": 30,
+            "overload_s": 45}  # fmt: skip
 
 
 def test_image(side: int) -> bytes:
@@ -97,19 +109,49 @@ def load(call: Callable[[bytes], None], data: bytes, clients: int, total: int):
     return latencies, time.perf_counter() - start
 
 
+def hammer(url: str, data: bytes, clients: int, seconds: float) -> dict:
+    """``clients`` threads POSTing ``data`` to ``url`` for ``seconds``, each sending its next
+    request as soon as the last is answered, a 503 included: the overload row."""
+    ok: list[float] = []
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        session = requests.Session()
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            code = session.post(url, data=data, timeout=600).status_code
+            with lock:
+                codes[code] = codes.get(code, 0) + 1
+                if code == 200:
+                    ok.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    others = {code: n for code, n in codes.items() if code not in (200, 503)}
+    return {"requests": len(ok), "p50_ms": round(1000 * statistics.median(ok), 1) if ok else None,
+            "throughput_rps": round(len(ok) / wall, 2),
+            "refused_503_per_s": round(codes.get(503, 0) / wall, 1),
+            "other_statuses": others or None}  # fmt: skip
+
+
 def direct_path(export: str) -> Callable[[bytes], None]:
     """The server's work for one request, in this process."""
-    from genart.data.transforms import to_float
-    from genart.images import png_bytes
-    from genart.models.fast_style import apply
+    from genart.images import encode_png
+    from genart.pipelines.style import FastStylePipeline
     from genart.serve.validation import Limits, decode_image
-    from genart.train.checkpoint import load_exported
 
-    net = load_exported(export, device="cuda" if torch.cuda.is_available() else "cpu")[0]["G"]
+    pipe = FastStylePipeline.from_export(export)
 
     def call(data: bytes) -> None:
-        image = torch.from_numpy(to_float(decode_image(data, Limits())))[None]
-        png_bytes(apply(net, image)[0])
+        (styled,) = pipe([decode_image(data, Limits())])
+        encode_png(styled)
 
     return call
 
@@ -132,13 +174,15 @@ def served(export: str) -> Iterator[dict[str, str]]:
     import ray
     from ray import serve
 
-    from genart.serve.app import build
+    from genart.serve.builder import build
     from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, free_ports, use_local_haproxy
 
     started = not ray.is_initialized()
     if started:
         use_local_haproxy()
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+        # Logical CPUs, enough for the four apps' replicas side by side (they are timed one
+        # at a time; idle replicas cost next to nothing).
+        ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
                  _system_config=RAY_SYSTEM_CONFIG)  # fmt: skip
     (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -155,6 +199,12 @@ def served(export: str) -> Iterator[dict[str, str]]:
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
         urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
         routed(f"http://127.0.0.1:{port}/{mode}")
+    # The overload app: every option as shipped but the replica counts.
+    shipped = {name: {"autoscaling_config": ONE_REPLICA} for name in ("Ingress", "FastStyle")}
+    serve.run(build({"styles": {"bench": export}}, shipped), name="overload",
+              route_prefix="/overload", logging_config={"enable_access_log": False})  # fmt: skip
+    urls["overload"] = f"http://127.0.0.1:{port}/overload/style/bench"
+    routed(f"http://127.0.0.1:{port}/overload")
     serve.run(echo_app(), name="floor", route_prefix="/floor",
               logging_config={"enable_access_log": False})  # fmt: skip
     urls["floor"] = f"http://127.0.0.1:{port}/floor/"
@@ -272,6 +322,13 @@ def run(out_dir: Path, quick: bool) -> dict:
                 rows += [{"image": f"{side}x{side}", "clients": clients, **row} for row in scenario]
                 print_table(rows[-len(paths) :])
                 print(flush=True)
+            data = test_image(256)
+            hammer(urls["overload"], data, OVERLOAD_CLIENTS, 3)  # warm-up
+            overload = hammer(urls["overload"], data, OVERLOAD_CLIENTS, s["overload_s"])
+            rows.append({"image": "256x256", "clients": OVERLOAD_CLIENTS, "path": OVERLOAD,
+                         **overload})  # fmt: skip
+            print_table(rows[-1:])
+            print(flush=True)
     print_table(rows)
     derived = summarise(rows)
     print("\n".join(f"{k}: {v}" for k, v in derived.items()))
@@ -296,6 +353,8 @@ def summarise(rows: list[dict]) -> dict:
     speedup = get("256x256", 16, "http, batching on", "throughput_rps") / get(
         "256x256", 16, "http, batching off", "throughput_rps"
     )
+    capacity = get("256x256", 16, "http, batching on", "throughput_rps")
+    overload = get("256x256", OVERLOAD_CLIENTS, OVERLOAD, "throughput_rps")
     return {
         "overhead_p50_ms_256_batching_off": overhead("256x256", "off"),
         "overhead_p50_ms_256_batching_on": overhead("256x256", "on"),
@@ -308,6 +367,11 @@ def summarise(rows: list[dict]) -> dict:
         "overhead_target_ms": 3,
         "batching_speedup_256_16_clients": round(speedup, 2),
         "batching_speedup_target": 2,
+        "overload_ok_rps_64_clients": overload,
+        "overload_503_per_s_64_clients": get(
+            "256x256", OVERLOAD_CLIENTS, OVERLOAD, "refused_503_per_s"
+        ),
+        "overload_goodput_vs_16_clients": round(overload / capacity, 2),
     }
 
 

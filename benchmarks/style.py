@@ -22,7 +22,7 @@ curvature pair (it skips y.s < 1e-10) and the comparison would measure that arte
 
 Fast style: images/s of Johnson et al.'s transformer (width 32, 5 residual blocks, random init)
 at 256x256 and 512x512, batch 1: the plain eager net under ``torch.no_grad`` against
-``fast_style.apply`` (inference mode) in fp32 and bf16, channels-last, and (full mode only:
+``layers.forward_any_size`` (inference) in fp32 and bf16, channels-last, and (full mode only:
 compiling took 10-60 s here) ``torch.compile``.
 
 Variants run in interleaved rounds so that load from other processes hits them alike; CPU time
@@ -46,6 +46,7 @@ from benchmarks.common import sync
 from genart.losses import gram_matrix
 from genart.models import fast_style
 from genart.models.gatys import GatysConfig, loss_network, stylize
+from genart.models.layers import forward_any_size
 from genart.vgg import RANDOM_NOTE, layer_names, load_vgg
 
 CONTENT_LAYERS = ("relu4_2",)
@@ -262,17 +263,17 @@ def fast_style_throughput(sizes: list[int], rounds: int, compile_too: bool, devi
 
     variants = {
         "eager": eager,
-        "genart-fp32": lambda x: fast_style.apply(net, x),
-        "genart-bf16": lambda x: fast_style.apply(net, x, "bf16"),
-        "genart-channels-last": lambda x: fast_style.apply(nhwc, x),
+        "genart-fp32": lambda x: forward_any_size(net, x),
+        "genart-bf16": lambda x: forward_any_size(net, x, precision="bf16"),
+        "genart-channels-last": lambda x: forward_any_size(nhwc, x),
     }
     compile_s = None
     if compile_too:
         compiled = torch.compile(net)
         start = time.perf_counter()
-        fast_style.apply(compiled, torch.zeros(1, 3, sizes[0], sizes[0], device=device))
+        forward_any_size(compiled, torch.zeros(1, 3, sizes[0], sizes[0], device=device))
         compile_s = round(time.perf_counter() - start, 1)
-        variants["genart-compiled"] = lambda x: fast_style.apply(compiled, x)
+        variants["genart-compiled"] = lambda x: forward_any_size(compiled, x)
     rows, repeats = [], 20 if torch.device(device).type == "cuda" else 1
     for size in sizes:
         x = (torch.rand(1, 3, size, size) * 2 - 1).to(device)

@@ -168,7 +168,7 @@ def settings(quick: bool, device: torch.device) -> dict:
 
 
 def make_params(model: str, s: dict):
-    spec = registry.get(model)
+    spec = registry.trained(model)
     extra = {"n_blocks": s["n_blocks"]} if model == "cyclegan" else {}
     return spec, spec.config(ngf=s["ngf"], ndf=64, lr_decay=0.0, **extra)
 
@@ -287,17 +287,17 @@ QUALITY = {  # per model: dataset kind, batch size, config overrides (CPU-sized 
 def training_images(model: str, data_dir: Path) -> dict[str, torch.Tensor]:
     """All training images in memory: {"A": (N, C, H, W), "B": ...} in [-1, 1]."""
     from genart.data.transforms import split_ab
-    from genart.images import find_images
-    from genart.translate import read_array, to_tensor
+    from genart.images import find_images, read_tensor
 
     if model == "pix2pix":
         halves = [
-            split_ab(read_array(p, 3)) for p in find_images(data_dir / "train", recursive=False)
+            split_ab(read_tensor(p).movedim(0, -1))
+            for p in find_images(data_dir / "train", recursive=False)
         ]
-        return {"A": torch.stack([to_tensor(a) for a, _ in halves]),
-                "B": torch.stack([to_tensor(b) for _, b in halves])}  # fmt: skip
+        return {"A": torch.stack([a.movedim(-1, 0) for a, _ in halves]),
+                "B": torch.stack([b.movedim(-1, 0) for _, b in halves])}  # fmt: skip
     folders = {key: find_images(data_dir / f"train{key}", recursive=False) for key in ("A", "B")}
-    return {key: torch.stack([to_tensor(read_array(p, 3)) for p in paths])
+    return {key: torch.stack([read_tensor(p) for p in paths])
             for key, paths in folders.items()}  # fmt: skip
 
 
@@ -325,7 +325,7 @@ def train_for(model: str, data_dir: Path, seconds: float, seed: int = 0):
     cfg = config.load(
         model, overrides=["data.size=64", f"data.batch_size={batch_size}", *overrides]
     )
-    spec = registry.get(model)
+    spec = registry.trained(model)
     torch.manual_seed(seed)
     nets = spec.build(cfg.params, cfg.data)
     opts = spec.optimizers(nets, cfg.params)
@@ -345,15 +345,17 @@ def train_for(model: str, data_dir: Path, seconds: float, seed: int = 0):
 
 def quality_rows(model: str, data_dir: Path, minutes: float, seed: int) -> list[dict]:
     """Train ``model`` for ``minutes``; one row of test scores per translation direction."""
-    from genart.translate import evaluate_translation, held_out_sets
+    from genart.pipelines import evaluation
+    from genart.pipelines.translate import TranslationPipeline
 
     start = time.perf_counter()
     nets, cfg, steps = train_for(model, data_dir, minutes * 60, seed)
     train_s = round(time.perf_counter() - start)
     torch.manual_seed(seed)  # Pix2Pix's test-time dropout
+    pipe = TranslationPipeline({k: nets[k].eval() for k in registry.trained(model).export}, cfg, {})
     rows = []
-    for direction, G, sources, targets in held_out_sets(data_dir, cfg, nets, None):
-        r = evaluate_translation(G, sources, targets)
+    for direction, pairs in evaluation.held_out_sets(str(data_dir), pipe, None):
+        r = evaluation.score(pipe, direction, pairs)
         rows.append({"model": model, "direction": direction, "steps": steps,
                      "batch": cfg.data.batch_size, "train_s": train_s, "test_images": r["images"],
                      "psnr": round(r["model"]["psnr"], 2),

@@ -10,8 +10,8 @@ Two sweeps on one local Ray (4 logical CPUs):
   the CPUs, so this isolates Tune's bookkeeping); a trial's own time is measured inside it.
   Once with a new trial process per trial (Tune's default, and what genart sweeps do), once
   with ``reuse_actors``.
-* **genart sweep**: :func:`genart.tune.sweep.sweep` of tiny DCGAN trials, each a whole Ray Train
-  run; a trial's own time is Tune's ``time_total_s`` (Train's start-up included: it is the
+* **genart sweep**: :func:`genart.tune.driver.sweep` of tiny DCGAN trials, each a whole Ray
+  Train run; a trial's own time is Tune's ``time_total_s`` (Train's start-up included: it is the
   trial's work, not Tune's).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from genart import config
 from genart.data.synthetic import generate
-from genart.tune import space, sweep
+from genart.tune import driver, settings, space
 
 CPUS = 4
 BAR = 0.20
@@ -73,8 +73,8 @@ def genart_sweep(trials: int, steps: int, concurrency: int, storage: Path) -> di
                  f"run.storage_path={storage}"]  # fmt: skip
     cfg = config.load("dcgan", smoke, overrides)
     searched = space.parse("dcgan", {"dcgan.lr_g": {"loguniform": [1e-4, 1e-3]}})
-    settings = sweep.Settings(samples=trials, scheduler="fifo", max_concurrent=concurrency)
-    report = sweep.sweep(cfg, searched, settings)
+    searching = settings.Settings(samples=trials, scheduler="fifo", max_concurrent=concurrency)
+    report = driver.sweep(cfg, searched, searching)
     own = float(report.table["time_s"].sum())
     return row("genart sweep (DCGAN Train runs)", trials, concurrency, report.seconds, own)
 
@@ -105,7 +105,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         rows = [
             bare_tune(*bare, concurrency=CPUS, reuse=False, storage=Path(tmp)),
             bare_tune(*bare, concurrency=CPUS, reuse=True, storage=Path(tmp)),
-            # One worker per trial and a CPU or two left for Ray Data (sweep.max_concurrent).
+            # One worker per trial and a CPU or two left for Ray Data (settings.max_concurrent).
             genart_sweep(*dcgan, concurrency=2, storage=Path(tmp)),
         ]
     print_table(rows)

@@ -3,7 +3,7 @@
 Right after ``ray start --head`` (or ``ray up``) the job API answers before the head's
 dashboard agent, which runs the jobs, has registered. A submission in between waits 10 s on
 the server and fails with "No available agent to submit job, please try again later"
-(Ray 2.60; a busy 2-core CI machine was still in that state 20 s after the API came up).
+(Ray 2.60; on a busy machine this can last well after the API came up).
 Nothing tells a client when the agent is there except a submission that succeeds, so
 :func:`wait_for_jobs` submits a no-op job (``true``) until one is taken.
 """

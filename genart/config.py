@@ -23,13 +23,10 @@ from typing import Any, Literal
 
 import yaml
 
+from genart import registry
+from genart.errors import ConfigError, InputError
 
-class InputError(ValueError):
-    """Bad input from the user (config, data, request): the message says what to fix."""
-
-
-class ConfigError(InputError):
-    """A config key, type or value is invalid; the message names the key and the valid choices."""
+__all__ = ["Config", "ConfigError", "InputError", "load", "save"]
 
 
 @dataclass
@@ -65,12 +62,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     # Mixed precision: auto = bf16 on GPUs that support it, else fp16 with a scaler; off on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # NHWC memory format: faster convolutions on GPU tensor cores; measured slower on CPU here
-    # (benchmarks/dcgan.py), so auto = on for CUDA only.
+    # NHWC memory format: faster convolutions on GPU tensor cores, not on CPU (oneDNN), so
+    # auto = on for CUDA only.
     channels_last: Literal["auto", "on", "off"] = "auto"
-    # Record each train step as a CUDA graph and replay it (genart/train/graphs.py): 5-6x faster
-    # small GAN steps on an H100. auto = on for one CUDA worker when the model's step allows it
-    # and the precision is not fp16; on = the same, but an error where it cannot be used.
+    # Record each train step as a CUDA graph and replay it (genart/train/graphs.py): small GAN
+    # steps are launch-bound on a GPU. auto = on for one CUDA worker when the model's step
+    # allows it and the precision is not fp16; on = the same, but an error where it cannot be.
     cuda_graphs: Literal["auto", "on", "off"] = "auto"
     eval_samples: int = 512  # real images kept for the quality metrics (SWD, PSNR, ...)
     eval_every: int = 0  # also score quality every k steps (Tune's schedulers need it); 0 = end
@@ -159,12 +156,11 @@ class Config:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
         """Build and validate a config; every missing value takes its default."""
-        from genart import registry  # late import: models register themselves on import
-
         if not isinstance(raw, dict) or "model" not in raw:
-            raise ConfigError(f"config needs a 'model' key; registered models: {registry.names()}")
+            trained = registry.names(registry.TrainedSpec)
+            raise ConfigError(f"config needs a 'model' key; trained models: {trained}")
         model = raw["model"]
-        spec = registry.get(model)
+        spec = registry.trained(model)
         allowed = {"model", model, *SECTIONS}
         for key in raw:
             if key not in allowed:

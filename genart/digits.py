@@ -17,15 +17,13 @@ background brightness (including dark-on-light), so colour digits score like gre
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genart import judges
 from genart.data.synthetic import render_digits
 from genart.metrics import feature_stats, frechet_from_stats
 
@@ -128,10 +126,7 @@ def train_classifier(
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     model.train()
-    # Callers may score under no_grad and train on a cache miss. One thread: for a network this
-    # small, intra-op threads cost more than they give (measured: 54 s with 2 threads vs 11 s
-    # with 1 on a busy 2-core machine).
-    with torch.enable_grad(), _threads(1):
+    with judges.training_threads():
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen)
             for start in range(0, n - batch_size + 1, batch_size):
@@ -143,33 +138,15 @@ def train_classifier(
                 schedule.step()
     model.eval()
     reference, _ = synthetic_digits(REFERENCE_SIZE, REFERENCE_SEED)
-    mean, cov = feature_stats(_batched(model.features, reference))
+    mean, cov = feature_stats(judges.batched(model.features, reference))
     model.ref_mean.copy_(torch.from_numpy(mean))
     model.ref_cov.copy_(torch.from_numpy(cov))
     return model
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous number."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@torch.no_grad()
-def _batched(function, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """``function`` over ``images`` in batches without gradients, concatenated."""
-    return torch.cat([function(chunk) for chunk in images.split(batch_size)])
-
-
 def cache_path(cache_dir: str | Path | None = None) -> Path:
     """Where the weights live: ``cache_dir``, else ``$GENART_CACHE``, else ``~/.cache/genart``."""
-    folder = cache_dir or os.environ.get("GENART_CACHE") or Path.home() / ".cache" / "genart"
-    return Path(folder).expanduser() / WEIGHTS_FILE
+    return judges.cache_path(WEIGHTS_FILE, cache_dir)
 
 
 def load_classifier(
@@ -179,20 +156,8 @@ def load_classifier(
 
     Raises FileNotFoundError when absent and ``train_if_missing`` is False.
     """
-    path = cache_path(cache_dir)
-    if path.exists():
-        model = DigitClassifier()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    if not train_if_missing:
-        raise FileNotFoundError(f"no digit classifier at {path} (train_if_missing=False)")
-    model = train_classifier()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: concurrent workers training at once never read a half-written file.
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), partial)
-    os.replace(partial, path)
-    return model
+    return judges.load_or_train(cache_path(cache_dir), DigitClassifier, train_classifier,
+                                "digit classifier", train_if_missing)  # fmt: skip
 
 
 def digit_scores(
@@ -209,8 +174,8 @@ def digit_scores(
     500 samples, 4-11 at 2000; uniform noise: about 2000), so compare at equal sample counts.
     """
     classifier = classifier or load_classifier()
-    features = _batched(classifier.features, images.cpu())
-    predicted = _batched(classifier.head, features).argmax(dim=1)
+    features = judges.batched(classifier.features, images.cpu())
+    predicted = judges.batched(classifier.head, features).argmax(dim=1)
     share = torch.bincount(predicted, minlength=CLASSES).double() / len(predicted)
     nonzero = share[share > 0]
     mean, cov = feature_stats(features)

@@ -6,23 +6,40 @@
 - :func:`psnr` and :func:`ssim` (Wang et al. 2004) for paired outputs (pix2pix, style transfer).
 - :func:`frechet_distance` between two feature sets (Heusel et al. 2017), used by
   :mod:`genart.digits` on a classifier's features.
-- :func:`load_folder`: a folder of image files as a tensor in [-1, 1].
 
 Image conventions: tensors are float (B, C, H, W) in [-1, 1], the range every genart model
-produces. :func:`swd` also takes uint8 numpy arrays (N, H, W, C) as decoded from image files.
+produces. :func:`swd` also takes uint8 numpy arrays (N, H, W, C) as decoded from image files,
+and uint8 tensors (N, C, H, W) as reference sets are kept.
+
+Memory: :func:`psnr`, :func:`ssim` and :func:`swd` work through their batches a chunk of
+images (``_CHUNK_VALUES`` pixel values) at a time, so what they allocate beyond their inputs
+and results (SWD's patch descriptors among them) does not grow with the number of images,
+however many a caller passes at once.
 """
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genart.data.transforms import decode, resize_crop, to_float
 from genart.images import to_uint8
+
+# --------------------------------------------------------------------------------------------
+# Chunking: the image metrics process a batch a few images at a time
+
+# Pixel values (images x channels x height x width) one chunk holds. SSIM's float64
+# intermediates are about a dozen chunk-sized tensors and SWD's float32 pyramid about as many,
+# so one chunk stays within tens of MB whatever the batch a caller passes.
+_CHUNK_VALUES = 2**18
+
+
+def _rows_per_chunk(values_per_image: int) -> int:
+    """How many images of ``values_per_image`` pixel values one chunk holds (at least one)."""
+    return max(1, _CHUNK_VALUES // max(1, values_per_image))
+
 
 # --------------------------------------------------------------------------------------------
 # Sliced Wasserstein distance (Karras et al. 2018)
@@ -72,31 +89,81 @@ def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return bands + [gaussians[-1]]
 
 
-def _patch_descriptors(
-    level: torch.Tensor, patches_per_image: int, patch_size: int, gen: torch.Generator
-) -> torch.Tensor:
-    """Random ``patch_size``^2 neighbourhoods of every image, normalised: (N*P, C*k*k).
-
-    Each image contributes ``patches_per_image`` patches at uniformly random centres lying fully
-    inside the image. The whole set is then normalised per colour channel (mean 0, std 1 over
-    all patches and pixels), as the original's ``finalize_descriptors``: SWD compares the shape
-    of the patch distributions, not their per-channel brightness or contrast.
-    """
-    n, c, h, w = level.shape
+def _patch_positions(
+    count: int, height: int, width: int, patch_size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly random centres (rows y, columns x), each (count, 1, 1, 1), of ``patch_size``^2
+    patches lying fully inside a ``height`` x ``width`` image; rows are drawn before columns."""
     half = patch_size // 2
-    count = n * patches_per_image
-    y = torch.randint(half, h - half, (count, 1, 1, 1), generator=gen)
-    x = torch.randint(half, w - half, (count, 1, 1, 1), generator=gen)
-    image = torch.arange(count).div(patches_per_image, rounding_mode="floor").view(-1, 1, 1, 1)
+    y = torch.randint(half, height - half, (count, 1, 1, 1), generator=gen)
+    x = torch.randint(half, width - half, (count, 1, 1, 1), generator=gen)
+    return y, x
+
+
+def _gather_patches(
+    level: torch.Tensor, y: torch.Tensor, x: torch.Tensor, patches_per_image: int, patch_size: int
+) -> torch.Tensor:
+    """The patches of ``level`` (N, C, H, W) centred at ``y``, ``x``: (N*P, C, k, k).
+
+    Patch ``i`` is taken from image ``i // patches_per_image``.
+    """
+    _, c, h, w = level.shape
+    half = patch_size // 2
+    image = torch.arange(len(y)).div(patches_per_image, rounding_mode="floor").view(-1, 1, 1, 1)
     channel = torch.arange(c).view(1, -1, 1, 1)
     offsets = torch.arange(-half, half + 1)
     # Flat indices into the contiguous (N, C, H, W) level: one gather, (count, C, k, k).
     rows = (image * c + channel) * h + y + offsets.view(1, 1, -1, 1)
-    desc = level.contiguous().view(-1)[rows * w + x + offsets.view(1, 1, 1, -1)]
-    desc = desc - desc.mean(dim=(0, 2, 3), keepdim=True)
+    return level.contiguous().view(-1)[rows * w + x + offsets.view(1, 1, 1, -1)]
+
+
+def _normalise_descriptors(desc: torch.Tensor) -> torch.Tensor:
+    """Patches (count, C, k, k) normalised per colour channel over the whole set: (count, C*k*k).
+
+    Mean 0 and std 1 over all patches and pixels, as the original's ``finalize_descriptors``:
+    SWD compares the shape of the patch distributions, not their per-channel brightness or
+    contrast. Normalises ``desc`` in place: it is the largest tensor SWD keeps, and a copy
+    would double it.
+    """
+    desc.sub_(desc.mean(dim=(0, 2, 3), keepdim=True))
     # The clamp only matters for a constant channel (std 0), which the original turns into NaN.
-    desc = desc / desc.std(dim=(0, 2, 3), correction=0, keepdim=True).clamp_min(1e-8)
-    return desc.reshape(count, -1)
+    desc.div_(desc.std(dim=(0, 2, 3), correction=0, keepdim=True).clamp_min(1e-8))
+    return desc.reshape(len(desc), -1)
+
+
+def _set_descriptors(
+    images: np.ndarray | torch.Tensor,
+    levels: int,
+    patches_per_image: int,
+    patch_size: int,
+    gen: torch.Generator,
+) -> list[torch.Tensor]:
+    """Normalised patch descriptors of every Laplacian-pyramid level of one image set.
+
+    Each image contributes ``patches_per_image`` patches per level at uniformly random centres
+    lying fully inside the level. The pyramid is built a chunk of images at a time (see
+    :func:`_rows_per_chunk`) and only the patches are kept, so memory beyond the descriptors
+    does not grow with the number of images. All of a level's positions are drawn before any
+    pyramid is built, in the order of the original's one-batch computation (per level: rows,
+    then columns), so the chunking changes no random draw and no result.
+    """
+    n, height, width, channels = _nhwc_shape(images)
+    rows = _rows_per_chunk(height * width * channels)
+    count = n * patches_per_image
+    positions, descriptors = [], []
+    for _ in range(levels):
+        positions.append(_patch_positions(count, height, width, patch_size, gen))
+        descriptors.append(torch.empty(count, channels, patch_size, patch_size))
+        height, width = (height + 1) // 2, (width + 1) // 2  # what pyr_down's [::2] leaves
+    for start in range(0, n, rows):
+        batch = torch.from_numpy(_as_uint8_nhwc(images[start : start + rows]))
+        pyramid = laplacian_pyramid(batch.permute(0, 3, 1, 2).float(), levels)
+        first, last = start * patches_per_image, (start + len(batch)) * patches_per_image
+        for level, (y, x), desc in zip(pyramid, positions, descriptors):
+            desc[first:last] = _gather_patches(
+                level, y[first:last], x[first:last], patches_per_image, patch_size
+            )
+    return [_normalise_descriptors(desc) for desc in descriptors]
 
 
 def _sliced_wasserstein(
@@ -121,14 +188,26 @@ def _sliced_wasserstein(
 
 
 def _as_uint8_nhwc(images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """uint8 (N, H, W, C) from either accepted image convention (floats are rounded, clipped)."""
+    """uint8 (N, H, W, C) from any accepted image convention (floats are rounded, clipped)."""
     if isinstance(images, torch.Tensor):
+        if images.dtype == torch.uint8:
+            return images.movedim(1, -1).cpu().numpy()
         return to_uint8(images)
+    return images
+
+
+def _nhwc_shape(images: np.ndarray | torch.Tensor) -> tuple[int, int, int, int]:
+    """(N, H, W, C) of a set of images in any accepted convention; raises for anything else."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4:
+            raise ValueError(f"image tensors must be (N, C, H, W), got {tuple(images.shape)}")
+        n, c, h, w = images.shape
+        return n, h, w, c
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
             f"numpy images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}"
         )
-    return images
+    return images.shape
 
 
 def swd_resolutions(height: int, min_resolution: int = 16) -> list[int]:
@@ -153,21 +232,24 @@ def swd(
 ) -> dict[str, float]:
     """Sliced Wasserstein distance x 10^3 per Laplacian-pyramid level and on average.
 
-    ``real`` and ``fake`` are equally many, equally sized images: uint8 numpy (N, H, W, C) or
-    float tensors (N, C, H, W) in [-1, 1]. Float images are first quantised to uint8, as the
-    original did with generated images, so both conventions give identical results. Pixel
-    values are on the 0..255 scale, 1 or 3 channels.
+    ``real`` and ``fake`` are equally many, equally sized images: uint8 numpy (N, H, W, C),
+    uint8 tensors (N, C, H, W) or float tensors (N, C, H, W) in [-1, 1]. Float images are first
+    quantised to uint8, as the original did with generated images, so all conventions give
+    identical results. Pixel values are on the 0..255 scale, 1 or 3 channels.
 
     Returns ``{"swd_<res>": ..., "swd": average}`` with one entry per level, finest first
     (e.g. swd_64, swd_32, swd_16 for 64x64 images). Defaults are the paper's: 7x7 patches,
     128 per image per level, levels down to 16x16, 4 repeats of 128 random directions.
     Patch positions and directions come from ``seed``, so results are reproducible; they also
     differ between the two sets, so identical sets give a small positive value, not 0.
+
+    The pyramids are built a chunk of images at a time; what is kept are the patch descriptors
+    (``patches_per_image`` x C x 7 x 7 floats per image and level), which the distance needs.
     """
-    real_u8, fake_u8 = _as_uint8_nhwc(real), _as_uint8_nhwc(fake)
-    if real_u8.shape != fake_u8.shape:
-        raise ValueError(f"swd needs equal shapes, got {real_u8.shape} and {fake_u8.shape}")
-    _, height, width, _ = real_u8.shape
+    shape = _nhwc_shape(real)
+    if shape != _nhwc_shape(fake):
+        raise ValueError(f"swd needs equal shapes, got {shape} and {_nhwc_shape(fake)}")
+    _, height, width, _ = shape
     resolutions = swd_resolutions(height, min_resolution)
     scale = 2 ** (len(resolutions) - 1)
     if not resolutions or height % scale or width % scale:
@@ -176,13 +258,10 @@ def swd(
             f"got {height}x{width}"
         )
     gen = torch.Generator().manual_seed(seed)
-    descriptors = []
-    for images in (real_u8, fake_u8):
-        batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        pyramid = laplacian_pyramid(batch, len(resolutions))
-        descriptors.append(
-            [_patch_descriptors(lv, patches_per_image, patch_size, gen) for lv in pyramid]
-        )
+    descriptors = [
+        _set_descriptors(images, len(resolutions), patches_per_image, patch_size, gen)
+        for images in (real, fake)
+    ]
     result = {
         f"swd_{res}": 1e3 * _sliced_wasserstein(a, b, dir_repeats, dirs_per_repeat, gen)
         for res, a, b in zip(resolutions, *descriptors)
@@ -199,9 +278,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     """Peak signal-to-noise ratio per image, 10 log10(range^2 / MSE), in dB: shape (B,).
 
     ``data_range`` is max - min of the pixel scale: 2 for [-1, 1], 255 for uint8 values.
-    Identical images give +inf.
+    Identical images give +inf. The float64 differences are formed a chunk of images at a time.
     """
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(dim=1)
+    a, b = torch.broadcast_tensors(a, b)
+    rows = _rows_per_chunk(math.prod(a.shape[1:]))
+    mse = torch.cat(
+        [
+            (x.double() - y.double()).pow_(2).flatten(1).mean(dim=1)
+            for x, y in zip(a.split(rows), b.split(rows))
+        ]
+    )
     return (10 * torch.log10(data_range**2 / mse)).to(_score_dtype(a))
 
 
@@ -215,6 +301,36 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     window = torch.exp(-(x**2) / (2 * sigma**2))
     return window / window.sum()
+
+
+def _filter_valid(images: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Separable "valid" filtering of (..., H, W) by ``taps`` along rows, then along columns.
+
+    The weighted sums of shifted slices equal a 2-D convolution with ``outer(taps, taps)`` up
+    to rounding, at 2k instead of k^2 multiply-adds per pixel. They also avoid convolution's
+    CPU path for float64, which unfolds every k x k neighbourhood into a buffer k^2 times the
+    size of its input.
+    """
+    k = len(taps)
+    height, width = images.shape[-2:]
+    rows = images[..., : height - k + 1, :] * taps[0]
+    for i in range(1, k):
+        rows.add_(images[..., i : i + height - k + 1, :], alpha=taps[i])
+    out = rows[..., : width - k + 1] * taps[0]
+    for i in range(1, k):
+        out.add_(rows[..., i : i + width - k + 1], alpha=taps[i])
+    return out
+
+
+def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, taps: list[float], c1: float, c2: float):
+    """Mean SSIM per image of two float64 chunks (B, C, H, W): shape (B,)."""
+    mu_x, mu_y = _filter_valid(x, taps), _filter_valid(y, taps)
+    var_x = _filter_valid(x * x, taps).sub_(mu_x * mu_x)
+    var_y = _filter_valid(y * y, taps).sub_(mu_y * mu_y)
+    cov_xy = _filter_valid(x * y, taps).sub_(mu_x * mu_y)
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
+    denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    return numerator.div_(denominator).flatten(1).mean(dim=1)
 
 
 def ssim(
@@ -233,25 +349,38 @@ def ssim(
     covariances; only windows fully inside the image count ("valid"), and the SSIM map is
     averaged over positions and channels. This matches skimage's ``structural_similarity``
     with ``gaussian_weights=True, use_sample_covariance=False, data_range=...``.
-    Computed in float64, since sigma^2 = E[x^2] - E[x]^2 cancels badly in float32.
+    Computed in float64, since sigma^2 = E[x^2] - E[x]^2 cancels badly in float32, a chunk of
+    images at a time, so memory does not grow with the batch.
     """
     if a.shape != b.shape or a.dim() != 4:
         raise ValueError(f"ssim needs two equal (B, C, H, W) batches, got {a.shape}, {b.shape}")
     if min(a.shape[-2:]) < window_size:
         raise ValueError(f"ssim needs images of at least {window_size}x{window_size}")
-    x, y = a.double(), b.double()
-    channels = x.shape[1]
-    window = _gaussian_window(window_size, sigma).to(x.device)
-    kernel = torch.outer(window, window).expand(5 * channels, 1, window_size, window_size)
-    # One grouped convolution gives all five local moments: E[x], E[y], E[x^2], E[y^2], E[xy].
-    moments = F.conv2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), kernel, groups=5 * channels)
-    mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
-    var_x, var_y, cov_xy = e_xx - mu_x**2, e_yy - mu_y**2, e_xy - mu_x * mu_y
+    taps = _gaussian_window(window_size, sigma).tolist()
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
-    return ssim_map.flatten(1).mean(dim=1).to(_score_dtype(a))
+    rows = _rows_per_chunk(math.prod(a.shape[1:]))
+    scores = [
+        _ssim_chunk(x.double(), y.double(), taps, c1, c2)
+        for x, y in zip(a.split(rows), b.split(rows))
+    ]
+    return torch.cat(scores).to(_score_dtype(a))
+
+
+def mean_quality(pairs) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM over ``(output, target)`` batches of (B, C, H, W) in [-1, 1].
+
+    Takes an iterable of chunks (a generator that translates one chunk at a time): only one
+    chunk's images and SSIM intermediates are in memory at once, however many images there are.
+    """
+    totals, count = {"psnr": 0.0, "ssim": 0.0}, 0
+    for output, target in pairs:
+        output, target = output.float().cpu(), target.float().cpu()
+        totals["psnr"] += psnr(output, target).double().sum().item()
+        totals["ssim"] += ssim(output, target).double().sum().item()
+        count += len(output)
+    if not count:
+        raise ValueError("mean_quality needs at least one image pair")
+    return {name: total / count for name, total in totals.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,26 +427,3 @@ def frechet_distance(
 
 # --------------------------------------------------------------------------------------------
 # Image folders
-
-
-def load_folder(
-    directory: str | Path,
-    n: int | None = None,
-    size: int = 64,
-    channels: int = 3,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Images under ``directory`` (recursively) as (N, C, size, size) floats in [-1, 1].
-
-    Decoded, scaled (shorter side) and centre-cropped by the training pipeline's own
-    transforms, so real images are compared exactly as the models saw them. With more than
-    ``n`` files, a seeded random subset is taken, not the first ``n`` in name order: folders
-    are often sorted by class, and a prefix would miss classes.
-    """
-    from genart.images import find_images
-
-    paths = find_images(directory)
-    if n is not None and n < len(paths):
-        paths = sorted(random.Random(seed).sample(paths, n))
-    images = [resize_crop(decode(path.read_bytes(), channels), size) for path in paths]
-    return torch.from_numpy(to_float(np.stack(images)))

@@ -3,8 +3,8 @@
 ``torch.optim.LBFGS`` computes each direction with the two-loop recursion: four small kernels
 per stored pair and two loops, and it passes 0-dim tensors as ``alpha``, so every pair also
 waits for the device. With its default history of 100 that is ~800 launches and ~200 host
-synchronisations per iteration, which on a GPU cost more than a Gatys loss evaluation (measured
-on an H100: 15-25 ms per evaluation, against ~5 ms for the VGG passes).
+synchronisations per iteration, which on a GPU cost more than the Gatys loss evaluation itself
+(docs/benchmarks.md has the figures).
 
 This module runs the same algorithm as torch's (no line search: a fixed step ``lr``, the first
 one scaled by ``1 / |g|_1``; pairs with ``y.s <= 1e-10`` skipped; H0 = ``y.s / y.y`` of the

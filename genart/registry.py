@@ -1,10 +1,19 @@
-"""The one contract between models and the engine.
+"""The one contract between model families and the rest of genart.
 
-A model is a module in ``genart/models`` that calls :func:`register` with a :class:`ModelSpec`:
-single-device ``nn.Module``s, their optimizers, and a pure ``train_step``. The Ray Train loop,
-checkpointing, Tune and Serve only ever talk to models through this spec.
+Every family is a module in ``genart/models`` that calls :func:`register` with a spec; the
+engine (Ray Train loop, checkpoints, Tune, Serve, the CLI) only talks to it through that spec
+and the family's inference pipeline (``genart/pipelines``). There are two kinds:
 
-``train_step(nets, opts, batch, cfg, ctx) -> metrics`` is pure in the sense that matters: it
+* :class:`TrainedSpec` (DCGAN, fast style, Pix2Pix, CycleGAN): single-device ``nn.Module``\\ s,
+  their optimizers and a pure ``train_step``, trained by the one Ray Train loop and exported
+  for serving.
+* :class:`OptimisationSpec` (Gatys, Deep Dream): nothing is trained; each result is an
+  optimisation of one image against a frozen loss network, run by the family's pipeline.
+
+Hook signatures follow one rule: the objects acted on first (nets, optimizers), then the
+family's hyper-parameters (``params``, an instance of ``spec.config``), then the rest.
+
+``train_step(nets, opts, batch, params, ctx) -> metrics`` is pure in the sense that matters: it
 knows nothing of Ray, devices, logging or checkpoints. It receives tensors already on the right
 device, updates the nets through ``ctx.update(opt, loss)`` (which owns gradient scaling for mixed
 precision), keeps any model state that must survive a resume in ``ctx.state``, and returns
@@ -17,14 +26,22 @@ import contextlib
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
+from genart.errors import ConfigError
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from genart.config import Config, DataConfig
+
 Nets = dict[str, nn.Module]
 Optimizers = dict[str, torch.optim.Optimizer]
 Metrics = dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -78,40 +95,101 @@ def frozen(net: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything the engine needs to train, checkpoint, tune and serve one model."""
+@contextlib.contextmanager
+def evaluating(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` unwrapped, in eval mode and without autograd; its training flag is restored after
+    (the loop samples and scores mid-run)."""
+    module = unwrap(net)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
+
+
+# --- hook types (objects acted on, then params, then the rest) ---------------------------------
+
+Build = Callable[[Any, "DataConfig"], Nets]  # (params, data) -> {"G": ..., "D": ...}, initialised
+MakeOptimizers = Callable[[Nets, Any], Optimizers]  # (unwrapped nets, params)
+TrainStep = Callable[[Nets, Optimizers, Batch, Any, StepContext], Metrics]
+MakeDataset = Callable[["Config"], "ray.data.Dataset"]  # the training split, streamed
+# (config) -> reference rows scored by ``evaluate`` (a held-out split) and its name, or None:
+# then the loop keeps the first ``train.eval_samples`` training rows instead.
+HeldOut = Callable[["Config", int], "tuple[Batch, str] | None"]
+# (params, first batch, n, generator) -> fixed inputs of every sample grid of a run
+SampleInputs = Callable[[Any, Batch, int, torch.Generator], Any]
+Sample = Callable[[Nets, Any, Any], torch.Tensor]  # (nets, params, fixed) -> images in [-1, 1]
+Evaluate = Callable[[Nets, Any, Batch], dict[str, float]]  # (nets, params, reference) -> scores
+MakeSchedulers = Callable[[Optimizers, Any, int], dict[str, Any]]  # (opts, params, total steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FamilySpec:
+    """What every family declares: its name, typed hyper-parameters, score and pipeline."""
 
     name: str
-    config: type  # dataclass of the model's hyper-parameters (YAML section named after the model)
-    build: Callable[[Any, Any], Nets]  # (params, DataConfig) -> {"G": ..., "D": ...}
-    optimizers: Callable[[Nets, Any], Optimizers]  # (unwrapped nets, params) -> {"G": opt, ...}
-    train_step: Callable[[Nets, Optimizers, Any, Any, StepContext], Metrics]
-    data: str  # "images" | "paired" | "unpaired" | "content"
-    # (params, first_batch, n, generator) -> fixed inputs for sample grids: a noise batch for
-    # DCGAN, the first n source images for translation models. Computed once, kept for the run.
-    sample_inputs: Callable[..., Any] | None = None
-    # (unwrapped nets, params, fixed inputs) -> images in [-1, 1] (B, C, H, W) for a sample grid
-    sample: Callable[..., torch.Tensor] | None = None
-    # (unwrapped nets, params, reference batch dict on the nets' device) -> final quality metrics
-    evaluate: Callable[..., dict[str, float]] | None = None
-    # (opts, params, total_steps) -> {"G": scheduler, ...}; stepped once per train step
-    schedulers: Callable[..., dict[str, Any]] | None = None
-    export: tuple[str, ...] = ("G",)  # the networks Serve loads
+    config: type  # dataclass of the family's hyper-parameters (YAML section named after it)
+    metric: str  # the quality score Tune optimises by default
+    mode: Literal["min", "max"]
+    # "module:Class" of the family's inference pipeline (genart/pipelines): a string, so that
+    # model modules never import the layer that calls them.
+    pipeline: str
+
+    @property
+    def trained(self) -> bool:
+        return isinstance(self, TrainedSpec)
+
+    def pipeline_class(self) -> type:
+        """The family's pipeline class (imported on first use)."""
+        module, _, name = self.pipeline.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainedSpec(FamilySpec):
+    """Everything the engine needs to train, checkpoint, tune and export one trained family."""
+
+    build: Build
+    optimizers: MakeOptimizers
+    train_step: TrainStep
+    dataset: MakeDataset
+    held_out: HeldOut | None = None
+    sample_inputs: SampleInputs | None = None  # computed once, kept in every checkpoint
+    sample: Sample | None = None
+    evaluate: Evaluate | None = None
+    schedulers: MakeSchedulers | None = None  # stepped once per train step
+    export: tuple[str, ...] = ("G",)  # the networks an export holds (what pipelines load)
     # params -> whether train_step may be recorded as a CUDA graph: fixed shapes, no host
     # syncs, no host-side random decisions, the same Python branch on every step.
     graph_safe: Callable[[Any], bool] = lambda params: False
-    metric: str = "swd"  # quality metric Tune optimises by default
-    mode: str = "min"
+    # params -> whether batch norm should use statistics over all GPU workers (SyncBatchNorm)
+    sync_bn: Callable[[Any], bool] = lambda params: False
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+@dataclass(frozen=True, kw_only=True)
+class OptimisationSpec(FamilySpec):
+    """A family whose every result is an optimisation of one image (no training run).
+
+    ``inputs`` names the images a run takes, in order (``("content", "styles")``: one content
+    image and one or more styles; ``("image",)``). ``iterations`` is the params field that
+    counts loss-network evaluations per scale (what a Tune budget counts).
+    """
+
+    inputs: tuple[str, ...]
+    iterations: str = "iterations"
+
+
+Spec = TrainedSpec | OptimisationSpec
+
+_REGISTRY: dict[str, Spec] = {}
 # Model modules register on import; listed here so `get` can import them on demand.
-_MODULES = ("dcgan", "pix2pix", "cyclegan", "fast_style")
+_MODULES = ("dcgan", "pix2pix", "cyclegan", "fast_style", "gatys", "deepdream")
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry (called at import time by each ``genart.models`` module)."""
+def register(spec: Spec) -> Spec:
+    """Add a family to the registry (called at import time by each ``genart.models`` module)."""
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -121,17 +199,26 @@ def _load_all() -> None:
         importlib.import_module(f"genart.models.{module}")
 
 
-def names() -> list[str]:
-    """Names of all registered models."""
+def names(kind: type | None = None) -> list[str]:
+    """Names of all registered families, or of those whose spec is a ``kind``."""
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or isinstance(s, kind))
 
 
-def get(name: str) -> ModelSpec:
+def get(name: str) -> Spec:
     """The spec registered under ``name``; the error lists the valid names."""
     _load_all()
     if name not in _REGISTRY:
-        from genart.config import ConfigError
-
         raise ConfigError(f"unknown model '{name}'; registered models: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def trained(name: str) -> TrainedSpec:
+    """The spec of a trained family; a ConfigError for an optimisation family or unknown name."""
+    spec = get(name)
+    if not isinstance(spec, TrainedSpec):
+        raise ConfigError(
+            f"'{name}' optimises each image and trains nothing; trained models: "
+            f"{names(TrainedSpec)}"
+        )
+    return spec

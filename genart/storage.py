@@ -176,6 +176,29 @@ def list_files(uri: str) -> list[str]:
     return sorted(i.path.removeprefix(root) for i in infos if i.type == pafs.FileType.File)
 
 
+def read_bytes(uri: str) -> bytes:
+    """The whole content of one file, local or remote (FileNotFoundError names it if absent)."""
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        # pyarrow reports a missing object as a generic OSError; say which file it was.
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{uri} does not exist") from err
+        raise
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one file, local or remote, creating its folder."""
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
 def upload_dir(local: str | Path, uri: str) -> None:
     """Copy a local folder's contents to ``uri`` (no-op when ``uri`` is that same folder)."""
     if not is_remote(uri) and Path(absolute(uri)) == Path(local).resolve():

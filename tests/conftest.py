@@ -4,7 +4,7 @@ import os
 
 from genart.serve.ray_settings import use_local_haproxy
 
-# Before anything imports ray (see ../shared/ray-notes.md).
+# Before anything imports ray: Ray reads these once, when it starts.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Worker groups start in ~4 s on an idle 2-core machine; under heavy load they have taken over
@@ -24,7 +24,7 @@ def ray_local():
     """One local Ray instance shared by every Ray test (start-up costs ~7 s, so start it once).
 
     4 logical CPUs on a 2-core machine: Ray Data needs CPUs beside the Train workers, or a lazy
-    dataset fed to a trainer whose workers take every CPU hangs (ray-notes.md).
+    dataset fed to a trainer whose workers take every CPU hangs.
     """
     import ray
 

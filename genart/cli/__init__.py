@@ -13,6 +13,7 @@ import sys
 
 import yaml
 
+from genart import console
 from genart.config import InputError
 
 # What the user can fix (a bad value or file, a malformed recipe or search space): reported on one
@@ -35,6 +36,12 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered sub-command."""
     parser = argparse.ArgumentParser(prog="genart", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=f"print Ray's own output too, not only genart's (also {console.VERBOSE_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"genart.cli.{name}").register(sub)
@@ -44,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genart`` console script."""
     args = build_parser().parse_args(argv)
+    console.configure(args.verbose)  # before anything imports Ray
     try:
         return args.func(args) or 0
     except USER_ERRORS as err:

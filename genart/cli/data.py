@@ -8,7 +8,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-KINDS_HELP = "digits, shapes, pairs, unpaired, styles"  # checked against KINDS by a unit test
+# Checked against synthetic.KINDS by a unit test (importing it here would load numpy and PIL).
+KINDS_HELP = "digits, shapes, pairs, unpaired, styles, modes"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

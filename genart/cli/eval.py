@@ -60,12 +60,12 @@ def _add_swd(verbs) -> None:
 
 
 def _run_swd(args) -> int:
-    from genart import metrics
+    from genart import images, metrics
     from genart.images import find_images
 
     n = min(args.n, *(len(find_images(d)) for d in (args.real_dir, args.fake_dir)))
-    real = metrics.load_folder(args.real_dir, n, args.size, seed=args.seed)
-    fake = metrics.load_folder(args.fake_dir, n, args.size, seed=args.seed)
+    real = images.load_folder(args.real_dir, n, args.size, seed=args.seed)
+    fake = images.load_folder(args.fake_dir, n, args.size, seed=args.seed)
     result = metrics.swd(real, fake, seed=args.seed)
     return _report(args, result, n=n, size=args.size, real=args.real_dir, fake=args.fake_dir)
 
@@ -87,10 +87,10 @@ def _add_digits(verbs) -> None:
 
 
 def _run_digits(args) -> int:
-    from genart import digits, metrics
+    from genart import digits, images
 
-    images = metrics.load_folder(args.dir, args.n, size=digits.SIZE, channels=1)
-    result = digits.digit_scores(images)
+    generated = images.load_folder(args.dir, args.n, size=digits.SIZE, channels=1)
+    result = digits.digit_scores(generated)
     return _report(args, result, dir=args.dir)
 
 

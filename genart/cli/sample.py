@@ -31,13 +31,15 @@ def _common(p) -> None:
     p.add_argument("--out", required=True, help="output PNG")
 
 
-def _generator(run: str):
-    from genart.train.checkpoint import load_exported
+def _pipeline(run: str):
+    from genart import pipelines
+    from genart.errors import InputError
+    from genart.pipelines.latent import LatentPipeline
 
-    nets, cfg = load_exported(run)
-    if "G" not in nets or not hasattr(cfg.params, "latent_dim"):
-        raise SystemExit(f"genart: {run} is a '{cfg.model}' model; these verbs need a latent GAN")
-    return nets["G"], cfg.params.latent_dim
+    pipe = pipelines.load(run, device="cpu")
+    if not isinstance(pipe, LatentPipeline):
+        raise InputError(f"{run} is a '{pipe.cfg.model}' model; these verbs need a latent GAN")
+    return pipe
 
 
 def _save(images, out: str, nrow: int | None = None) -> int:
@@ -48,43 +50,31 @@ def _save(images, out: str, nrow: int | None = None) -> int:
 
 
 def sample(args) -> int:
-    from genart.models import dcgan
-
-    G, dim = _generator(args.run)
-    z = dcgan.latents(list(range(args.seed, args.seed + args.n)), dim)
-    return _save(dcgan.generate(G, z), args.out)
+    pipe = _pipeline(args.run)
+    return _save(pipe(pipe.sample_latents(range(args.seed, args.seed + args.n))), args.out)
 
 
 def interpolate(args) -> int:
-    import torch
-
-    from genart.models import dcgan
+    from genart.errors import InputError
 
     if len(args.seeds) < 2:
-        raise SystemExit("genart: --seeds needs at least two seeds")
-    G, dim = _generator(args.run)
-    ends = dcgan.latents(args.seeds, dim)
-    rows = [dcgan.interpolate(a, b, args.steps, args.mode) for a, b in zip(ends, ends[1:])]
-    return _save(dcgan.generate(G, torch.cat(rows)), args.out, nrow=args.steps)
+        raise InputError("--seeds needs at least two seeds")
+    pipe = _pipeline(args.run)
+    walk = pipe.walk_latents(args.seeds, args.steps, args.mode)
+    return _save(pipe(walk), args.out, nrow=args.steps)
 
 
 def arithmetic(args) -> int:
     """Rows: the A images, B images, C images; then their means and the result."""
-    import torch
+    import numpy as np
 
-    from genart.models import dcgan
-
-    G, dim = _generator(args.run)
-    groups = [dcgan.latents([int(s) for s in getattr(args, g).split(",")], dim) for g in "abc"]
+    pipe = _pipeline(args.run)
+    groups = [[int(s) for s in getattr(args, g).split(",")] for g in "abc"]
     width = max(4, *(len(g) for g in groups))  # the last row holds 4 images
-    means = torch.stack([g.mean(0) for g in groups])
-    result = dcgan.arithmetic(*groups).unsqueeze(0)
-    blank = torch.full((1, *dcgan.generate(G, result).shape[1:]), -1.0)
+    rows = [pipe(pipe.sample_latents(seeds)) for seeds in groups]
+    rows.append(pipe(pipe.arithmetic_latents(*groups)))
+    blank = np.zeros_like(rows[0][0])  # black cells pad the shorter rows
 
-    def row(images):
-        return torch.cat([images, blank.expand(width - len(images), -1, -1, -1)])
-
-    rows = [row(dcgan.generate(G, g)) for g in groups]
-    rows.append(row(dcgan.generate(G, torch.cat([means, result]))))
+    cells = [image for row in rows for image in row + [blank] * (width - len(row))]
     print("last row: mean(A), mean(B), mean(C), mean(A) - mean(B) + mean(C)")
-    return _save(torch.cat(rows), args.out, nrow=width)
+    return _save(cells, args.out, nrow=width)

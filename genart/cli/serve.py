@@ -3,7 +3,8 @@
 Without ``--config`` it serves the embedded default: the demo exports under ``--demo-dir``
 (created on first use, see ``genart.serve.demo``) on 127.0.0.1:8000. With ``--config FILE`` it
 deploys a Serve config file such as serve_config.yaml, deployment options included, as
-``serve run FILE`` would. It joins a running Ray cluster if there is one, else starts a local one.
+``serve run FILE`` would. It joins the cluster RAY_ADDRESS names or one ``ray start`` runs on
+this machine, else starts a private local Ray that ends with it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-IMPORT_PATH = "genart.serve.app:build_app"
+IMPORT_PATH = "genart.serve.builder:build_app"
 DEFAULT_DEMO_DIR = "runs/serve-demo"
 
 
@@ -96,13 +97,14 @@ def _schemas(annotation) -> list:
 
 
 def absolute_paths(args: dict) -> dict:
-    """The app's args with relative local model paths made absolute (from the current directory).
+    """The app's args with relative local paths (models, the Gatys jobs folder) made absolute,
+    from the current directory.
 
     Replicas resolve relative paths against the directory Ray was started in, which need not be
     this one; a missing path is an error here, with what to do about it.
     """
     from genart import storage
-    from genart.serve.app import AppSettings
+    from genart.serve.settings import AppSettings
 
     settings = AppSettings.model_validate(args)
 
@@ -120,24 +122,37 @@ def absolute_paths(args: dict) -> dict:
     settings.dcgan = resolve(settings.dcgan) if settings.dcgan else None
     settings.styles = {name: resolve(p) for name, p in settings.styles.items()}
     settings.translators = {name: resolve(p) for name, p in settings.translators.items()}
+    if settings.gatys and settings.gatys.jobs_dir:  # created by the job store if missing
+        settings.gatys.jobs_dir = storage.absolute(settings.gatys.jobs_dir)
     return settings.model_dump()
 
 
 def connect() -> None:
-    """Join a running Ray cluster (RAY_ADDRESS or a local `ray start`), else start a local one
-    with genart's serving settings (``genart.serve.ray_settings``)."""
+    """Join the cluster RAY_ADDRESS names, else one ``ray start`` runs on this machine, else
+    start a private local Ray with genart's serving settings (``genart.serve.ray_settings``);
+    then start genart's console (:mod:`genart.console`).
+
+    Never ``address="auto"``: that joins any Ray it finds on the machine, another genart
+    command's private one included, and the app would die with that command.
+    """
     import ray
 
+    from genart import console
+    from genart.compat.isolation import enable_token_auth, private_temp_dir, recorded_cluster
     from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
 
     if ray.is_initialized():
         return
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
-    except ConnectionError:
-        path = "HAProxy" if use_local_haproxy() else "Ray's Python proxy"
-        ray.init(_system_config=RAY_SYSTEM_CONFIG)
-        print(f"started a local Ray; HTTP enters Serve through {path} (README, Serving)")
+    address = os.environ.get("RAY_ADDRESS") or recorded_cluster()
+    if address:
+        console.start(ray.init(address=address, **console.ray_init_args()), relay=False)
+        return
+    path = "HAProxy" if use_local_haproxy() else "Ray's Python proxy"
+    enable_token_auth()
+    context = ray.init(address="local", _system_config=RAY_SYSTEM_CONFIG,
+                       _temp_dir=private_temp_dir(), **console.ray_init_args())  # fmt: skip
+    print(f"started a private local Ray; HTTP enters Serve through {path} (docs/serving.md)")
+    console.start(context, relay=False)  # no worker of genart serve prints progress
 
 
 def deploy(schema) -> list[str]:
@@ -148,7 +163,8 @@ def deploy(schema) -> list[str]:
     """
     from ray import serve
 
-    from genart.serve.app import TOKEN_ENV, build
+    from genart.serve.builder import build
+    from genart.serve.settings import TOKEN_ENV
 
     serve.start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
     token = os.environ.get(TOKEN_ENV) or None
@@ -216,7 +232,10 @@ def serve_command(args) -> int:
         from genart.serve import demo
 
         demo.prepare(args.demo_dir)
-        print(f"demo exports ready in {args.demo_dir}; now: serve run serve_config.yaml")
+        # serve_config.yaml names the exports of the default folder; others need --demo-dir.
+        then = ("genart serve --config serve_config.yaml" if args.demo_dir == DEFAULT_DEMO_DIR
+                else f"genart serve --demo-dir {args.demo_dir}")  # fmt: skip
+        print(f"demo exports ready in {args.demo_dir}; now: {then}")
         return 0
     from ray.serve.schema import ServeDeploySchema
 

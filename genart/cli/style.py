@@ -1,10 +1,14 @@
-"""``genart stylize gatys|gatys-batch|fast`` and ``genart dream``.
+"""``genart stylize gatys|gatys-batch|fast|video`` and ``genart dream``: thin callers of the
+pipelines.
 
 The hyper-parameter flags of ``stylize gatys``/``gatys-batch`` and ``dream`` map one-to-one onto
-the fields of ``GatysConfig``/``DreamConfig`` (``--style-weight 1e5``, ``--style-layers a b``)
-and are validated by ``genart.config``; a unit test keeps the tables below in step with the
-dataclasses. Results are PNGs with a JSON beside them holding the settings, the final losses and
-the loss network's description: ``--vgg-weights random`` results say so there.
+the fields of the ``gatys``/``dream`` families' configs (``--style-weight 1e5``,
+``--style-layers a b``) and are validated by ``genart.config``; a unit test keeps the tables
+below in step with the dataclasses. Results are PNGs with a JSON beside them holding the
+settings, the final losses and the loss network's description: ``--vgg-weights random`` results
+say so there. Folders (and ``s3://`` prefixes) go through the Ray Data runner
+(``genart.pipelines.runner``); single images run here. Videos always go through Ray Data
+(``genart.pipelines.video``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from genart.cli import video
 
 _MANY = "+"  # a flag taking one or more values (a tuple field)
 
@@ -59,12 +65,22 @@ DREAM_FLAGS = {
 
 def register(sub) -> None:
     """Add the ``stylize`` verbs and ``dream``."""
-    stylize = sub.add_parser("stylize", help="neural style transfer: gatys, gatys-batch, fast")
+    stylize = sub.add_parser(
+        "stylize", help="neural style transfer: gatys, gatys-batch, fast, video"
+    )
     verbs = stylize.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _register_gatys(verbs)
+    _register_fast(verbs)
+    video.register(verbs)
+    _register_dream(sub)
 
-    gatys_defaults = "hyper-parameter defaults: GatysConfig in genart/models/gatys.py"
+
+GATYS_DEFAULTS = "hyper-parameter defaults: GatysConfig in genart/models/gatys.py"
+
+
+def _register_gatys(verbs) -> None:
     p = verbs.add_parser(
-        "gatys", help="optimise one image (Gatys et al. 2016)", epilog=gatys_defaults
+        "gatys", help="optimise one image (Gatys et al. 2016)", epilog=GATYS_DEFAULTS
     )
     p.add_argument("--content", required=True, help="content image")
     p.add_argument("--style", required=True, nargs="+", help="style image(s); see --style-blend")
@@ -77,7 +93,7 @@ def register(sub) -> None:
     p.set_defaults(func=gatys)
 
     p = verbs.add_parser(
-        "gatys-batch", help="every content x style pair as Ray tasks", epilog=gatys_defaults
+        "gatys-batch", help="every content x style pair as Ray tasks", epilog=GATYS_DEFAULTS
     )
     p.add_argument("--contents", required=True, help="folder of content images")
     p.add_argument("--styles", required=True, help="folder of style images")
@@ -86,9 +102,11 @@ def register(sub) -> None:
     _add_config_flags(p, GATYS_FLAGS)
     p.set_defaults(func=gatys_batch)
 
+
+def _register_fast(verbs) -> None:
     p = verbs.add_parser("fast", help="stylise with a trained fast_style network (any size)")
     p.add_argument("--model", required=True, help="exported generator folder, checkpoint or run")
-    p.add_argument("--input", required=True, help="an image file, or a folder of images")
+    p.add_argument("--input", required=True, help="an image file, or a folder / s3:// prefix")
     p.add_argument("--output", required=True, help="output PNG (file input) or folder")
     p.add_argument("--size", type=int, default=0, help="resize long side first (0 = as is)")
     p.add_argument("--batch-size", type=int, default=4, help="images per Ray Data batch")
@@ -102,6 +120,8 @@ def register(sub) -> None:
     )
     p.set_defaults(func=fast)
 
+
+def _register_dream(sub) -> None:
     p = sub.add_parser(
         "dream",
         help="Deep Dream: amplify what VGG layers/channels see",
@@ -141,23 +161,17 @@ def _add_config_flags(p: argparse.ArgumentParser, table: dict) -> None:
         p.add_argument(flag, dest=f"cfg_{name}", nargs=nargs, metavar="V", help=text)
 
 
-def _config(args, kind: type, section: str):
-    from genart import config
+def _config(args, family: str):
+    """The family's config from the flags given (validated; the rest take their defaults)."""
+    from genart import config, registry
 
+    kind = registry.get(family).config
     given = {
         field.name: getattr(args, f"cfg_{field.name}")
         for field in dataclasses.fields(kind)
         if getattr(args, f"cfg_{field.name}") is not None
     }
-    return config.build(kind, given, section)
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return config.build(kind, given, family)
 
 
 def _warn_random(metadata: dict) -> None:
@@ -175,34 +189,39 @@ def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def _save(image, path: Path) -> None:
+    from genart.images import encode_png
+
+    path.write_bytes(encode_png(image))
+
+
 # --- stylize gatys -----------------------------------------------------------------------------
 
 
 def gatys(args) -> int:
     """Stylise one content image; write the PNG, its JSON, and optional intermediate images."""
-    from genart.images import to_pil
-    from genart.models import gatys as g
-    from genart.models.fast_style import read_image
+    from genart.images import read, to_uint8
+    from genart.pipelines.gatys import GatysPipeline
 
-    cfg = _config(args, g.GatysConfig, "gatys")
-    vgg = g.loss_network(cfg, args.vgg_weights, _device(args.device))
-    _warn_random(vgg.metadata)
-    content = read_image(args.content, args.size)
-    styles = [read_image(path, args.size) for path in args.style]
+    cfg = _config(args, "gatys")
+    pipe = GatysPipeline.from_config(cfg, args.vgg_weights, args.device)
+    _warn_random(pipe.vgg.metadata)
+    content = read(args.content, 3, args.size)
+    styles = [read(path, 3, args.size) for path in args.style]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    def progress(p: g.Progress) -> None:
-        if p.iteration == 1 or p.iteration % args.log_every == 0:
-            print(f"scale {p.scale + 1}/{cfg.scales} {p.size[0]}x{p.size[1]} "
-                  f"iter {p.iteration:4d}  {_short(p.losses)}", flush=True)  # fmt: skip
-        if args.save_every and p.iteration % args.save_every == 0:
-            frame = output.with_name(f"{output.stem}-s{p.scale}-{p.iteration:05d}.png")
-            to_pil(p.image[0]).save(frame)
+    def progress(u) -> None:
+        if u.iteration == 1 or u.iteration % args.log_every == 0:
+            print(f"scale {u.stage + 1}/{u.stages} {u.size[0]}x{u.size[1]} "
+                  f"iter {u.iteration:4d}  {_short(u.losses)}", flush=True)  # fmt: skip
+        if args.save_every and u.iteration % args.save_every == 0:
+            frame = output.with_name(f"{output.stem}-s{u.stage}-{u.iteration:05d}.png")
+            _save(to_uint8(u.image[0]), frame)
 
-    image, info = g.stylize(content, styles, cfg, vgg, progress)
-    to_pil(image).save(output)
-    info = {"content": args.content, "styles": args.style, "size": list(image.shape[-2:]), **info}
+    image, info = pipe(content, styles, progress)
+    _save(image, output)
+    info = {"content": args.content, "styles": args.style, "size": list(image.shape[:2]), **info}
     _write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} in {info['seconds']} s; final losses {_short(info['losses'])}")
     return 0
@@ -211,78 +230,61 @@ def gatys(args) -> int:
 # --- stylize gatys-batch -----------------------------------------------------------------------
 
 
-def _stylize_pair(content: bytes, style: bytes, cfg_dict: dict, size: int, weights: str):
-    """Ray task: one content x style pair -> (PNG bytes, info). Inputs arrive as file bytes, so
-    the task runs on any node of a cluster."""
-    import torch
-
-    from genart.images import png_bytes
-    from genart.models import gatys as g
-    from genart.models.fast_style import decode_image
-
-    cfg = g.GatysConfig(**cfg_dict)
-    vgg = g.loss_network(cfg, weights, "cuda" if torch.cuda.is_available() else "cpu")
-    image, info = g.stylize(decode_image(content, size), [decode_image(style, size)], cfg, vgg)
-    return png_bytes(image), info
-
-
 def gatys_batch(args) -> int:
-    """Fan every content x style pair out as a Ray task; write results and a contact sheet."""
+    """Every content x style pair through the Ray Data runner; results and a contact sheet."""
     import ray
 
-    from genart.models.gatys import GatysConfig
+    from genart.pipelines import runner
     from genart.train.launch import init_ray
 
-    cfg = _config(args, GatysConfig, "gatys")
+    cfg = _config(args, "gatys")
     contents, styles = _images_in(args.contents), _images_in(args.styles)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"name": f"{runner.stem(c)}__{runner.stem(s)}", "content": c, "styles": [s],
+         "meta": json.dumps({"content": c, "styles": [s]})}
+        for c in contents
+        for s in styles
+    ]  # fmt: skip
     init_ray()
-    # One slot per pair: a GPU each when the cluster has GPUs, else one CPU each.
-    gpus = ray.cluster_resources().get("GPU", 0) > 0
-    task = ray.remote(_stylize_pair).options(**({"num_gpus": 1} if gpus else {"num_cpus": 1}))
-    content_refs = [ray.put(path.read_bytes()) for path in contents]
-    style_refs = [ray.put(path.read_bytes()) for path in styles]
-    settings = dataclasses.asdict(cfg)
-    pending = {
-        task.remote(c_ref, s_ref, settings, args.size, args.vgg_weights): (ci, si)
-        for ci, c_ref in enumerate(content_refs)
-        for si, s_ref in enumerate(style_refs)
-    }
-    print(f"{len(pending)} pairs ({len(contents)} contents x {len(styles)} styles) on Ray")
-    results = {}
-    while pending:
-        (done,), _ = ray.wait(list(pending), num_returns=1)
-        ci, si = pending.pop(done)
-        png, info = ray.get(done)
-        name = f"{contents[ci].stem}__{styles[si].stem}"
-        (out / f"{name}.png").write_bytes(png)
-        info = {"content": str(contents[ci]), "styles": [str(styles[si])], **info}
-        _write_json(out / f"{name}.json", info)
-        results[ci, si] = png
-        print(f"[{len(results)}/{len(results) + len(pending)}] {name}  {_short(info['losses'])}")
-    _warn_random(info)
-    sheet = contact_sheet(contents, styles, results)
-    sheet.save(out / "contact_sheet.png")
-    print(f"wrote {len(results)} results and {out / 'contact_sheet.png'}")
+    # A GPU per optimisation where the cluster has GPUs, else a CPU each (one left for Ray Data).
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    slots = gpus or max(1, int(resources.get("CPU", 1)) - 1)
+    print(f"{len(rows)} pairs ({len(contents)} contents x {len(styles)} styles) on Ray")
+    source = runner.Source(family="gatys", params=dataclasses.asdict(cfg),
+                           vgg_weights=args.vgg_weights)  # fmt: skip
+    runner.run(rows, source, args.out, long_side=args.size, batch_size=1,
+               actors=min(len(rows), slots), gpus_per_actor=1 if gpus else 0)  # fmt: skip
+    _report_random(Path(args.out) / f"{rows[-1]['name']}.json")
+    sheet = contact_sheet(contents, styles, Path(args.out))
+    sheet.save(Path(args.out) / "contact_sheet.png")
+    print(f"wrote {len(rows)} results and {Path(args.out) / 'contact_sheet.png'}")
     return 0
 
 
-def _images_in(folder: str) -> list[Path]:
-    path = Path(folder)
-    if not path.is_dir():
+def _report_random(info_path: Path) -> None:
+    if info_path.is_file():
+        _warn_random(json.loads(info_path.read_text()))
+
+
+def _images_in(folder: str) -> list[str]:
+    from genart import storage
+    from genart.pipelines.runner import image_files
+
+    if not storage.is_remote(folder) and not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    from genart.images import find_images
-
-    return find_images(path, recursive=False)
+    return image_files(storage.absolute(folder))
 
 
-def contact_sheet(contents: list[Path], styles: list[Path], results: dict, cell: int = 160):
+def contact_sheet(contents: list[str], styles: list[str], results: Path, cell: int = 160):
     """A PIL grid: style images across the top, content images down the left, results inside."""
     from PIL import Image, ImageOps
 
-    def thumb(source) -> Image.Image:
-        image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+    from genart import storage
+    from genart.pipelines.runner import stem
+
+    def thumb(uri: str) -> Image.Image:
+        image = Image.open(io.BytesIO(storage.read_bytes(uri)))
         return ImageOps.pad(image.convert("RGB"), (cell, cell), color="white")
 
     sheet = Image.new("RGB", ((len(styles) + 1) * cell, (len(contents) + 1) * cell), "white")
@@ -290,105 +292,72 @@ def contact_sheet(contents: list[Path], styles: list[Path], results: dict, cell:
         sheet.paste(thumb(style), ((si + 1) * cell, 0))
     for ci, content in enumerate(contents):
         sheet.paste(thumb(content), (0, (ci + 1) * cell))
-        for si in range(len(styles)):
-            sheet.paste(thumb(results[ci, si]), ((si + 1) * cell, (ci + 1) * cell))
+        for si, style in enumerate(styles):
+            result = str(results / f"{stem(content)}__{stem(style)}.png")
+            sheet.paste(thumb(result), ((si + 1) * cell, (ci + 1) * cell))
     return sheet
 
 
-# --- stylize fast ------------------------------------------------------------------------------
+# --- stylize fast and translate: one image here, a folder through Ray Data ---------------------
 
 
-class StylizeBatch:
-    """Ray Data callable class: one fast-style network per actor, PNG bytes in and out."""
+def apply_to_images(args, model: str, call: dict, folder_output: bool, options=None) -> list:
+    """Run the export ``model`` over ``args.input`` (an image, a folder or an ``s3://``
+    prefix) into ``args.output``; returns the files written.
 
-    def __init__(self, model: str, device: str, size: int = 0, precision: str = "fp32"):
-        import torch
+    One image runs in this process on ``args.device`` (if the verb has it); a folder goes
+    through the Ray Data runner with ``args.actors`` actors. ``folder_output``: a single image
+    is written into the output folder under its own name, not to the output path itself.
+    """
+    from genart import storage
 
-        from genart.train.checkpoint import load_exported
-
-        nets, _ = load_exported(model, device)
-        # NHWC convolutions help on GPUs; on CPU they measured no faster (benchmarks/style.py).
-        fmt = torch.channels_last if device == "cuda" else torch.contiguous_format
-        self.net = nets["G"].to(memory_format=fmt)
-        self.size = size
-        self.precision = precision
-
-    def __call__(self, batch: dict) -> dict:
-        from genart.images import png_bytes
-        from genart.models.fast_style import decode_image
-
-        images = [decode_image(data, self.size) for data in batch["bytes"]]
-        stylised = _stylize(self.net, images, self.precision)
-        return {"path": list(batch["path"]), "png": [png_bytes(x) for x in stylised]}
+    source = args.input
+    if not storage.is_remote(source) and not Path(source).exists():
+        raise FileNotFoundError(f"--input {source} does not exist")
+    size = getattr(args, "size", 0)
+    if not storage.is_remote(source) and Path(source).is_file():
+        return [_one_image(args, model, call, folder_output, size, options or {})]
+    return _folder(args, model, call, size, options or {})
 
 
-def _stylize(net, images: list, precision: str) -> list:
-    """Stylise images of any sizes, batching those that share a size."""
-    import torch
+def _one_image(args, model: str, call: dict, folder_output: bool, size: int, options) -> Path:
+    from genart import pipelines
+    from genart.images import read
 
-    from genart.models.fast_style import apply
+    pipe = pipelines.load(model, getattr(args, "device", "auto"), **options)
+    (image,) = pipe([read(args.input, 3, size)], **call)
+    output = Path(args.output)
+    if folder_output:
+        output = output / f"{Path(args.input).stem}.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _save(image, output)
+    return output
 
-    by_size: dict[tuple, list[int]] = {}
-    for index, image in enumerate(images):
-        by_size.setdefault(tuple(image.shape), []).append(index)
-    out = [None] * len(images)
-    for indices in by_size.values():
-        stylised = apply(net, torch.stack([images[i] for i in indices]), precision).cpu()
-        for i, image in zip(indices, stylised):
-            out[i] = image
-    return out
+
+def _folder(args, model: str, call: dict, size: int, options) -> list:
+    from genart import storage
+    from genart.pipelines import runner
+    from genart.train.launch import init_ray
+
+    files = runner.image_files(storage.absolute(args.input))
+    rows = [{"name": runner.stem(uri), "image": uri} for uri in files]
+    init_ray(workers=args.actors)
+    gpus = 1 if getattr(args, "device", "auto") == "cuda" else 0
+    # Actors need not share our working folder: give them the export's absolute location.
+    source = runner.Source(export=storage.absolute(model), options=options)
+    out = storage.absolute(args.output)
+    return runner.run(rows, source, out, call=call, long_side=size, batch_size=args.batch_size,
+                      actors=args.actors, gpus_per_actor=gpus)  # fmt: skip
 
 
 def fast(args) -> int:
     """Stylise one image directly, or a folder through Ray Data."""
-    source, output = Path(args.input), Path(args.output)
-    if not source.exists():
-        raise FileNotFoundError(f"--input {source} does not exist")
-    device = _device(args.device)
     start = time.perf_counter()
-    if source.is_file():
-        stylizer = StylizeBatch(args.model, device, args.size, args.precision)
-        (png,) = stylizer({"bytes": [source.read_bytes()], "path": [str(source)]})["png"]
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(png)
-        count = 1
-    else:
-        count = _fast_folder(args, source, output, device)
-    print(f"stylised {count} image(s) into {output} in {time.perf_counter() - start:.2f} s")
+    written = apply_to_images(args, args.model, {}, folder_output=False,
+                              options={"precision": args.precision})  # fmt: skip
+    took = time.perf_counter() - start
+    print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")
     return 0
-
-
-def _fast_folder(args, source: Path, output: Path, device: str) -> int:
-    import ray
-
-    from genart import storage
-    from genart.data.transforms import IMAGE_EXTENSIONS
-    from genart.train.launch import init_ray
-
-    init_ray()
-    dataset = ray.data.read_binary_files(
-        str(source.resolve()),
-        include_paths=True,
-        file_extensions=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
-    )
-    stylised = dataset.map_batches(
-        StylizeBatch,
-        fn_constructor_kwargs={
-            "model": storage.absolute(args.model),  # actors need not share our working folder
-            "device": device,
-            "size": args.size,
-            "precision": args.precision,
-        },
-        batch_size=args.batch_size,
-        concurrency=args.actors,
-        num_gpus=1 if device == "cuda" else 0,
-    )
-    output.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for row in stylised.iter_rows():  # the driver writes: actors may run on other nodes
-        (output / f"{Path(row['path']).stem}.png").write_bytes(row["png"])
-        count += 1
-    return count
 
 
 # --- dream -------------------------------------------------------------------------------------
@@ -396,48 +365,28 @@ def _fast_folder(args, source: Path, output: Path, device: str) -> int:
 
 def dream(args) -> int:
     """Deep Dream one image; write the result, one frame per octave and a JSON."""
-    from genart.images import to_pil
-    from genart.models import deepdream as dd
-    from genart.models.fast_style import read_image
+    from genart.images import read
+    from genart.pipelines.dream import DreamPipeline
 
-    cfg = _config(args, dd.DreamConfig, "dream")
-    vgg = dd.loss_network(cfg, args.vgg_weights, _device(args.device))
-    _warn_random(vgg.metadata)
-    image = read_image(args.input, args.size)
+    cfg = _config(args, "dream")
+    pipe = DreamPipeline.from_config(cfg, args.vgg_weights, args.device)
+    _warn_random(pipe.vgg.metadata)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    def progress(octave: int, iteration: int, value: float) -> None:
-        if iteration == 1 or iteration % args.log_every == 0:
-            print(f"octave {octave + 1} iter {iteration:3d}  objective {value:.4g} (jittered)",
+    def progress(u) -> None:
+        if u.iteration == 1 or u.iteration % args.log_every == 0:
+            value = u.losses["objective"]
+            print(f"octave {u.stage + 1} iter {u.iteration:3d}  objective {value:.4g} (jittered)",
                   flush=True)  # fmt: skip
 
-    start = time.perf_counter()
-    result, frames = dd.dream(image, cfg, vgg, progress)
-    seconds = round(time.perf_counter() - start, 3)
-    to_pil(result).save(output)
+    result, frames, info = pipe(read(args.input, 3, args.size), progress)
+    _save(result, output)
     names = []
     for octave, frame in enumerate(frames):
         names.append(output.with_name(f"{output.stem}-octave{octave}.png"))
-        to_pil(frame).save(names[-1])
-    info = {
-        "input": args.input,
-        "frames": [str(name) for name in names],
-        "objective": {
-            "input": _dream_objective(dd, vgg, image, cfg),
-            "result": _dream_objective(dd, vgg, result, cfg),
-        },
-        "seconds": seconds,
-        **dd.info(cfg, vgg),
-    }
+        _save(frame, names[-1])
+    info = {"input": args.input, "frames": [str(name) for name in names], **info}
     _write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} and {len(frames)} octave frames")
     return 0
-
-
-def _dream_objective(dd, vgg, image, cfg) -> float:
-    """The dream objective of one (3, H, W) image, without jitter."""
-    import torch
-
-    with torch.no_grad():
-        return float(dd.objective(vgg, image[None].to(vgg.scale.device), cfg.layers))

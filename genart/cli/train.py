@@ -140,10 +140,19 @@ def demo(args) -> int:
     print("\nDemo finished. Look at:")
     for key, value in files.items():
         print(f"  {key:13s} {value}")
-    print("Final metrics:", json.dumps(result.return_value["metrics"], indent=1))
+    print("Scores (all metrics in metrics.json):", scores(result.return_value["metrics"]))
     print("Serve it (the newest demo run under runs/ becomes /dcgan):  genart serve")
     print(
         """  then: curl -H 'Content-Type: application/json' -d '{"n": 16, "seed": 0}' """
         "http://127.0.0.1:8000/dcgan/sample -o grid.png"
     )
     return 0
+
+
+def scores(metrics: dict) -> str:
+    """The quality scores among ``metrics`` on one line: ``eval_swd 96.04, ...``."""
+    return ", ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in metrics.items()
+        if key.startswith("eval_")
+    )

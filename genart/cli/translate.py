@@ -1,23 +1,22 @@
 """``genart translate`` and ``genart onnx``; :func:`register_translation` adds ``genart eval
 translation``.
 
-RUN is an exported generator folder (``genart export``), a checkpoint folder or a run folder:
-whatever ``genart.train.checkpoint.load_exported`` accepts.
+RUN is an exported generator folder (``genart export``), a checkpoint folder or a run folder,
+local or ``s3://``.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing genart.translate would load torch
+DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing the pipelines would load torch
 
 
 def register(sub) -> None:
     """Add the ``translate`` and ``onnx`` verbs."""
     p = sub.add_parser("translate", help="translate an image or a folder with a trained generator")
     p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
-    p.add_argument("--input", required=True, help="an image file, or a folder of images")
+    p.add_argument("--input", required=True, help="an image file, or a folder / s3:// prefix")
     p.add_argument("--output", required=True, help="folder for the translated PNGs")
     _add_direction(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per Ray Data batch")
@@ -49,42 +48,32 @@ def _add_direction(p: argparse.ArgumentParser, default: str = "default: AtoB") -
 
 
 def translate(args) -> int:
-    from genart import translate as tr
+    from genart.cli.style import apply_to_images
 
-    source = Path(args.input)
-    if not source.exists():
-        raise FileNotFoundError(f"--input {source} does not exist")
-    if source.is_file():
-        nets, cfg = tr.load_run(args.run)
-        G, direction = tr.select_generator(nets, cfg, args.direction)
-        written = [tr.translate_file(G, source, Path(args.output), cfg.data.channels)]
-    else:
-        from genart.train.launch import init_ray
-
-        init_ray(workers=args.actors)
-        written = tr.translate_folder(
-            args.run, source, args.output, args.direction, args.batch_size, args.actors
-        )
+    written = apply_to_images(args, args.run, {"direction": args.direction}, folder_output=True)
     print(f"translated {len(written)} image(s) into {args.output}")
     return 0
 
 
 def onnx(args) -> int:
-    from genart import translate as tr
+    from genart import pipelines
+    from genart.errors import InputError
+    from genart.pipelines.base import ImagePipeline
 
-    nets, cfg = tr.load_run(args.run)
-    for name, G in nets.items():
-        path = Path(args.out) / f"{name}.onnx"
-        diff = tr.export_onnx(G, path, cfg.data.channels)  # raises above 1e-4
+    pipe = pipelines.load(args.run, device="cpu")
+    if not isinstance(pipe, ImagePipeline):
+        raise InputError(f"{args.run} holds a '{pipe.cfg.model}' model: ONNX export takes "
+                         "image-to-image models (fast_style, pix2pix, cyclegan)")  # fmt: skip
+    for path, diff in pipe.export_onnx(args.out).items():  # raises above the tolerance
         print(f"{path}: max abs diff vs torch {diff:.2e}")
     return 0
 
 
 def evaluate(args) -> int:
-    from genart import translate as tr
+    from genart.pipelines import evaluation
 
-    report = tr.evaluate_run(args.run, args.data, args.direction, args.seed)
-    print(tr.format_table(report))
+    report = evaluation.evaluate_run(args.run, args.data, args.direction, args.seed)
+    print(evaluation.format_table(report))
     if args.json:
-        print(f"wrote {tr.write_json(report, args.json)}")
+        print(f"wrote {evaluation.write_json(report, args.json)}")
     return 0

@@ -13,7 +13,7 @@ def register(sub) -> None:
         "--name/--storage place the sweep, --resume continues it, --steps/--budget is each "
         "trial's budget, --workers/--workers-per-trial and --gpus-per-worker size each trial.",
     )
-    p.add_argument("model", help="dcgan, fast_style, pix2pix, cyclegan, or gatys")
+    p.add_argument("model", help="dcgan, fast_style, pix2pix, cyclegan, gatys or dream")
     add_config_args(p)
     p.add_argument(
         "--space",
@@ -55,9 +55,9 @@ def register(sub) -> None:
         default="",
         help="whether lower or higher --metric is better (default: the model's)",
     )
-    g = p.add_argument_group("gatys", "trials optimise one image; --data is the content image")
-    g.add_argument("--style", nargs="+", default=[], help="style image(s)")
-    g.add_argument("--size", type=int, default=256, help="content long side in pixels")
+    g = p.add_argument_group("gatys, dream", "trials optimise one image; --data: the first input")
+    g.add_argument("--style", nargs="+", default=[], help="style image(s) (gatys)")
+    g.add_argument("--size", type=int, default=256, help="long side of the inputs in pixels")
     g.add_argument(
         "--vgg-weights",
         default="auto",
@@ -67,10 +67,10 @@ def register(sub) -> None:
 
 
 def tune(args) -> int:
-    from genart import config
-    from genart.tune import space, sweep
+    from genart import config, registry
+    from genart.tune import driver, settings, space
 
-    settings = sweep.Settings(
+    searching = settings.Settings(
         samples=args.samples,
         scheduler=args.scheduler,
         search=args.search,
@@ -80,11 +80,11 @@ def tune(args) -> int:
         mode=args.mode,
     )
     searched = space.load(args.model, args.space)
-    if args.model in space.STANDALONE:
-        raw = config.given(args.model, args.config, overrides(args))
-        job = sweep.gatys_job(raw, args.style, args.size, args.vgg_weights)
-        report = sweep.sweep_gatys(job, searched, settings)
-    else:
+    if registry.get(args.model).trained:
         cfg = config.load(args.model, args.config, overrides(args))
-        report = sweep.sweep(cfg, searched, settings)
+        report = driver.sweep(cfg, searched, searching)
+    else:
+        raw = config.given(args.model, args.config, overrides(args))
+        job = settings.optimisation_job(args.model, raw, args.style, args.size, args.vgg_weights)
+        report = driver.sweep_optimisation(job, searched, searching)
     return 0 if report.best is not None else 1

@@ -22,18 +22,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genart import losses
-from genart.config import ConfigError
+from genart import losses, metrics
+from genart.data import datasets
+from genart.errors import ConfigError
+from genart.images import float_chunks
 from genart.models.layers import (
     ConvNormAct,
     PatchDiscriminator,
     ResidualBlock,
     adam,
+    forward_any_size,
     forward_split,
     init_weights,
 )
 from genart.models.pix2pix import TranslationLoss, discriminator_loss, schedulers
-from genart.registry import ModelSpec, StepContext, frozen, register
+from genart.registry import StepContext, TrainedSpec, frozen, register
 
 
 @dataclass
@@ -61,7 +64,7 @@ class ResnetGenerator(nn.Sequential):
     """c7s1-ngf, d(2 ngf), d(4 ngf), R(4 ngf) x n_blocks, u(2 ngf), u(ngf), c7s1-out, tanh.
 
     Two stride-2 down-samplings, so inputs need sides that are multiples of ``stride`` = 4;
-    ``genart.translate`` pads other sizes and crops back.
+    ``layers.forward_any_size`` pads other sizes and crops back.
     """
 
     stride = 4
@@ -184,47 +187,75 @@ def sample_inputs(p, first_batch, n: int, generator: torch.Generator | None = No
 
 def sample(nets, p: CycleGANConfig, inputs) -> torch.Tensor:
     """Rows real | translated | reconstructed, A rows then B rows: (2n, C, H, 3W)."""
-    from genart.translate import translate
-
     rows = []
-    for real, forward, backward in (("A", "G_AB", "G_BA"), ("B", "G_BA", "G_AB")):
-        fake = translate(nets[forward], inputs[real])
-        rows.append(torch.cat([inputs[real], fake, translate(nets[backward], fake)], dim=-1))
+    for real, forward, backward in DIRECTIONS:
+        fake = forward_any_size(nets[forward], inputs[real])
+        rows.append(torch.cat([inputs[real], fake, forward_any_size(nets[backward], fake)], -1))
     return torch.cat(rows)
 
 
+# (domain, generator from it, generator back to it)
+DIRECTIONS = (("A", "G_AB", "G_BA"), ("B", "G_BA", "G_AB"))
+
+
 def evaluate(nets, p: CycleGANConfig, reference) -> dict[str, float]:
-    """Cycle-reconstruction PSNR/SSIM over the reference batch (it has no ground truth).
+    """Scores of the reference set, chunk by chunk (memory stays that of one chunk).
 
-    ``psnr`` is the mean of A -> B -> A and B -> A -> B. The scored evaluation against true
-    translations is ``genart eval translation`` on the ``testA_truth``/``testB_truth`` folders.
+    With a held-out set that has true translations (``A_truth``: what each ``A`` image is in
+    domain B), ``psnr``/``ssim`` are the mean over both directions of G(x) against the truth,
+    beside the identity baseline (x itself against the truth). Without one (training images,
+    no ground truth) they score the cycle reconstructions A -> B -> A and B -> A -> B.
     """
-    from genart.translate import image_quality, translate
-
+    truth = "A_truth" in reference
     scores = {}
-    for real, forward, backward in (("A", "G_AB", "G_BA"), ("B", "G_BA", "G_AB")):
-        cycled = translate(nets[backward], translate(nets[forward], reference[real]))
-        quality = image_quality(cycled, reference[real])
-        scores |= {f"cycle_{real}_{name}": value for name, value in quality.items()}
-    scores["psnr"] = (scores["cycle_A_psnr"] + scores["cycle_B_psnr"]) / 2
-    scores["ssim"] = (scores["cycle_A_ssim"] + scores["cycle_B_ssim"]) / 2
+    for real, forward, backward in DIRECTIONS:
+        if truth:
+            name, target = f"{real}to{_other(real)}", reference[f"{real}_truth"]
+            pairs = float_chunks(reference[real], target)
+            scores |= _prefixed(name, ((forward_any_size(nets[forward], x), t) for x, t in pairs))
+            scores |= _prefixed(f"{name}_identity", float_chunks(reference[real], target))
+        else:
+            cycled = (
+                (forward_any_size(nets[backward], forward_any_size(nets[forward], x)), x)
+                for (x,) in float_chunks(reference[real])
+            )
+            scores |= _prefixed(f"cycle_{real}", cycled)
+    keys = ("AtoB", "BtoA") if truth else ("cycle_A", "cycle_B")
+    for name in ("psnr", "ssim"):
+        scores[name] = (scores[f"{keys[0]}_{name}"] + scores[f"{keys[1]}_{name}"]) / 2
     return scores
 
 
+def _other(domain: str) -> str:
+    return "B" if domain == "A" else "A"
+
+
+def _prefixed(prefix: str, pairs) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.mean_quality(pairs).items()}
+
+
+def held_out(cfg, n: int):
+    """Up to ``n`` test images per domain with their true translations, or None."""
+    return datasets.unpaired_held_out(cfg, n)
+
+
 SPEC = register(
-    ModelSpec(
+    TrainedSpec(
         name="cyclegan",
         config=CycleGANConfig,
+        pipeline="genart.pipelines.translate:TranslationPipeline",
         build=build,
         optimizers=optimizers,
         train_step=train_step,
-        data="unpaired",
+        dataset=datasets.unpaired,
+        held_out=held_out,
         sample_inputs=sample_inputs,
         sample=sample,
         evaluate=evaluate,
         schedulers=schedulers,
         export=("G_AB", "G_BA"),
         graph_safe=lambda p: False,  # the image pool decides on the host what D sees
+        sync_bn=lambda p: p.sync_bn,
         metric="psnr",
         mode="max",
     )

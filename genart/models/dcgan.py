@@ -22,8 +22,15 @@ import torch
 from torch import nn
 
 from genart import losses
-from genart.models.layers import ConvNormAct, adam, init_weights
-from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
+from genart.data import datasets
+from genart.models.layers import (
+    ConvNormAct,
+    MinibatchStdDev,
+    adam,
+    init_weights,
+    spectral_normed,
+)
+from genart.registry import StepContext, TrainedSpec, evaluating, frozen, register, unwrap
 
 
 @dataclass
@@ -38,6 +45,10 @@ class DCGANConfig:
     # Normalisation in D; auto = batch norm, except none for wgan-gp (the penalty is per sample,
     # which batch norm's cross-sample coupling breaks; Gulrajani et al. section 4).
     d_norm: Literal["auto", "batch", "instance", "none"] = "auto"
+    # Minibatch standard deviation before D's last conv (Karras et al. 2018), in groups of this
+    # many images; 0 = off.
+    d_mbstd_group: int = 0
+    d_spectral_norm: bool = False  # spectral normalisation of D's weights (Miyato et al. 2018)
     loss: losses.GanMode = "bce"
     # auto = RMSprop for wgan (momentum destabilises the clipped critic), Adam otherwise
     optimizer: Literal["auto", "adam", "rmsprop"] = "auto"
@@ -49,6 +60,9 @@ class DCGANConfig:
     clip_value: float = 0.01  # wgan critic weight clipping range
     gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
     eval_digits: bool = False  # add the digit classifier's coverage/Frechet to the final metrics
+    # add the 16-mode classifier's scores (genart.modes_classifier: modes covered, ...) for
+    # data drawn by `genart data synth modes`
+    eval_modes: bool = False
 
 
 def critic_steps(p: DCGANConfig) -> int:
@@ -99,9 +113,14 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, C, size, size) -> one score (logit or critic value) per image, shape (B,)."""
+    """image (B, C, size, size) -> one score (logit or critic value) per image, shape (B,).
 
-    def __init__(self, channels: int, size: int, width=64, kernel=4, norm="batch", dropout=0.0):
+    ``mbstd_group`` > 0 appends :class:`~genart.models.layers.MinibatchStdDev`'s map to the 4x4
+    features before the last conv.
+    """
+
+    def __init__(self, channels: int, size: int, width=64, kernel=4, norm="batch", dropout=0.0,
+                 mbstd_group: int = 0):  # fmt: skip
         super().__init__()
         levels = _levels(size)
         widths = [width * 2**i for i in range(levels)]  # e.g. 64 128 256 512
@@ -116,7 +135,9 @@ class Discriminator(nn.Module):
                     w_in, w_out, norm=norm, act="lrelu", dropout=dropout, **_stride2(kernel)
                 )
             )
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))  # 4x4 -> 1x1 score
+        if mbstd_group > 0:
+            layers.append(MinibatchStdDev(mbstd_group))
+        layers.append(nn.Conv2d(widths[-1] + (mbstd_group > 0), 1, 4, 1, 0))  # 4x4 -> 1x1 score
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,12 +147,11 @@ class Discriminator(nn.Module):
 def build(p: DCGANConfig, data) -> dict[str, nn.Module]:
     """The generator and discriminator for ``data.size`` / ``data.channels``, DCGAN-initialised."""
     norm = p.d_norm if p.d_norm != "auto" else ("none" if p.loss == "wgan-gp" else "batch")
-    return {
-        "G": init_weights(Generator(p.latent_dim, data.channels, data.size, p.g_width, p.kernel)),
-        "D": init_weights(
-            Discriminator(data.channels, data.size, p.d_width, p.kernel, norm, p.d_dropout)
-        ),
-    }
+    G = init_weights(Generator(p.latent_dim, data.channels, data.size, p.g_width, p.kernel))
+    D = init_weights(Discriminator(data.channels, data.size, p.d_width, p.kernel, norm,
+                                   p.d_dropout, p.d_mbstd_group))  # fmt: skip
+    # Normalised after initialising: the init draws the raw weights SN then rescales.
+    return {"G": G, "D": spectral_normed(D) if p.d_spectral_norm else D}
 
 
 def optimizers(nets, p: DCGANConfig) -> dict[str, torch.optim.Optimizer]:
@@ -180,60 +200,23 @@ def train_step(nets, opts, batch, p: DCGANConfig, ctx: StepContext) -> dict[str,
 
 
 def graph_safe(p: DCGANConfig) -> bool:
-    """One D and one G update every step (no critic counting) and no double backward."""
-    return critic_steps(p) == 1 and p.loss != "wgan-gp"
-
-
-# --- sampling, latent interpolation and vector arithmetic -------------------------------------
-
-
-def latents(seeds: list[int], latent_dim: int) -> torch.Tensor:
-    """One latent vector per seed (B, latent_dim): seed s always gives the same z."""
-    return torch.stack(
-        [torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
-    )
-
-
-def interpolate(z0: torch.Tensor, z1: torch.Tensor, steps: int, mode: str = "slerp"):
-    """``steps`` latents from z0 to z1 (both ends included), linear or spherical.
-
-    Slerp follows the great circle (White 2016): Gaussian latents concentrate near a sphere, so
-    linear midpoints have atypically small norms and give washed-out images.
-    """
-    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
-    if mode == "linear":
-        return (1 - t) * z0 + t * z1
-    if mode != "slerp":
-        raise ValueError(f"unknown interpolation '{mode}'; valid: linear, slerp")
-    cos = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
-    omega = torch.arccos(cos)
-    # (Anti)parallel: the great circle is undefined and dividing by sin(omega) ~ 0 amplifies
-    # rounding (opposite float32 latents gave midpoints of twice their norm): lerp instead.
-    if torch.sin(omega) < 1e-3:
-        return (1 - t) * z0 + t * z1
-    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
-
-
-def arithmetic(za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
-    """mean(a) - mean(b) + mean(c) over groups of latents (Radford et al. section 6.3)."""
-    return za.mean(0) - zb.mean(0) + zc.mean(0)
-
-
-@torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] for latents ``z`` with the generator in eval mode."""
-    G = unwrap(G)
-    was_training = G.training
-    G.eval()
-    device = next(G.parameters()).device
-    images = G(z.to(device)).float()
-    G.train(was_training)
-    return images
+    """One D and one G update every step (no critic counting) and no double backward; and no
+    spectral norm, whose power iteration updates buffers inside parametrized forwards (not
+    checked under CUDA-graph capture, so replay is not risked)."""
+    return critic_steps(p) == 1 and p.loss != "wgan-gp" and not p.d_spectral_norm
 
 
 def sample_inputs(p: DCGANConfig, first_batch, n: int, generator: torch.Generator):
     """The fixed noise batch every sample grid of a run is drawn from."""
     return torch.randn(n, p.latent_dim, generator=generator)
+
+
+def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Images in [-1, 1] (float32, on ``z``'s device) for latents ``z``, G in eval mode."""
+    with evaluating(G) as module:
+        device = next(module.parameters()).device
+        images = [module(chunk.to(device)).float() for chunk in z.split(batch_size)]
+    return torch.cat(images).to(z.device)
 
 
 def sample(nets, p: DCGANConfig, z: torch.Tensor) -> torch.Tensor:
@@ -242,28 +225,34 @@ def sample(nets, p: DCGANConfig, z: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(nets, p: DCGANConfig, reference: dict[str, torch.Tensor]) -> dict[str, float]:
-    """SWD of generated images against real ones; digit coverage/Frechet when asked for."""
+    """SWD of generated images against real ones; digit or mode coverage when asked for."""
     from genart import metrics
 
-    real = reference["image"]
+    real = reference["image"]  # uint8 or float: swd quantises chunk by chunk either way
     noise = torch.randn(real.shape[0], p.latent_dim, generator=torch.Generator().manual_seed(0))
-    fake = torch.cat([generate(nets["G"], z) for z in noise.split(256)])
+    fake = generate(nets["G"], noise)
     scores = metrics.swd(real.cpu(), fake.cpu())
     if p.eval_digits:
         from genart import digits
 
         scores |= {f"digits_{k}": v for k, v in digits.digit_scores(fake.cpu()).items()}
+    if p.eval_modes:
+        from genart import modes_classifier
+
+        found = modes_classifier.mode_scores(fake.cpu())
+        scores |= {f"modes_{k}": v for k, v in found.items()}
     return scores
 
 
 SPEC = register(
-    ModelSpec(
+    TrainedSpec(
         name="dcgan",
         config=DCGANConfig,
+        pipeline="genart.pipelines.latent:LatentPipeline",
         build=build,
         optimizers=optimizers,
         train_step=train_step,
-        data="images",
+        dataset=datasets.images,
         sample_inputs=sample_inputs,
         sample=sample,
         evaluate=evaluate,

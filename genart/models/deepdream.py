@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+from genart.registry import OptimisationSpec, register
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
 
 
@@ -78,19 +79,20 @@ def dream(
     image: torch.Tensor,
     cfg: DreamConfig,
     vgg: VGGFeatures,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, float, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Dream on a (3, H, W) image in [-1, 1]; returns the result and one frame per octave.
 
-    ``progress(octave, iteration, objective)`` is called after every step with the objective of
-    the jittered image the step started from. Frames are the image at the end of each octave
-    (coarse to fine, each at its own size).
+    ``progress(octave, iteration, objective, image)`` is called after every step with the
+    objective of the jittered image the step started from and the (1, 3, h, w) image after the
+    step (do not modify it). Frames are the image at the end of each octave (coarse to fine,
+    each at its own size).
     """
     _check(cfg, vgg)
     device = vgg.scale.device
     base = image.unsqueeze(0).float().to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
-    pyramid = _pyramid(base, cfg, _min_side(vgg, cfg))
+    pyramid = _pyramid(base, cfg, vgg)
     detail = torch.zeros_like(pyramid[0])
     frames = []
     for octave, octave_base in enumerate(pyramid):
@@ -99,7 +101,7 @@ def dream(
         for iteration in range(cfg.iterations):
             x, value = _ascend(x, cfg, vgg, generator)
             if progress is not None:
-                progress(octave, iteration + 1, value)
+                progress(octave, iteration + 1, value, x)
         detail = x - octave_base
         frames.append(x[0].cpu())
     return frames[-1], frames
@@ -140,19 +142,38 @@ def _min_side(vgg: VGGFeatures, cfg: DreamConfig) -> int:
     return 4 * 2 ** sum(name.startswith("pool") for name in vgg.names[:deepest])
 
 
-def _pyramid(base: torch.Tensor, cfg: DreamConfig, min_side: int) -> list[torch.Tensor]:
-    """Octave images from smallest to ``base``, dropping those smaller than ``min_side``."""
-    levels = [base]
+def octave_sizes(size: tuple[int, int], cfg: DreamConfig, vgg: VGGFeatures) -> list[tuple]:
+    """The (h, w) of each octave a dream of an image of ``size`` runs, smallest first: octaves
+    too small for the deepest target layer are dropped."""
+    min_side = _min_side(vgg, cfg)
+    sizes = [tuple(size)]
     for _ in range(cfg.octaves - 1):
-        h, w = levels[-1].shape[-2:]
-        size = (round(h / cfg.octave_scale), round(w / cfg.octave_scale))
-        if min(size) < min_side:
+        h, w = sizes[-1]
+        smaller = (round(h / cfg.octave_scale), round(w / cfg.octave_scale))
+        if min(smaller) < min_side:
             break
-        levels.append(_resize(base, size))
-    return levels[::-1]
+        sizes.append(smaller)
+    return sizes[::-1]
+
+
+def _pyramid(base: torch.Tensor, cfg: DreamConfig, vgg: VGGFeatures) -> list[torch.Tensor]:
+    """Octave images from smallest to ``base`` (see :func:`octave_sizes`)."""
+    return [_resize(base, size) for size in octave_sizes(base.shape[-2:], cfg, vgg)]
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+SPEC = register(
+    OptimisationSpec(
+        name="dream",
+        config=DreamConfig,
+        pipeline="genart.pipelines.dream:DreamPipeline",
+        inputs=("image",),
+        metric="objective",  # the dream objective of the result, without jitter
+        mode="max",
+    )
+)

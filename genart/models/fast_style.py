@@ -14,20 +14,18 @@ each. Instead :func:`perceptual_loss` builds it lazily, with the style's Gram ta
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
-from genart.images import from_pil
+from genart import images
+from genart.data import datasets
+from genart.errors import ConfigError
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
-from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, adam
-from genart.registry import ModelSpec, StepContext, register, unwrap
+from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, adam, forward_any_size
+from genart.registry import StepContext, TrainedSpec, register, unwrap
 from genart.vgg import VGGFeatures, load_vgg
 
 
@@ -59,7 +57,7 @@ class TransformerNet(nn.Module):
     Reflection padding, instance norm (Ulyanov et al. 2016: much better stylisation than batch
     norm) and upsample-then-conv decoding (Odena et al. 2016: no checkerboard artefacts). Maps
     (B, 3, H, W) in [-1, 1] to the same range with tanh; H and W must be multiples of 4 (see
-    :func:`apply` for other sizes).
+    ``layers.forward_any_size`` for other sizes).
     """
 
     stride = 4  # input sides must be multiples of this (two stride-2 downsamplings)
@@ -93,7 +91,9 @@ class PerceptualLoss:
         self.p = p
         n = len(p.style_layers)
         self.layer_weights = p.style_layer_weights or (1.0 / n,) * n
-        style = read_image(p.style_image, p.style_size).unsqueeze(0).to(device)
+        if not p.style_image:
+            raise ConfigError("no style image: set fast_style.style_image=PATH")
+        style = images.read_tensor(p.style_image, 3, p.style_size).unsqueeze(0).to(device)
         with torch.no_grad():
             features = self.vgg(style)
         self.grams = {k: gram_matrix(features[k].float()) for k in p.style_layers}
@@ -130,33 +130,7 @@ def perceptual_loss(p: FastStyleConfig, device: torch.device) -> PerceptualLoss:
     return _LOSS_CACHE[key]
 
 
-def read_image(uri: str, long_side: int = 0) -> torch.Tensor:
-    """An RGB image (3, H, W) in [-1, 1] from a local path or URI, long side resized if > 0."""
-    from genart import storage
-
-    if not uri:
-        raise FileNotFoundError("no style image: set fast_style.style_image=PATH")
-    if storage.is_remote(uri):
-        fs, path = storage.filesystem(uri)
-        with fs.open_input_file(path) as f:
-            return decode_image(f.read(), long_side)
-    path = Path(uri).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    return decode_image(path.read_bytes(), long_side)
-
-
-def decode_image(data: bytes, long_side: int = 0) -> torch.Tensor:
-    """Encoded image bytes (PNG, JPEG...) -> RGB (3, H, W) in [-1, 1], long side resized if > 0."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    if long_side and max(image.size) != long_side:
-        ratio = long_side / max(image.size)
-        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    return from_pil(image)
-
-
-# --- the ModelSpec hooks ------------------------------------------------------------------------
+# --- the spec hooks ------------------------------------------------------------------------
 
 
 def build(p: FastStyleConfig, data=None) -> dict[str, nn.Module]:
@@ -190,7 +164,7 @@ def sample_inputs(p: FastStyleConfig, first_batch, n: int, generator=None) -> to
 @torch.no_grad()
 def sample(nets, p: FastStyleConfig, content: torch.Tensor) -> torch.Tensor:
     """The fixed content images followed by their stylised versions (a two-part grid)."""
-    return torch.cat([content.cpu(), apply(nets["G"], content).cpu()])
+    return torch.cat([content.cpu(), forward_any_size(nets["G"], content).cpu()])
 
 
 @torch.no_grad()
@@ -198,54 +172,26 @@ def evaluate(nets, p: FastStyleConfig, reference: dict[str, torch.Tensor]) -> di
     """Mean perceptual loss (and its terms) of the stylised reference images."""
     G = unwrap(nets["G"])
     content = reference["image"]
-    loss = perceptual_loss(p, content.device)
+    device = next(G.parameters()).device
+    loss = perceptual_loss(p, device)
     totals: dict[str, float] = {}
-    for chunk in content.split(16):
-        for k, v in loss(apply(G, chunk), chunk).items():
+    for (chunk,) in images.float_chunks(content):
+        chunk = chunk.to(device)
+        for k, v in loss(forward_any_size(G, chunk), chunk).items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(chunk)
     means = {k: v / len(content) for k, v in totals.items()}
     return {"perceptual": means.pop("loss"), **{f"perceptual_{k}": v for k, v in means.items()}}
 
 
-# --- inference at any size --------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def apply(net: nn.Module, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """Stylise a (B, 3, H, W) batch in [-1, 1] of any H, W on the net's device and memory format.
-
-    The net halves the size twice and doubles it twice, so H and W are reflection-padded up to
-    multiples of ``TransformerNet.stride`` (4) and the result is cropped back.
-    ``precision="bf16"`` runs the net under bfloat16 autocast: 1.6-1.9x the images/s on a CPU
-    with AVX512-BF16 (benchmarks/style.py; also fast on GPUs), within about 0.04 of fp32 (5 of
-    255 grey levels).
-    """
-    net = unwrap(net)
-    parameter = next(net.parameters())
-    h, w = images.shape[-2:]
-    pad_h, pad_w = -h % TransformerNet.stride, -w % TransformerNet.stride
-    x = images.to(parameter.device, parameter.dtype)
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-    if _is_channels_last(parameter):
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        out = net(x)
-    return out[..., :h, :w].float()
-
-
-def _is_channels_last(parameter: torch.Tensor) -> bool:
-    return parameter.dim() == 4 and parameter.is_contiguous(memory_format=torch.channels_last)
-
-
 SPEC = register(
-    ModelSpec(
+    TrainedSpec(
         name="fast_style",
         config=FastStyleConfig,
+        pipeline="genart.pipelines.style:FastStylePipeline",
         build=build,
         optimizers=optimizers,
         train_step=train_step,
-        data="content",
+        dataset=datasets.images,
         sample_inputs=sample_inputs,
         sample=sample,
         evaluate=evaluate,

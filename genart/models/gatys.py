@@ -10,9 +10,10 @@ Options from the follow-up work: luminance-only transfer to keep the content's c
 al. 2016, "Preserving Color in Neural Artistic Style Transfer", sec. 2.2), coarse-to-fine
 optimisation over an image pyramid (Gatys et al., CVPR 2017, sec. 5) and blends of several styles.
 
-This is not a Ray Train job: it optimises one image, so it registers nothing in the model
-registry. Every target (content features, blended style Grams) is computed once per scale; each
-iteration is one VGG pass, truncated at the deepest layer any loss needs, plus its backward.
+This is not a Ray Train job: it optimises one image, so it registers an ``OptimisationSpec``
+(run by ``genart.pipelines.gatys``). Every target (content features, blended style Grams) is
+computed once per scale; each iteration is one VGG pass, truncated at the deepest layer any
+loss needs, plus its backward.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
 from genart.optim import lbfgs
+from genart.registry import OptimisationSpec, register
 from genart.train.graphs import CapturedStep
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
 
@@ -61,13 +63,13 @@ class GatysConfig:
     scale_factor: float = 2.0
     style_scale: float = 1.0  # style images' long side relative to the content's
     seed: int = 0  # white-noise initialisation
-    # bf16: the loss network runs under bfloat16 autocast (1.6x less CPU time per evaluation
-    # on a CPU with AVX512-BF16, see benchmarks/style.py); the image, the Grams and the losses
-    # stay fp32. auto: bf16 on GPUs that support it, fp32 on CPUs (many lack native bf16).
+    # bf16: the loss network runs under bfloat16 autocast (less time per evaluation where the
+    # hardware has native bf16: recent GPUs, CPUs with AVX512-BF16); the image, the Grams and
+    # the losses stay fp32. auto: bf16 on GPUs that support it, fp32 on CPUs.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # On a GPU, record one loss evaluation (forward + backward) as a CUDA graph and replay it:
-    # at 512 px an evaluation is a few hundred short kernels, and launching them cost more
-    # than running them (benchmarks/style.py). No effect on CPU.
+    # an evaluation is a few hundred short kernels, and launching them costs more than
+    # running them. No effect on CPU.
     cuda_graphs: bool = True
     arch: Arch = "vgg19"
     pooling: Pooling = "avg"  # Gatys et al. replaced max by average pooling (sec. 2)
@@ -88,7 +90,7 @@ def loss_network(cfg: GatysConfig, weights: str = "auto", device="cpu") -> VGGFe
     """The VGG feature extractor ``cfg`` needs, truncated at its deepest content or style layer."""
     layers = (*cfg.content_layers, *cfg.style_layers)
     vgg = load_vgg(cfg.arch, weights, layers, cfg.pooling, device)
-    # NHWC convolutions help on GPUs; with oneDNN on CPU they measured no faster than NCHW.
+    # NHWC convolutions help on GPUs; with oneDNN on CPU they are no faster than NCHW.
     return vgg.use_channels_last(torch.device(device).type == "cuda")
 
 
@@ -186,7 +188,7 @@ def _coarse_to_fine(content, styles, cfg, vgg, progress):
         scaled = resize(content, size)
         style_sizes = [_style_size(s, size, cfg.style_scale, min_side) for s in styles]
         scaled_styles = [resize(s, wanted) for s, wanted in zip(styles, style_sizes)]
-        objective = _objective(vgg, scaled, scaled_styles, cfg)
+        loss_of = objective(vgg, scaled, scaled_styles, cfg)
         start = _initial(cfg, scaled, scaled_styles) if image is None else resize(image, size)
 
         def report(iteration, terms, x, scale=scale, size=size):
@@ -194,15 +196,16 @@ def _coarse_to_fine(content, styles, cfg, vgg, progress):
                 values = {k: float(v) for k, v in terms.items()}
                 progress(Progress(scale, size, iteration, values, x))
 
-        image, count = _optimise(start, objective, cfg, report)
+        image, count = _optimise(start, loss_of, cfg, report)
         evaluations += count
     with torch.no_grad():
-        losses = {k: float(v) for k, v in objective(image.clamp(-1, 1)).items()}
+        losses = {k: float(v) for k, v in loss_of(image.clamp(-1, 1)).items()}
     return image, losses, evaluations, [list(size) for size in sizes]
 
 
-def _objective(vgg, content, styles, cfg) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """The weighted loss terms of an image, with every target computed here, once."""
+def objective(vgg, content, styles, cfg) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """image -> its weighted loss terms (``content``, ``style``, ``tv``, ``total``) against
+    ``content`` and ``styles`` (batches of one), every target computed here, once."""
     with torch.no_grad():
         content_targets = _features(vgg, content, cfg, cfg.content_layers)
         blend = _normalised(cfg.style_blend or [1.0] * len(styles))
@@ -254,8 +257,8 @@ def _optimise(start, objective, cfg, report) -> tuple[torch.Tensor, int]:
     def evaluate(_: dict) -> dict[str, torch.Tensor]:
         """Loss terms at the projected image; the gradient is left in ``image.grad``."""
         nonlocal initial
-        # Evaluate at the nearest valid image (projection, as the PyTorch tutorial does): on
-        # the clamped result's loss this beats unconstrained L-BFGS (benchmarks/style.py).
+        # Evaluate at the nearest valid image (projection, as the PyTorch tutorial does): the
+        # result is clamped in the end anyway, and its loss is what counts.
         with torch.no_grad():
             image.clamp_(-1, 1)
         image.grad = None
@@ -331,3 +334,17 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+SPEC = register(
+    OptimisationSpec(
+        name="gatys",
+        config=GatysConfig,
+        pipeline="genart.pipelines.gatys:GatysPipeline",
+        inputs=("content", "styles"),
+        # The base settings' weighted loss of a result (see GatysPipeline.reference): a trial's
+        # own loss depends on the weights being tuned, so it cannot compare trials.
+        metric="reference_loss",
+        mode="min",
+    )
+)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genart.registry import unwrap
+from genart.registry import evaluating, unwrap
 
 Norm = Literal["batch", "instance", "none"]
 Act = Literal["relu", "lrelu", "tanh", "none"]
@@ -107,6 +107,47 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=scale, mode="nearest"),
             ConvNormAct(in_ch, out_ch, kernel, **conv_kwargs),
         )
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends one feature map: the batch's spread, so D can see a batch lacking variety.
+
+    Karras et al. (2018, section 3): split the batch into groups of ``group_size`` images, take
+    each feature's standard deviation over a group at every position, average those over
+    features and positions, and append that value as a constant extra channel to the group's
+    images. A generator that draws the same few images everywhere gives a visibly smaller
+    value than real batches, which D then penalises (mode collapse costs G directly). The group
+    size falls to the largest divisor of the batch size not above ``group_size`` (1 for a
+    single image: a zero map). Samples are compared only within a batch, so real and fake
+    batches must go through D separately (DCGAN's step does).
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        if group_size < 1:
+            raise ValueError(f"minibatch stddev group size must be >= 1, got {group_size}")
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group_size, b) + 1) if b % d == 0)
+        # Group members are strided (image i is in group i % (b / g)), as in the paper's code.
+        y = x.float().reshape(g, b // g, c, h, w)
+        spread = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))
+        maps = spread.to(x.dtype).view(1, b // g, 1, 1, 1).expand(g, -1, 1, h, w)
+        return torch.cat([x, maps.reshape(b, 1, h, w)], dim=1)
+
+
+def spectral_normed(net: nn.Module) -> nn.Module:
+    """``net`` with spectral normalisation on every conv and linear weight (Miyato et al. 2018):
+    each layer's largest singular value is held near 1 by one power iteration per training
+    forward, which bounds D's Lipschitz constant without a gradient penalty."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(net.modules()):
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            spectral_norm(m)
+    return net
 
 
 def init_weights(net: nn.Module, std: float = 0.02) -> nn.Module:
@@ -300,3 +341,51 @@ def adam(nets: Iterable[nn.Module], lr: float, betas: tuple[float, float]) -> to
     """
     params = [q for net in nets for q in unwrap(net).parameters()]
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+# --- inference at any image size ------------------------------------------------------------
+
+
+def stride_of(net: nn.Module) -> int:
+    """The multiple an input side must be (2^depth for a U-Net, 4 for ResNet/transformer nets)."""
+    return getattr(unwrap(net), "stride", 1)
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) on the bottom/right up to sides divisible by ``multiple``.
+
+    Reflection padding continues the image's texture (zeros would add a dark border that the
+    network then "translates"); a pad wider than the image falls back to edge replication,
+    which reflection cannot do.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return images
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def forward_any_size(
+    net: nn.Module, images: torch.Tensor, batch_size: int = 16, precision: str = "fp32"
+) -> torch.Tensor:
+    """``net(images)`` for (B, C, H, W) in [-1, 1] of any H, W: the image-to-image forward of
+    every trained family (fast style, Pix2Pix, CycleGAN), in training samples and inference.
+
+    Padded to the net's stride and cropped back, run in eval mode without autograd in chunks of
+    ``batch_size`` on the net's device, dtype and memory format; the training flag is restored.
+    ``precision="bf16"`` runs under bfloat16 autocast (fast where the hardware has it).
+    Returns float32 on ``images``' device.
+    """
+    parameter = next(unwrap(net).parameters())
+    height, width = images.shape[-2:]
+    nhwc = parameter.dim() == 4 and parameter.is_contiguous(memory_format=torch.channels_last)
+    outputs = []
+    with evaluating(net) as module:
+        for chunk in images.split(batch_size):
+            x = pad_to_multiple(chunk.to(parameter.device, parameter.dtype), stride_of(module))
+            if nhwc:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16"):
+                outputs.append(module(x)[..., :height, :width].float())
+    return torch.cat(outputs).to(images.device)

@@ -11,8 +11,7 @@ gets the low frequencies right; the patch discriminator only has to model high-f
 structure (section 3.2.2).
 
 Data: ``paired`` batches ``{"A": source, "B": target}`` in [-1, 1]. The ``direction`` field is
-applied by the data pipeline (``pipelines.paired(..., direction=params.direction)``), so the
-step always translates ``A`` into ``B``.
+applied by the data pipeline (:func:`dataset`), so the step always translates ``A`` into ``B``.
 """
 
 from __future__ import annotations
@@ -26,17 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genart import losses
-from genart.config import ConfigError
+from genart import losses, metrics
+from genart.data import datasets
+from genart.errors import ConfigError
+from genart.images import float_chunks
 from genart.models.layers import (
     PatchDiscriminator,
     UNetSkipBlock,
     adam,
+    forward_any_size,
     forward_split,
     image_stats_at_test,
     init_weights,
 )
-from genart.registry import ModelSpec, StepContext, frozen, register, unwrap
+from genart.registry import StepContext, TrainedSpec, frozen, register, unwrap
 
 TranslationLoss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
 
@@ -80,8 +82,8 @@ class UNetGenerator(nn.Module):
     """U-Net from ``in_ch`` to ``out_ch`` channels with ``depth`` 2x down-samplings.
 
     Channels per level: ngf, 2 ngf, 4 ngf, then 8 ngf down to the bottleneck (appendix 6.1.1).
-    Inputs need sides that are multiples of ``stride`` = 2 ** depth; ``genart.translate`` pads
-    other sizes and crops back.
+    Inputs need sides that are multiples of ``stride`` = 2 ** depth;
+    ``layers.forward_any_size`` pads other sizes and crops back.
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class UNetGenerator(nn.Module):
         if not torch.jit.is_tracing() and (x.shape[-2] % self.stride or x.shape[-1] % self.stride):
             raise ValueError(
                 f"U-Net input sides must be multiples of {self.stride}, got {tuple(x.shape[-2:])}"
-                " (genart.translate.translate pads and crops back)"
+                " (layers.forward_any_size pads and crops back)"
             )
         return self.net(x)
 
@@ -220,32 +222,50 @@ def sample_inputs(p, first_batch, n: int, generator: torch.Generator | None = No
 
 def sample(nets, p: Pix2PixConfig, inputs) -> torch.Tensor:
     """One image per pair, input | output | target side by side: (n, C, H, 3W)."""
-    from genart.translate import translate
-
-    return torch.cat([inputs["A"], translate(nets["G"], inputs["A"]), inputs["B"]], dim=-1)
+    translated = forward_any_size(nets["G"], inputs["A"])
+    return torch.cat([inputs["A"], translated, inputs["B"]], dim=-1)
 
 
 def evaluate(nets, p: Pix2PixConfig, reference) -> dict[str, float]:
-    """PSNR/SSIM of G(A) against B over the reference batch, and of the identity baseline A."""
-    from genart.translate import score
+    """PSNR/SSIM of G(A) against B over the reference pairs, and of the identity baseline A.
 
-    return score(nets["G"], reference["A"], reference["B"])
+    Scored chunk by chunk: memory stays that of one chunk however many pairs there are.
+    """
+    G = nets["G"]
+    model = metrics.mean_quality(
+        (forward_any_size(G, a), b) for a, b in float_chunks(reference["A"], reference["B"])
+    )
+    identity = metrics.mean_quality(float_chunks(reference["A"], reference["B"]))
+    return model | {f"{name}_identity": value for name, value in identity.items()}
+
+
+def dataset(cfg):
+    """Aligned pairs from ``data.uri`` (its ``train/`` split), A the input of ``direction``."""
+    return datasets.paired(cfg, cfg.params.direction)
+
+
+def held_out(cfg, n: int):
+    """Up to ``n`` pairs of the dataset's ``val/`` (else ``test/``) split, or None."""
+    return datasets.paired_held_out(cfg, n, cfg.params.direction)
 
 
 SPEC = register(
-    ModelSpec(
+    TrainedSpec(
         name="pix2pix",
         config=Pix2PixConfig,
+        pipeline="genart.pipelines.translate:TranslationPipeline",
         build=build,
         optimizers=optimizers,
         train_step=train_step,
-        data="paired",
+        dataset=dataset,
+        held_out=held_out,
         sample_inputs=sample_inputs,
         sample=sample,
         evaluate=evaluate,
         schedulers=schedulers,
         export=("G",),
         graph_safe=lambda p: True,
+        sync_bn=lambda p: p.sync_bn,
         metric="psnr",
         mode="max",
     )

@@ -1,9 +1,12 @@
 """Serving genart's models over HTTP with Ray Serve.
 
-- ``app``: the settings, the FastAPI ingress, the Gatys job store and the app builder
-  (``genart.serve.app:build_app``, the ``import_path`` of serve_config.yaml). No torch.
-- ``deployments``: one deployment per model family (DCGAN, fast style, Pix2Pix/CycleGAN,
-  Gatys, Deep Dream), loading exported generators with their saved configs.
+- ``settings``: what an application serves and accepts (its ``args``). No torch, no Ray.
+- ``app``: the FastAPI ingress: validation, auth, routing. No torch.
+- ``http``: refusals as JSON reasons, the request-body guard, bearer auth. No torch.
+- ``jobs``: the Gatys job store (one replica).
+- ``deployments``: one deployment per model family, each holding its family's pipeline.
+- ``builder``: the application for a set of settings (``genart.serve.builder:build_app``, the
+  ``import_path`` of serve_config.yaml).
 - ``validation``: what a request may carry: image formats, byte and pixel caps, JSON bodies.
 - ``demo``: tiny untrained exports of every family, so a fresh checkout can serve something.
 - ``playground.html``: the self-contained page served at ``/``.

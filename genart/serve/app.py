@@ -15,140 +15,40 @@ JobStore          GET /gatys/jobs/{id}[/result]                    job state (on
 Dreamer           POST /dream                                      Deep Dream
 ================  ==============================================  ===========================
 
-This module holds the settings, the ingress, the job store and the builder; the model
-deployments live in ``genart.serve.deployments``. It imports no torch: ingress replicas only
-validate, decode and route, so they start in seconds and scale out cheaply. Every upload is
-checked and decoded here (``genart.serve.validation``): a bad request costs a 4xx in the
-ingress and never reaches a model.
+This module is the ingress and its routes; the settings are ``genart.serve.settings``, the job
+store ``genart.serve.jobs``, the model deployments ``genart.serve.deployments`` and the
+application builder ``genart.serve.builder`` (``import_path: genart.serve.builder:build_app``).
+It imports no torch: ingress replicas only validate, decode and route, so they start in seconds
+and scale out cheaply. Every upload is checked and decoded here (``genart.serve.validation``):
+a bad request costs a 4xx in the ingress and never reaches a model.
 
-Build it with :func:`build_app` (``import_path: genart.serve.app:build_app`` in
-serve_config.yaml, whose ``args`` are :class:`AppSettings`) or :func:`build` from Python.
+Every refusal is JSON with a reason (``genart.serve.http``). ``/docs`` serves Swagger UI from
+files installed with the app (``fastapi-offline``): it works without internet access.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
-import os
-import re
-import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from genart.serve import validation as v
-
-TOKEN_ENV = "GENART_API_TOKEN"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # style and translator names (URL segments)
-
-
-# --- settings: the application's ``args`` -------------------------------------------------------
-
-
-class OptimisationSettings(BaseModel):
-    """A VGG-based optimisation served by the app (Gatys or Deep Dream)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vgg_weights: str = "auto"  # auto (torch hub cache) | PATH | s3://... | random (tests only)
-    # Fixed by the server: fields of GatysConfig / DreamConfig (layers, arch, pooling ...).
-    # Clients choose the rest per request within validation's bounds.
-    config: dict[str, Any] = {}
-    max_side: int = Field(512, ge=32, le=4096)  # long side images are optimised at, at most
-
-
-class GatysServerSettings(OptimisationSettings):
-    """The Gatys deployment: its jobs and its small synchronous mode."""
-
-    max_jobs: int = Field(32, ge=1, le=10_000)  # queued + running + finished, kept in memory
-    sync_max_side: int = Field(128, ge=32, le=1024)  # /gatys/stylize: tiny images only
-    sync_max_evaluations: int = Field(100, ge=1, le=10_000)  # iterations x scales
-
-
-class AppSettings(BaseModel):
-    """What one genart application serves: exported models by family, and request limits.
-
-    Every path is an exported folder (``genart export``), a checkpoint or a run folder, local or
-    ``s3://``. A family left out is not deployed; its endpoints answer 404.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    dcgan: str | None = None
-    styles: dict[str, str] = {}  # style name -> fast_style export
-    translators: dict[str, str] = {}  # model name -> pix2pix or cyclegan export
-    gatys: GatysServerSettings | None = None
-    dream: OptimisationSettings | None = None
-    limits: v.Limits = v.Limits()
-
-    @field_validator("styles", "translators")
-    @classmethod
-    def _url_safe_names(cls, models: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in models if not NAME.match(name)]
-        if bad:
-            raise ValueError(f"names {bad} must match {NAME.pattern} (they are URL segments)")
-        return models
-
-
-# --- Gatys job state ----------------------------------------------------------------------------
-
-
-@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
-class JobStore:
-    """Status, progress and results of Gatys jobs: one replica, so every ingress sees one state.
-
-    Holds at most ``max_jobs`` jobs; the oldest finished ones make room for new ones, and a new
-    job is refused (503) while that many are queued or running. State lives in memory: a restart
-    of this replica forgets the jobs (clients see 404 and resubmit).
-    """
-
-    def __init__(self, max_jobs: int):
-        self.max_jobs = max_jobs
-        self.jobs: OrderedDict[str, dict] = OrderedDict()
-        self.results: dict[str, bytes] = {}
-
-    async def create(self, settings: dict) -> str:
-        """A new queued job's id (unguessable: results are only visible to whoever has it)."""
-        finished = [k for k, job in self.jobs.items() if job["status"] in ("done", "failed")]
-        while len(self.jobs) >= self.max_jobs and finished:
-            oldest = finished.pop(0)
-            del self.jobs[oldest]
-            self.results.pop(oldest, None)
-        if len(self.jobs) >= self.max_jobs:
-            raise v.RequestError(503, f"{self.max_jobs} Gatys jobs are in progress; retry later")
-        job_id = secrets.token_urlsafe(12)
-        self.jobs[job_id] = {"id": job_id, "status": "queued", "created": time.time(),
-                             "settings": settings, "progress": None}  # fmt: skip
-        return job_id
-
-    async def update(self, job_id: str, **fields: Any) -> None:
-        if job_id in self.jobs:  # an evicted job's late progress is dropped
-            self.jobs[job_id].update(fields)
-
-    async def finish(self, job_id: str, png: bytes, info: dict) -> None:
-        if job_id in self.jobs:
-            self.results[job_id] = png
-            self.jobs[job_id].update(status="done", finished=time.time(), info=info)
-
-    async def get(self, job_id: str) -> dict | None:
-        return dict(self.jobs[job_id]) if job_id in self.jobs else None
-
-    async def result(self, job_id: str) -> bytes | None:
-        return self.results.get(job_id)
-
-
-# --- the HTTP ingress ----------------------------------------------------------------------------
+from genart.serve.http import (
+    BodyGuard,
+    ServeErrorsRefused,
+    bearer_check,
+    dispatch_failure,
+    error_answers,
+)
+from genart.serve.settings import AppSettings
 
 IMAGE_BODY = {
     "requestBody": {
@@ -160,24 +60,18 @@ IMAGE_BODY = {
 IMAGE_REPLY = {200: {"content": {"image/png": {}}, "description": "the result as PNG"}}
 
 
-@serve.deployment(
-    max_ongoing_requests=100,
-    max_queued_requests=200,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
-    ray_actor_options={"num_cpus": 0.25},
-)
-@serve.ingress()
-class Ingress:
-    """Validates, authenticates and routes HTTP requests to the model deployments."""
+class Gateway:
+    """What the ingress does with a request, without Serve: the state and calls the routes use.
+
+    :class:`Ingress` is this as a Serve deployment; tests build :func:`create_api` on a plain
+    instance with stand-in handles.
+    """
 
     def __init__(self, settings: dict, api_token: str | None = None, **backends):
         self.settings = AppSettings.model_validate(settings)
         self.api_token = api_token
         self.backends: dict[str, DeploymentHandle | None] = backends
         self.dispatches: set[asyncio.Task] = set()  # keeps job dispatch tasks alive
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self)
 
     def backend(self, family: str) -> DeploymentHandle:
         """The handle of a configured family; 404 when this server does not serve it."""
@@ -211,11 +105,19 @@ class Ingress:
             raise v.RequestError(422, f"settings.size must be <= {server.max_side} here")
 
         def decode() -> list[np.ndarray]:
-            images = [
-                v.decode_base64_image(t, self.settings.limits) for t in (body.content, *body.styles)
-            ]
-            min_side = self.settings.limits.min_side
-            return [v.fit_long_side(image, body.settings.size, min_side) for image in images]
+            named = {"content": body.content} | {
+                f"styles[{i}]": text for i, text in enumerate(body.styles)
+            }
+            images = []
+            for name, text in named.items():
+                try:  # say which of the images it was
+                    image = v.decode_base64_image(text, self.settings.limits)
+                    images.append(
+                        v.fit_long_side(image, body.settings.size, self.settings.limits.min_side)
+                    )
+                except v.RequestError as err:
+                    raise v.RequestError(err.status, f"{name}: {err.reason}") from err
+            return images
 
         content, *styles = await asyncio.to_thread(decode)
         return content, styles
@@ -233,11 +135,13 @@ class Ingress:
 
     @staticmethod
     async def dispatch(worker, jobs, job_id: str, content, styles, settings: dict) -> None:
-        """Run a job; only failures to run it at all (overload, lost replica) are recorded here."""
+        """Run a job. The worker records the job's own outcome; recorded here are only the
+        failures of the call itself: the job was never run (overload), or its worker replica
+        stopped before answering (the job is then lost with it)."""
         try:
             await worker.run_job.remote(job_id, content, styles, settings)
-        except Exception as err:  # the job must not stay "queued" forever
-            await jobs.update.remote(job_id, status="failed", error=f"not run: {err}")
+        except Exception as err:  # the job must not stay "queued" or "running" forever
+            await jobs.abandon.remote(job_id, dispatch_failure(err))
 
     async def describe(self) -> dict:
         """What every configured deployment serves (``GET /models``)."""
@@ -249,6 +153,28 @@ class Ingress:
         return {key: (next(answers) if h is not None else None) for key, h in live.items()}
 
 
+@serve.deployment(
+    # Sized to the model deployments behind it (serve_config.yaml says more). A request the
+    # ingress runs is read and decoded before a model's queue can refuse it, which then costs
+    # about as much CPU as serving it; so it runs no more than a style or translation replica
+    # and its caller queue hold (16 + 32). The rest wait here, undecoded, and beyond
+    # max_queued_requests Serve refuses them before reading them.
+    max_ongoing_requests=32,
+    max_queued_requests=64,
+    # Serve's own 503 for a full ingress queue then says when to retry (Limits.retry_after_s
+    # does it for the 503s the app makes).
+    backpressure_config={"retry_after_s": 2},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
+    ray_actor_options={"num_cpus": 0.25},
+)
+@serve.ingress()
+class Ingress(Gateway):
+    """Validates, authenticates and routes HTTP requests to the model deployments."""
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self)
+
+
 def image_response(result: bytes | list[bytes]) -> Response:
     """PNG bytes as image/png; a list of PNGs as JSON with base64 strings."""
     if isinstance(result, bytes):
@@ -257,42 +183,33 @@ def image_response(result: bytes | list[bytes]) -> Response:
     return JSONResponse({"count": len(images), "images": images})
 
 
-def bearer_check(token: str | None) -> Callable:
-    """A FastAPI dependency: with a token set, a request needs ``Authorization: Bearer TOKEN``."""
-    scheme = HTTPBearer(auto_error=False, description=f"the server's {TOKEN_ENV}, if it sets one")
-
-    # A default, not an Annotated hint: hints are strings here (postponed evaluation), and
-    # FastAPI resolves them in the module's globals, where the local ``scheme`` is not.
-    # async: FastAPI would run a plain def in its thread pool, a thread hop per request.
-    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if token is None:
-            return
-        given = credentials.credentials if credentials else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):  # constant time
-            raise HTTPException(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
-
-    return check
-
-
-def create_api(app: Ingress) -> FastAPI:
+def create_api(app: Gateway) -> FastAPI:
     """The FastAPI application of one ingress replica (routes close over its state)."""
-    api = FastAPI(
+    limits = app.settings.limits
+    # FastAPIOffline: FastAPI whose /docs and /redoc load their scripts and styles from the
+    # files the package installs, not from a CDN, so they work on a network without one.
+    api = FastAPIOffline(
         title="genart",
         version="0.1.0",
         description="Generative-art models served by Ray Serve. Image endpoints take the image "
         "file itself as the request body and answer with a PNG.",
-        max_body_size=app.settings.limits.max_body_bytes,
     )
-    playground = resources.files("genart.serve").joinpath("playground.html").read_text()
+    api.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    error_answers(api, limits)
+    _service_routes(api)
+    models = APIRouter(
+        dependencies=[Depends(bearer_check(app.api_token))], route_class=ServeErrorsRefused
+    )
+    for add_routes in (_model_list_route, _dcgan_routes, _image_routes, _gatys_routes,
+                       _dream_route):  # fmt: skip
+        add_routes(models, app)
+    api.include_router(models)
+    return api
 
-    @api.exception_handler(v.RequestError)
-    async def refused(request: Request, err: v.RequestError) -> JSONResponse:
-        # A RequestError raised in a model replica arrives wrapped by Ray; .status and .reason
-        # are delegated to the original, so both kinds take this path.
-        headers = {"Retry-After": "5"} if err.status == 503 else None
-        return JSONResponse({"detail": err.reason}, status_code=err.status, headers=headers)
+
+def _service_routes(api: FastAPI) -> None:
+    """The playground page and the health check (no auth)."""
+    playground = resources.files("genart.serve").joinpath("playground.html").read_text()
 
     @api.get("/", include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -303,13 +220,15 @@ def create_api(app: Ingress) -> FastAPI:
         """Liveness of the ingress (no auth, for load balancers)."""
         return {"status": "ok"}
 
-    models = APIRouter(dependencies=[Depends(bearer_check(app.api_token))])
 
+def _model_list_route(models: APIRouter, app: Gateway) -> None:
     @models.get("/models", tags=["service"])
     async def list_models() -> dict:
         """Each family's loaded models: checkpoint, export metadata and saved config."""
         return await app.describe()
 
+
+def _dcgan_routes(models: APIRouter, app: Gateway) -> None:
     @models.post("/dcgan/sample", tags=["dcgan"], responses=IMAGE_REPLY)
     async def dcgan_sample(body: v.SampleRequest) -> Response:
         """``n`` images, seeds ``seed`` .. ``seed + n - 1``: a PNG grid, or JSON of PNGs."""
@@ -324,6 +243,10 @@ def create_api(app: Ingress) -> FastAPI:
     async def dcgan_arithmetic(body: v.ArithmeticRequest) -> Response:
         """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
         return image_response(await app.backend("dcgan").arithmetic.remote(body))
+
+
+def _image_routes(models: APIRouter, app: Gateway) -> None:
+    """Fast style and translation: the body is the image, the answer a PNG."""
 
     @models.post("/style/{name}", tags=["style"], openapi_extra=IMAGE_BODY, responses=IMAGE_REPLY)
     async def style(name: str, request: Request) -> Response:
@@ -350,6 +273,10 @@ def create_api(app: Ingress) -> FastAPI:
         return image_response(
             await app.backend("translate").translate.remote(model, direction, image)
         )
+
+
+def _gatys_routes(models: APIRouter, app: Gateway) -> None:
+    """Gatys jobs (submit, poll, fetch the result) and the small synchronous mode."""
 
     @models.post("/gatys/jobs", tags=["gatys"], status_code=202)
     async def gatys_submit(body: v.GatysRequest, request: Request) -> JSONResponse:
@@ -395,6 +322,8 @@ def create_api(app: Ingress) -> FastAPI:
         png, _ = await worker.stylize.remote(content, styles, s.model_dump())
         return Response(png, media_type="image/png")
 
+
+def _dream_route(models: APIRouter, app: Gateway) -> None:
     @models.post("/dream", tags=["dream"], openapi_extra=IMAGE_BODY, responses=IMAGE_REPLY)
     async def dream(request: Request, params: Annotated[v.DreamParams, Query()]) -> Response:
         """Deep Dream on the body image, resized to ``size`` (long side) at most."""
@@ -403,54 +332,3 @@ def create_api(app: Ingress) -> FastAPI:
         return image_response(
             await dreamer.dream.remote(image, params.model_dump(exclude={"size"}))
         )
-
-    api.include_router(models)
-    return api
-
-
-# --- building the application --------------------------------------------------------------------
-
-
-def build(
-    settings: AppSettings | dict,
-    options: dict[str, dict] | None = None,
-    api_token: str | None = None,
-) -> serve.Application:
-    """The application for ``settings``: an ingress and the deployments of configured families.
-
-    ``options`` maps deployment names to ``Deployment.options`` overrides (what the
-    ``deployments:`` list of a Serve config file does for ``serve run``/``serve deploy``).
-    ``api_token`` turns on bearer-token auth for every endpoint but /, /docs and /healthz.
-    """
-    # Imported here: replicas of this module (the ingress) must not pay for torch.
-    from genart.serve.deployments import DCGANGenerator, Dreamer, FastStyle, GatysWorker, Translator
-
-    s = AppSettings.model_validate(settings) if isinstance(settings, dict) else settings
-    options = dict(options or {})
-
-    def bind(deployment, *args, **kwargs):
-        return deployment.options(**options.pop(deployment.name, {})).bind(*args, **kwargs)
-
-    jobs = bind(JobStore, s.gatys.max_jobs) if s.gatys else None
-    backends = {
-        "dcgan": bind(DCGANGenerator, s.dcgan) if s.dcgan else None,
-        "style": bind(FastStyle, s.styles) if s.styles else None,
-        "translate": bind(Translator, s.translators) if s.translators else None,
-        "gatys": bind(GatysWorker, s.gatys.model_dump(), jobs) if s.gatys else None,
-        "jobs": jobs,
-        "dream": bind(Dreamer, s.dream.model_dump()) if s.dream else None,
-    }
-    app = bind(Ingress, s.model_dump(), api_token, **backends)
-    if options:
-        raise ValueError(f"options for unknown or unconfigured deployments: {sorted(options)}")
-    return app
-
-
-def build_app(args: dict) -> serve.Application:
-    """The Serve config entry point (``import_path: genart.serve.app:build_app``).
-
-    ``args`` are :class:`AppSettings`. Auth is on when ``GENART_API_TOKEN`` is set where the
-    application is built: the environment that started Ray (``ray start``, ``serve run``,
-    ``genart serve``). The token stays out of config files.
-    """
-    return build(args, api_token=os.environ.get(TOKEN_ENV) or None)

@@ -34,7 +34,7 @@ def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 
     """
     cfg = config.load(model, overrides=overrides)
     torch.manual_seed(seed)
-    nets = registry.get(model).build(cfg.params, cfg.data)
+    nets = registry.trained(model).build(cfg.params, cfg.data)
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     source = out.with_name(out.name + ".checkpoint")
     checkpoint.write(source, state, cfg, [])

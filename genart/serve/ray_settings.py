@@ -14,16 +14,16 @@ from collections.abc import MutableMapping
 
 # Values up to 1 MiB travel inside the actor call instead of through the object store (Ray's
 # default threshold is 100 KiB). A request's image crosses several calls between processes; a
-# 256x256 one is ~200 KB, and on the 2-core build machine each such round trip cost ~5 ms more
-# through the object store (README, Serving).
+# 256x256 one is ~200 KB, and each trip through the object store instead costs milliseconds
+# (docs/serving.md).
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 1 << 20}
 
 # Serve's HAProxy data path (Ray >= 2.56; HAProxy comes with ray[serve] on Linux): HTTP enters
 # through HAProxy straight to the ingress replicas, and deployments call each other over gRPC on
 # the replicas' own event loops. The default path goes through a Python proxy actor and Ray
-# actor calls, which cost ~6 ms of proxy CPU per request on the 2-core machine: the echo app's
-# p50 fell from ~12 to ~4.3 ms (README, Serving). Single-node only here: on several nodes the
-# ingress replicas must bind an address the HAProxy of another node can reach (README).
+# actor calls, which cost several milliseconds of proxy CPU per request (docs/benchmarks.md).
+# Single-node only here: on several nodes the ingress replicas must bind an address the HAProxy
+# of another node can reach (docs/serving.md).
 HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"  # set it (to 0) to keep Ray's Python proxy
 # A stopping ingress replica keeps its port open this long so that load balancers can take it

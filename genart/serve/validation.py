@@ -6,11 +6,14 @@ model. Images are checked in order of cost:
 
 1. the format, by magic bytes (never by file name or Content-Type): PNG, JPEG, WebP only, so
    Pillow's rarer decoders, with their history of CVEs, never see untrusted bytes;
-2. the declared width and height, read from the header (no pixel decoded): a 20,000 x 20,000
-   PNG of a few kilobytes is refused here, where Pillow alone would only warn below ~179 MP;
-3. for JPEG, the number of scans, counted in the raw bytes (no pixel decoded): each scan of a
-   progressive JPEG is decoded over the whole image, so a few kilobytes of repeated scans
-   would cost seconds of CPU;
+2. the declared width and height, read from the header (no pixel decoded) against
+   :class:`Limits`: a 20,000 x 20,000 PNG of a few kilobytes is refused here with the app's
+   own caps in the reason (they take the place of Pillow's decompression-bomb check, which
+   would refuse it first with a message about Pillow's own ~179 MP limit);
+3. for JPEG (anything starting with a JPEG start-of-image marker, MPO included), the number
+   of scans, counted in the raw bytes (no pixel decoded): each scan of a progressive JPEG is
+   decoded over the whole image, so a few kilobytes of repeated scans would cost seconds of
+   CPU;
 4. the full decode, which rejects truncated or corrupt pixel data and gives the pixels as
    viewers show them (:func:`genart.data.transforms.load_as`: EXIF orientation applied,
    16-bit grey scaled to 8 bits, transparency composited onto white).
@@ -18,8 +21,10 @@ model. Images are checked in order of cost:
 Resizing (:func:`fit_long_side`) then refuses an image so elongated that its short side would
 shrink below the minimum.
 
-Request body bytes are capped before any of this by FastAPI's ``max_body_size`` (the app
-builder sets it from :class:`Limits`).
+Before any of this the ingress caps the request body's bytes and the time it may take to
+arrive (``max_body_bytes``, ``body_timeout_s``; ``genart.serve.http.BodyGuard``). Every reason
+given to a client is a sentence of this module's making: Pillow's own messages name Python
+objects and Pillow's limits, not what the client should change.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import io
 from typing import Annotated, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genart.data import transforms
@@ -39,6 +44,16 @@ from genart.data import transforms
 SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
 FORMATS = ("PNG", "JPEG", "WEBP")
 MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp")
+# The one header parser per format that the magic bytes choose. Called directly rather than
+# through Image.open, which adds Pillow's decompression-bomb check (its message names Pillow's
+# limit, not the app's; check_size applies the app's caps next) and, for a header that
+# fails to parse, replaces the parser's error with one naming a Python object.
+# jpeg_factory opens a JPEG with an MPF segment as MPO, as Image.open does.
+HEADER_PARSERS = {
+    "PNG": PngImagePlugin.PngImageFile,
+    "JPEG": JpegImagePlugin.jpeg_factory,
+    "WEBP": WebPImagePlugin.WebPImageFile,
+}
 
 
 class RequestError(Exception):
@@ -63,6 +78,13 @@ class Limits(BaseModel):
     max_pixels: int = Field(2048 * 2048, ge=64, le=2**28)  # width x height, from the header
     max_side: int = Field(4096, ge=8, le=65535)  # longest side, from the header
     min_side: int = Field(8, ge=1, le=1024)  # shortest side: smaller is no picture to restyle
+    # The whole body must arrive within this many seconds of the request reaching the app,
+    # else 408: a client that declares more bytes than it sends would otherwise hold a
+    # connection and a request slot for as long as it likes.
+    body_timeout_s: float = Field(5.0, gt=0, le=600, allow_inf_nan=False)
+    # What a 503 (overload: full queues, a job store at max_jobs) asks clients to wait before
+    # retrying, in its Retry-After header.
+    retry_after_s: int = Field(2, ge=1, le=3600)
 
 
 def sniff_format(data: bytes) -> str:
@@ -90,16 +112,17 @@ def check_size(width: int, height: int, limits: Limits) -> None:
 
 
 def open_header(data: bytes, fmt: str) -> Image.Image:
-    """The image with only its header parsed, by the one decoder its magic bytes named.
+    """The image with only its header parsed, by the one parser its magic bytes named.
 
-    413 for a decompression bomb (Pillow's own limit, ~179 MP), 400 for an unreadable header.
+    400 for a header that does not parse. The declared size is not checked here: that is
+    :func:`check_size`'s job, with the app's limits.
     """
     try:
-        return Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombError as err:
-        raise RequestError(413, f"image declares too many pixels: {err}") from err
+        return HEADER_PARSERS[fmt](io.BytesIO(data))
     except Exception as err:  # Pillow's plugins raise many types (OSError, SyntaxError, ...)
-        raise RequestError(400, f"unreadable image header: {err}") from err
+        raise RequestError(
+            400, f"the file starts like a {fmt} image but its header is damaged or truncated"
+        ) from err
 
 
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:
@@ -111,10 +134,11 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     """
     if not data:
         raise RequestError(400, "empty request body: send the image bytes as the body")
-    image = open_header(data, sniff_format(data))
+    fmt = sniff_format(data)
+    image = open_header(data, fmt)
     check_size(*image.size, limits)
     try:
-        transforms.check_jpeg_scans(image, data)
+        transforms.check_jpeg_scans(data)
     except transforms.DecodeError as err:
         # 422, not 413: the body is small and well-formed; what we refuse is its structure, and
         # 413 would tell the client to send fewer bytes. Re-encoding the image fixes it.
@@ -122,7 +146,9 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     try:
         return np.asarray(transforms.load_as(image, "RGB"))
     except Exception as err:  # as in open_header: decoding untrusted bytes fails in many ways
-        raise RequestError(400, f"corrupt or truncated image: {err}") from err
+        raise RequestError(
+            400, f"the {fmt} image data is truncated or corrupt: send the whole, undamaged file"
+        ) from err
 
 
 def decode_base64_image(text: str, limits: Limits) -> np.ndarray:
@@ -131,7 +157,8 @@ def decode_base64_image(text: str, limits: Limits) -> np.ndarray:
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise RequestError(400, f"image is not valid base64: {err}") from err
+        # binascii's messages are plain sentences about the text (padding, a bad character).
+        raise RequestError(400, f"image is not valid base64 ({err})") from err
     return decode_image(data, limits)
 
 
@@ -238,9 +265,10 @@ class GatysRequest(Strict):
 
 
 class DreamParams(BaseModel):
-    """Deep Dream settings, as query parameters (the body is the image)."""
+    """Deep Dream settings, as query parameters (the body is the image); ``nan`` or ``inf``
+    are refused as such, as in JSON bodies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     size: int = Field(256, ge=32, le=2048)  # long side the image is resized to (never up)
     octaves: int = Field(3, ge=1, le=8)

@@ -181,7 +181,7 @@ def export(source: str, out: str) -> Path:
     """Export the serving networks of a run/checkpoint to ``out`` (local path or URI)."""
     ckpt = resolve(source)
     state, cfg, _ = load(ckpt)
-    spec = registry.get(cfg.model)
+    spec = registry.trained(cfg.model)
     staging = (
         Path(tempfile.mkdtemp(prefix="genart-export-")) if storage.is_remote(out) else Path(out)
     )
@@ -212,9 +212,9 @@ def load_exported(path: str, device: str | torch.device = "cpu"):
         }
     else:
         state, cfg, _ = load(resolve(path))
-        names = registry.get(cfg.model).export
+        names = registry.trained(cfg.model).export
         weights = {n: state["nets"][n] for n in names}
-    built = registry.get(cfg.model).build(cfg.params, cfg.data)
+    built = registry.trained(cfg.model).build(cfg.params, cfg.data)
     nets = {}
     for name in names:
         built[name].load_state_dict(weights[name])

@@ -1,9 +1,9 @@
 """CUDA-graph replay of a whole training step, for steps too small to keep a GPU busy.
 
 A GAN step at small batches launches a few hundred kernels that each run for microseconds, so
-the GPU waits on Python and the CUDA driver (measured on an H100: a 64 px DCGAN step at batch
-64 and a 256 px Pix2Pix step at batch 1 both took ~10x their arithmetic time). Recording the
-step once as a CUDA graph and replaying it launches all of it with one call.
+the GPU waits on Python and the CUDA driver: such a step takes many times its arithmetic time
+(docs/benchmarks.md). Recording the step once as a CUDA graph and replaying it launches all of
+it with one call.
 
 What a captured step may do is what CUDA graphs allow: fixed shapes, no host synchronisation
 (``.item()``, printing tensors), no host-side random decisions (CycleGAN's image pool draws in

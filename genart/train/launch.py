@@ -15,53 +15,43 @@ from genart.train.checkpoint import CHECKPOINT_PREFIX, newest_config
 
 
 def init_ray(workers: int = 2, cpus_per_worker: float = 1.0) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray sized for this run.
+    """Connect to ``RAY_ADDRESS`` if set, else start a private local Ray sized for this run;
+    then start genart's console (:mod:`genart.console`).
 
     A local instance gets logical CPUs beyond the physical ones: Ray Data must have CPUs left
     beside the Train workers, or a streaming dataset fed to workers that hold every CPU hangs.
     """
     import ray
 
+    from genart import console
+    from genart.compat.isolation import enable_token_auth
+
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        console.start(ray.init(**console.ray_init_args()))
         return
+    enable_token_auth()
+    console.start(ray.init(**local_ray_args(workers, cpus_per_worker)))
+
+
+def local_ray_args(workers: int, cpus_per_worker: float) -> dict:
+    """``ray.init`` arguments of a private local Ray for a run.
+
+    Private: ``address="local"`` always starts a fresh instance, never joins one found on the
+    machine, and its own temp dir keeps it apart from a ``ray start`` cluster's files.
+    """
+    from genart import console
+    from genart.compat.isolation import private_temp_dir
+
     cpus = max(os.cpu_count() or 2, int(workers * cpus_per_worker) + 2)
-    # address="local": always a fresh instance, never whichever cluster /tmp/ray points at.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-
-
-def dataset(cfg: Config):
-    """The Ray Dataset the model's spec asks for: images, paired, unpaired or content."""
-    from genart.data import pipelines
-
-    kind = registry.get(cfg.model).data
-    d = cfg.data
-    if not d.uri:
-        raise ConfigError("data.uri is empty: pass --data DIR|s3://...|FILE.parquet")
-    if kind in ("images", "content"):
-        return pipelines.images(
-            d.uri, size=d.size, channels=d.channels, column=d.parquet_column, repeat=d.repeat
-        )
-    if kind == "paired":
-        # A pix2pix root (train/ val/ test/) trains on train/ only: never on held-out pairs.
-        train_dir = storage.join(d.uri, "train")
-        uri = train_dir if storage.exists(train_dir) else d.uri
-        direction = getattr(cfg.params, "direction", "AtoB")
-        return pipelines.paired(uri, size=d.size, channels=d.channels, direction=direction,
-                                column=d.parquet_column, repeat=d.repeat)  # fmt: skip
-    if kind == "unpaired":
-        # A CycleGAN root folder (trainA/ + trainB/), or the two domains given explicitly.
-        uri_a, uri_b = (
-            (d.uri, d.uri_b)
-            if d.uri_b
-            else (storage.join(d.uri, "trainA"), storage.join(d.uri, "trainB"))
-        )
-        return pipelines.unpaired(
-            uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed, repeat=d.repeat
-        )
-    raise ConfigError(f"model '{cfg.model}' asks for unknown data kind '{kind}'")
+    return {
+        "address": "local",
+        "num_cpus": cpus,
+        "include_dashboard": False,
+        "_temp_dir": private_temp_dir(),
+        **console.ray_init_args(),
+    }
 
 
 def configure(model: str, recipe: str | None, overrides: list[str]) -> Config:
@@ -112,6 +102,8 @@ def fit(cfg: Config, callbacks: list | None = None):
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
+    from genart import console
+    from genart.compat.isolation import use_own_cluster_cleaner
     from genart.train.loop import train_loop_per_worker
 
     cfg = resolve_run(cfg)
@@ -134,10 +126,14 @@ def fit(cfg: Config, callbacks: list | None = None):
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=callbacks,
         ),
-        datasets={"train": dataset(cfg)},
+        datasets={"train": registry.trained(cfg.model).dataset(cfg)},
         # preserve_order: each worker gets the same rows every epoch, so resume is exact.
         dataset_config=ray.train.DataConfig(
             execution_options=ExecutionOptions(preserve_order=True)
         ),
     )
-    return trainer.fit()
+    use_own_cluster_cleaner()  # Ray's asks whichever cluster it finds (genart.compat.isolation)
+    try:
+        return trainer.fit()
+    finally:
+        console.flush()  # the run's last lines before whatever the caller prints next

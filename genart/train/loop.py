@@ -2,7 +2,9 @@
 
 It owns everything a ``train_step`` must not know about: devices, DDP, mixed precision, the
 dataset shard and its position, RNG, reporting, progress lines, sample grids, TensorBoard and
-checkpoints. Models plug in through :class:`genart.registry.ModelSpec`.
+checkpoints. Models plug in through :class:`genart.registry.TrainedSpec`; what a worker trains
+and restores is its :class:`~genart.train.state.TrainState`, what it scores on is in
+:mod:`genart.train.evaluation`.
 
 Exact resume: the data order is a pure function of (seed, epoch) — Ray Data runs with
 ``preserve_order`` so every worker gets the same rows each epoch — and a checkpoint stores the
@@ -12,39 +14,26 @@ resumed run skips the consumed batches and continues bit-identically on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import random
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import ray
 import torch
-import torch.distributed as dist
 
-from genart import registry, storage
+from genart import registry
 from genart.config import Config, TrainConfig
 from genart.data import pipelines
 from genart.data.transforms import random_flip
 from genart.train import checkpoint, devices, graphs, outputs
+from genart.train.evaluation import Evaluation
+from genart.train.rng import seed_everything, side_effect_free
+from genart.train.state import Position, TrainState, Worker
 
 IMAGE_COLUMNS = ("image", "A", "B")
-
-
-@dataclass
-class Position:
-    """Where training stands: optimizer step and place in the data stream."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    history: list[dict] = field(default_factory=list)
+SAMPLE_GRID = 64  # inputs fixed for the sample grids, at most (an 8 x 8 grid)
 
 
 @dataclass(frozen=True)
@@ -139,66 +128,6 @@ class Window:
         return out
 
 
-# --- set-up helpers -----------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (Python's as a JSON string: weights_only loads no tuples)."""
-    state = {
-        "python": json.dumps(random.getstate()),
-        "numpy": _numpy_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _numpy_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": pos,
-        "has_gauss": has_gauss,
-        "gauss": gauss,
-        "kind": kind,
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    version, internal, gauss = json.loads(state["python"])
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def gather(obj: Any) -> list[Any]:
-    """Every worker's ``obj`` in rank order (just ``[obj]`` on a single worker)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def has_trainable(net: torch.nn.Module) -> bool:
-    """Whether a net has parameters to train (only those are wrapped in DDP)."""
-    return any(p.requires_grad for p in net.parameters())
-
-
 # --- data ---------------------------------------------------------------------------------
 
 
@@ -241,157 +170,194 @@ def to_device(batch: dict, device: torch.device, channels_last: bool, flip: bool
 
 def train_loop_per_worker(config: dict) -> dict:
     """Ray Train entry point: one worker's share of a training run (``config`` = Config dict)."""
+    cfg = Config.from_dict(config)
+    spec = registry.trained(cfg.model)
+    state = TrainState.create(spec, cfg, _join(cfg.train.seed))
+    resumed = state.resume(cfg)
+    pos = state.pos
+    out = outputs.RunOutputs(
+        cfg, state.worker.rank == 0, pos.history, pos.step if resumed else None
+    )
+    if resumed:
+        out.log(f"resumed from {pos}")
+        if pos.step >= cfg.train.steps:
+            return _finished(out, pos)
+
+    attempt = Attempt(spec, cfg, state, out)
+    while pos.step < cfg.train.steps:
+        for batch in attempt.epoch():
+            if pos.step == cfg.train.fail_at_step and not resumed:
+                raise RuntimeError(f"fail_at_step={pos.step}: injected failure (testing aid)")
+            attempt.step(batch)
+            if pos.step >= cfg.train.steps:
+                break
+            attempt.after(Due.at(pos.step, cfg.train))
+        else:
+            attempt.end_epoch()
+    return attempt.finish()
+
+
+def _join(seed: int) -> Worker:
+    """This process's place in the run; seeds its RNG streams (one stream per rank) and
+    configures its device."""
     import ray.train
     import ray.train.torch
 
-    cfg = Config.from_dict(config)
-    spec = registry.get(cfg.model)
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    seed_everything(cfg.train.seed * 7919 + rank)
-    devices.configure(device)
+    worker = Worker(
+        context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
+    )
+    seed_everything(seed * 7919 + worker.rank)
+    devices.configure(worker.device)
+    return worker
 
-    nets = spec.build(cfg.params, cfg.data)
-    if getattr(cfg.params, "sync_bn", False) and world > 1 and device.type == "cuda":
-        # Batch statistics over the global batch (small per-GPU batches); NCCL/CUDA only.
-        nets = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
-    nhwc = devices.channels_last(cfg.train.channels_last, device)
-    fmt = torch.channels_last if nhwc else torch.contiguous_format
-    nets = {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
-    opts = spec.optimizers(nets, cfg.params)
-    scheds = spec.schedulers(opts, cfg.params, cfg.train.steps) if spec.schedulers else {}
-    dtype, scaler = devices.precision(cfg.train.precision, device)
-    ctx = registry.StepContext(scaler=scaler, device_type=device.type)
-    pos, fixed = Position(), None
 
-    restored = _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device)
-    if restored is not None:
-        pos, fixed = restored
-    wrapped = {
+def _finished(out: outputs.RunOutputs, pos: Position) -> dict:
+    """The result of a finished run resumed (a job resubmitted after it ended).
+
+    Its checkpoint holds the final state and its history the final scores: scoring again
+    without a batch seen would overwrite them with nothing.
+    """
+    final = {k: v for k, v in pos.history[-1].items() if k != "step"} if pos.history else {}
+    return out.finish(final) if out.enabled else {}
+
+
+class Attempt:
+    """One worker's attempt at a run, acting on its :class:`TrainState`: the nets as trained
+    (DDP-wrapped), the step runner, the data shard, the reporting window, the evaluation and
+    the outputs."""
+
+    def __init__(
+        self, spec: registry.TrainedSpec, cfg: Config, state: TrainState, out: outputs.RunOutputs
+    ):
+        import ray.train
+
+        self.spec, self.cfg, self.state, self.out = spec, cfg, state, out
+        worker = state.worker
+        self.nets = _for_ddp(state.nets, worker.world)
+        self.run_step = graphs.step_runner(
+            spec, self.nets, state.opts, cfg.params, state.ctx, worker.device, worker.world,
+            state.dtype, cfg.train.cuda_graphs,
+        )  # fmt: skip
+        self.shard = ray.train.get_dataset_shard("train")
+        self.nhwc = devices.channels_last(cfg.train.channels_last, worker.device)
+        self.images_per_step = cfg.data.batch_size * worker.world
+        self.clock = InputClock()
+        self.window = Window(self.clock)
+        self.evaluation = Evaluation(spec, cfg, worker.device, enabled=worker.rank == 0)
+
+    def epoch(self) -> Iterator[registry.Batch]:
+        """The rest of this epoch's batches, on the device; the first ones also fix the sample
+        inputs and fill the evaluation's reference rows."""
+        pos, worker = self.state.pos, self.state.worker
+        gpu = worker.device.type == "cuda"
+        batches = epoch_batches(
+            self.shard, self.cfg, pos.epoch, worker.rank, pos.batch_in_epoch, gpu
+        )
+        for batch in self.clock.timed(batches):
+            batch = to_device(batch, worker.device, self.nhwc, self.cfg.data.flip)
+            self.evaluation.add(batch)
+            self._fix_sample_inputs(batch)
+            yield batch
+
+    def step(self, batch: registry.Batch) -> None:
+        """One optimizer step (train step, schedulers, position), and a sample grid if due."""
+        state, pos = self.state, self.state.pos
+        state.ctx.step = pos.step
+        self.window.add(self.run_step(batch))
+        for sched in state.scheds.values():
+            sched.step()
+        pos.step += 1
+        pos.batch_in_epoch += 1
+        if pos.step % self.cfg.train.sample_every == 0 or pos.step == self.cfg.train.steps:
+            self._sample()
+
+    def after(self, due: Due) -> None:
+        """Record, score and report what is due after a step (every report follows a record)."""
+        if not due.log:
+            return
+        metrics = self.window.read(self.images_per_step)
+        self.window = Window(self.clock)
+        if due.evaluate:
+            metrics |= self.evaluation.scores(self.state.nets)
+        self.out.record(self.state.pos.step, metrics)
+        if due.report:
+            self._report(metrics, save=due.checkpoint)
+
+    def end_epoch(self) -> None:
+        """Move on to the next epoch; after the first full pass, log what the data skipped."""
+        pos, worker = self.state.pos, self.state.worker
+        if pos.batch_in_epoch == 0:
+            raise ValueError(
+                f"worker {worker.rank} got no full batch of {self.cfg.data.batch_size} images: "
+                f"the dataset is smaller than batch_size x workers ({worker.world})"
+            )
+        if pos.epoch == 0 and self.out.enabled:  # a full pass: every unreadable file was seen
+            self.out.log(_skip_summary(complete=True))
+        pos.epoch += 1
+        pos.batch_in_epoch = 0
+
+    def finish(self) -> dict:
+        """The final report: last window, scores and a checkpoint (so ``Result.metrics`` holds
+        the scores); rank 0 returns the run's files and final metrics."""
+        pos = self.state.pos
+        if pos.epoch == 0 and self.out.enabled:  # a run shorter than one pass: what it saw
+            self.out.log(_skip_summary(complete=False))
+        metrics = self.window.read(self.images_per_step) if self.window.steps else {}
+        # Scores go into the history too: a run resumed at its end has no batches to score on.
+        metrics |= self.evaluation.scores(self.state.nets)
+        self.out.record(pos.step, metrics)
+        self._report(metrics, save=True)
+        return self.out.finish(metrics) if self.out.enabled else {}
+
+    def _fix_sample_inputs(self, batch: registry.Batch) -> None:
+        """The inputs of every sample grid, from the run's first batch (kept in checkpoints)."""
+        if self.state.fixed is None and self.spec.sample_inputs is not None:
+            generator = torch.Generator().manual_seed(self.cfg.train.seed)
+            self.state.fixed = self.spec.sample_inputs(
+                self.cfg.params, batch, SAMPLE_GRID, generator
+            )
+
+    def _sample(self) -> None:
+        """A sample grid from the fixed inputs (rank 0 only; no RNG or autograd side effects)."""
+        fixed = self.state.fixed
+        if self.out.enabled and self.spec.sample is not None and fixed is not None:
+            with side_effect_free(self.state.worker.device):
+                images = self.spec.sample(self.state.nets, self.cfg.params, fixed)
+                self.out.sample_grid(self.state.pos.step, images)
+
+    def _report(self, metrics: dict, save: bool) -> None:
+        """ray.train.report on every rank (a barrier); with ``save``, rank 0 attaches a
+        checkpoint of the state gathered from all ranks."""
+        import ray.train
+
+        pos = self.state.pos
+        state = self.state.state_dict() if save else None  # a collective: on every rank
+        metrics = {**metrics, "step": pos.step}  # Tune's schedulers measure progress in steps
+        if state is None or not self.out.enabled:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="genart-ckpt-") as tmp:
+            checkpoint.write(tmp, state, self.cfg, pos.history)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        self.out.checkpointed(pos.step)
+
+
+def _for_ddp(nets: registry.Nets, world: int) -> registry.Nets:
+    """The nets as trained: on several workers, those with trainable parameters in DDP."""
+    import ray.train.torch
+
+    return {
         k: ray.train.torch.prepare_model(v, move_to_device=False)
         if world > 1 and has_trainable(v)
         else v
         for k, v in nets.items()
     }
-    resumed_from = pos.step if restored is not None else None
-    out = outputs.RunOutputs(cfg, rank == 0, pos.history, resumed_from)
-    if restored is not None:
-        out.log(f"resumed from step {pos.step} (epoch {pos.epoch}, batch {pos.batch_in_epoch})")
-
-    if resumed_from is not None and resumed_from >= cfg.train.steps:
-        # A finished run resumed (a job resubmitted after it ended): its checkpoint holds the
-        # final state and its history the final scores. Scoring again without a batch seen
-        # would overwrite them with nothing.
-        final = {k: v for k, v in pos.history[-1].items() if k != "step"} if pos.history else {}
-        return out.finish(final) if rank == 0 else {}
-    shard = ray.train.get_dataset_shard("train")
-    images_per_step = cfg.data.batch_size * world
-    clock = InputClock()
-    window = Window(clock)
-    reference = outputs.Reference(cfg.train.eval_samples)
-    gpu = device.type == "cuda"
-    run_step = graphs.step_runner(
-        spec, wrapped, opts, cfg.params, ctx, device, world, dtype, cfg.train.cuda_graphs
-    )
-    while pos.step < cfg.train.steps:
-        batches = epoch_batches(shard, cfg, pos.epoch, rank, pos.batch_in_epoch, gpu)
-        for batch in clock.timed(batches):
-            batch = to_device(batch, device, nhwc, cfg.data.flip)
-            if rank == 0:
-                reference.add(batch)
-            if fixed is None and spec.sample_inputs is not None:
-                generator = torch.Generator().manual_seed(cfg.train.seed)
-                fixed = spec.sample_inputs(cfg.params, batch, 64, generator)
-            if pos.step == cfg.train.fail_at_step and restored is None:
-                raise RuntimeError(f"fail_at_step={pos.step}: injected failure (testing aid)")
-            ctx.step = pos.step
-            window.add(run_step(batch))
-            for sched in scheds.values():
-                sched.step()
-            pos.step += 1
-            pos.batch_in_epoch += 1
-            if pos.step % cfg.train.sample_every == 0 or pos.step == cfg.train.steps:
-                _sample(out, spec, wrapped, cfg, fixed, pos.step, device)
-            if pos.step >= cfg.train.steps:
-                break
-            due = Due.at(pos.step, cfg.train)
-            if due.log:
-                metrics = window.read(images_per_step)
-                window = Window(clock)
-                if due.evaluate:
-                    metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
-                out.record(pos.step, metrics)
-            if due.report:
-                state = None
-                if due.checkpoint:
-                    state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
-                _report(out, metrics, pos, state, cfg)
-        else:
-            if pos.batch_in_epoch == 0:
-                raise ValueError(
-                    f"worker {rank} got no full batch of {cfg.data.batch_size} images: the "
-                    f"dataset is smaller than batch_size x workers ({world})"
-                )
-            if pos.epoch == 0 and out.enabled:  # a full pass: every unreadable file was seen
-                out.log(_skip_summary(complete=True))
-            pos.epoch += 1
-            pos.batch_in_epoch = 0
-
-    if pos.epoch == 0 and out.enabled:  # a run shorter than one pass: what it saw
-        out.log(_skip_summary(complete=False))
-    # Final report: last window, evaluation, a checkpoint (so Result.metrics holds the scores).
-    metrics = window.read(images_per_step) if window.steps else {}
-    # Scores go into the history too: a run resumed at its end has no batches to score on.
-    metrics |= _evaluate(rank, spec, wrapped, cfg, reference, device)
-    out.record(pos.step, metrics)
-    state = _state(pos, nets, opts, scheds, scaler, ctx, fixed)
-    _report(out, metrics, pos, state, cfg)
-    return out.finish(metrics) if rank == 0 else {}
 
 
-@contextlib.contextmanager
-def side_effect_free(device: torch.device):
-    """Run evaluation or sampling without touching the training RNG streams (exact resume)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        yield
-
-
-def _evaluate(rank, spec, nets, cfg: Config, reference, device) -> dict[str, float]:
-    """Quality metrics on rank 0 (``eval_`` prefixed), computed without side effects."""
-    if rank != 0 or spec.evaluate is None or not len(reference):
-        return {}
-    with side_effect_free(device):
-        scores = spec.evaluate(_unwrapped(nets), cfg.params, reference.batch())
-    return {f"eval_{k}": v for k, v in scores.items()}
-
-
-def _sample(out, spec, nets, cfg: Config, fixed, step: int, device) -> None:
-    """A sample grid from the fixed inputs (rank 0 only; no RNG or autograd side effects)."""
-    if out.enabled and spec.sample is not None and fixed is not None:
-        with side_effect_free(device):
-            out.sample_grid(step, spec.sample(_unwrapped(nets), cfg.params, fixed))
-
-
-def _unwrapped(nets: dict) -> dict:
-    return {k: registry.unwrap(v) for k, v in nets.items()}
-
-
-def _state(pos, nets, opts, scheds, scaler, ctx, fixed) -> dict:
-    """Everything a resume needs; per-worker parts (RNG, model state) gathered from all ranks."""
-    per_worker = gather({"rng": rng_state(), "ctx_state": ctx.state})
-    return {
-        "step": pos.step,
-        "epoch": pos.epoch,
-        "batch_in_epoch": pos.batch_in_epoch,
-        "nets": {k: registry.unwrap(v).state_dict() for k, v in nets.items()},
-        "opts": {k: v.state_dict() for k, v in opts.items()},
-        "scheds": {k: v.state_dict() for k, v in scheds.items()},
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "workers": per_worker,
-        "fixed": fixed,
-    }
+def has_trainable(net: torch.nn.Module) -> bool:
+    """Whether a net has parameters to train (only those are wrapped in DDP)."""
+    return any(p.requires_grad for p in net.parameters())
 
 
 def _skip_summary(complete: bool) -> str:
@@ -401,128 +367,3 @@ def _skip_summary(complete: bool) -> str:
         return summary if complete else f"{summary} (so far: the first epoch did not finish)"
     except ray.exceptions.RayActorError as error:
         return f"data: skip counts unavailable ({type(error).__name__}: the skip log was lost)"
-
-
-def _report(out, metrics: dict, pos: Position, state: dict | None, cfg: Config) -> None:
-    """ray.train.report on every rank (a barrier); rank 0 attaches the checkpoint if any."""
-    import ray.train
-
-    metrics = {**metrics, "step": pos.step}  # Tune's schedulers measure progress in steps
-    if state is None or not out.enabled:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="genart-ckpt-") as tmp:
-        checkpoint.write(tmp, state, cfg, pos.history)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    out.checkpointed(pos.step)
-
-
-def _restore(cfg, nets, opts, scheds, scaler, ctx, rank, device):
-    """Load the state to start from (see :func:`_start_state`) into the nets, optimizers, ...
-
-    Returns (Position, fixed inputs), or None when there is nothing to start from.
-    """
-    start = _start_state(cfg)
-    if start is None:
-        return None
-    state, history, own = start
-    own_settings = _optimizer_settings(opts)
-    for name, net in nets.items():
-        net.load_state_dict(state["nets"][name])
-    for name, opt in opts.items():
-        opt.load_state_dict(state["opts"][name])
-    for name, sched in scheds.items():
-        sched.load_state_dict(state["scheds"][name])
-    if not own:  # another run's weights and moments, this run's hyper-parameters
-        _adopt_settings(opts, scheds, own_settings)
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    workers = state["workers"]
-    if len(workers) > rank:
-        set_rng_state(workers[rank]["rng"])
-        ctx.state = _to(workers[rank]["ctx_state"], device)
-    pos = Position(state["step"], state["epoch"], state["batch_in_epoch"], history)
-    return pos, state["fixed"]
-
-
-def _start_state(cfg) -> tuple[dict, list[dict], bool] | None:
-    """(state, history, whether it is this run's own) to start from, or None for a fresh start.
-
-    In order: the checkpoint Ray registered for this run; else the newest complete one in the
-    run folder (Ray registers a checkpoint only after uploading it, so a crash in between
-    leaves a complete one Ray does not know about, still the run's newest state); else
-    ``run.init_from`` (another run's checkpoint, e.g. a PBT exploit).
-    """
-    import ray.train
-
-    found = ray.train.get_checkpoint()
-    if found is not None:
-        return (*_load_own(found), True)
-    unregistered = checkpoint.latest_complete(_own_run(cfg))
-    if unregistered is not None:
-        state, _, history = checkpoint.load(unregistered)
-        return state, history, True
-    if cfg.run.init_from:
-        state, _, history = checkpoint.load(checkpoint.resolve(cfg.run.init_from))
-        return state, history, False
-    return None
-
-
-def _load_own(found) -> tuple[dict, list[dict]]:
-    """(state, history) of this run's checkpoint, or of its newest complete one."""
-    with found.as_directory() as local:
-        try:
-            state, _, history = checkpoint.load(local)
-        except checkpoint.IncompleteCheckpoint as err:
-            # Ray registered a checkpoint whose files are not all there (e.g. a crash during
-            # upload): fall back to the newest complete one in the run folder.
-            fallback = checkpoint.latest_complete(_run_uri(found))
-            if fallback is None:
-                raise RuntimeError(f"no complete checkpoint to resume from ({err})") from err
-            state, _, history = checkpoint.load(fallback)
-    return state, history
-
-
-def _optimizer_settings(opts: dict) -> dict[str, list[dict]]:
-    """Each optimizer's per-group hyper-parameters (lr, betas, ...), without the parameters."""
-    return {
-        name: [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
-        for name, opt in opts.items()
-    }
-
-
-def _adopt_settings(opts: dict, scheds: dict, settings: dict[str, list[dict]]) -> None:
-    """Put this config's optimizer hyper-parameters back after loading another run's state.
-
-    ``load_state_dict`` restores the other run's learning rates too, which would silently undo
-    a PBT perturbation. The lr keeps the other run's schedule position: it is this config's
-    base lr times the factor the other run's schedule had reached.
-    """
-    for name, opt in opts.items():
-        for group, own in zip(opt.param_groups, settings[name]):
-            factor = group["lr"] / group.get("initial_lr", group["lr"])
-            group.update(own)
-            group["lr"] = group.get("initial_lr", group["lr"]) * factor
-    for sched in scheds.values():
-        sched.base_lrs = [group["initial_lr"] for group in sched.optimizer.param_groups]
-
-
-def _own_run(cfg: Config) -> str:
-    """This run's folder (local path or URI)."""
-    return storage.join(cfg.run.storage_path, cfg.run.name)
-
-
-def _run_uri(found) -> str:
-    """The run folder (local path or URI) holding a Ray checkpoint."""
-    return storage.uri(found.filesystem, str(Path(found.path).parent))
-
-
-def _to(obj, device):
-    """Move the tensors of a nested dict/list structure to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj

@@ -4,47 +4,23 @@ Layout of a run folder ``<storage_path>/<name>/`` (next to Ray's ``checkpoint_*`
 ``config.yaml`` (resolved config), ``metrics.jsonl`` (one line per report, rebuilt from the
 checkpoint on resume so no step is lost or repeated), ``samples/step_XXXXXX.png`` (grids from
 the fixed inputs), ``tb/`` (TensorBoard events), and at the end ``loss_curve.png`` and
-``metrics.json`` (final losses and quality scores). For remote storage the files are staged
-locally and uploaded at every checkpoint and at the end.
+``metrics.json`` (final losses and quality scores, with ``eval_split``: the split they were
+scored on). For remote storage the files are staged locally and uploaded at every checkpoint
+and at the end.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from genart import storage
+from genart import console, registry, storage
 from genart.config import Config, save
 from genart.images import grid, save_grid
-
-
-class Reference:
-    """The first ``n`` real rows seen in training, kept on CPU for the final evaluation."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.rows: dict[str, list[torch.Tensor]] = {}
-        self.count = 0
-
-    def add(self, batch: dict) -> None:
-        if self.count >= self.n:
-            return
-        take = min(self.n - self.count, next(iter(batch.values())).shape[0])
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                self.rows.setdefault(key, []).append(value[:take].detach().float().cpu())
-        self.count += take
-
-    def __len__(self) -> int:
-        return self.count
-
-    def batch(self) -> dict[str, torch.Tensor]:
-        return {k: torch.cat(v) for k, v in self.rows.items()}
 
 
 class RunOutputs:
@@ -52,6 +28,7 @@ class RunOutputs:
 
     def __init__(self, cfg: Config, enabled: bool, history: list[dict], resumed_from=None):
         self.cfg = cfg
+        self.metric = registry.trained(cfg.model).metric
         self.resumed_from = resumed_from  # step of the checkpoint this attempt started from
         self.enabled = enabled
         self.history = history
@@ -72,35 +49,48 @@ class RunOutputs:
             str(self.dir / "tb"), purge_step=history[-1]["step"] + 1 if history else None
         )
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, progress: tuple[int, int] | None = None) -> None:
+        """A line on genart's console (from this worker, through the driver's console relay);
+        ``progress`` (done, total) makes it the redrawn status line on a terminal."""
         if self.enabled:
-            # Not print(): Ray Train patches it to log *and* tee to stdout, doubling every line.
-            sys.stdout.write(f"[{self.cfg.run.name}] {message}\n")
-            sys.stdout.flush()
+            console.emit(f"[{self.cfg.run.name}] {message}", progress)
 
-    def record(self, step: int, metrics: dict[str, float]) -> None:
-        """Append one report to the history, the metrics log, TensorBoard and the console."""
+    def record(self, step: int, metrics: dict[str, float | str]) -> None:
+        """Append one report to the history, the metrics log, TensorBoard and the console.
+
+        Values are numbers, or strings that label them (``eval_split``): those go to the logs
+        and the console, not to TensorBoard, which plots numbers only.
+        """
         if not (self.enabled and metrics):
             return
-        entry = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}}
+        entry = {"step": step, **{k: _rounded(v) for k, v in metrics.items()}}
         self.history.append(entry)
         with (self.dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(entry) + "\n")
         for key, value in metrics.items():
-            self.tb.add_scalar(key, value, step)
-        self.log(self._progress(step, metrics))
+            if not isinstance(value, str):
+                self.tb.add_scalar(key, value, step)
+        self.log(self._progress(step, metrics), progress=(step, self.cfg.train.steps))
 
-    def _progress(self, step: int, metrics: dict[str, float]) -> str:
+    def _progress(self, step: int, metrics: dict[str, float | str]) -> str:
         total = self.cfg.train.steps
         losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("loss"))
         rate = metrics.get("images_per_s", 0.0)
         eta = (total - step) * metrics.get("step_time_s", 0.0)
         wait = metrics.get("input_wait_frac", 0.0)  # high: the data pipeline starves the step
         return (
-            f"step {step}/{total} ({100 * step // total}%) | {losses} | "
+            f"step {step}/{total} ({100 * step // total}%) | {losses} | {self._score(metrics)}"
             f"{rate:.0f} img/s, input wait {100 * wait:.0f}% | "
             f"eta {int(eta // 60)}m{int(eta % 60):02d}s"
         )
+
+    def _score(self, metrics: dict[str, float | str]) -> str:
+        """The score Tune optimises and the split it was computed on, if this report has one."""
+        if "eval_split" not in metrics:
+            return ""
+        name = f"eval_{self.metric}"
+        value = f"{name} {metrics[name]:.4g} " if name in metrics else ""
+        return f"{value}on {metrics['eval_split']} | "
 
     def sample_grid(self, step: int, images: torch.Tensor) -> None:
         if not self.enabled:
@@ -114,7 +104,7 @@ class RunOutputs:
             self.tb.flush()
             storage.upload_dir(self.dir, self.uri)
 
-    def finish(self, final: dict[str, float]) -> dict:
+    def finish(self, final: dict[str, float | str]) -> dict:
         """Write metrics.json and the loss curve; returns the paths and final metrics."""
         (self.dir / "metrics.json").write_text(json.dumps(final, indent=1))
         curve = plot_losses(self.history, self.dir / "loss_curve.png")
@@ -130,6 +120,11 @@ class RunOutputs:
         }
         self.log(f"done in {time.perf_counter() - self.started:.0f}s: " + json.dumps(final))
         return {"files": files, "metrics": final, "resumed_from": self.resumed_from}
+
+
+def _rounded(value: float | str) -> float | str:
+    """A metric as logged: numbers rounded to 6 decimals, labels as they are."""
+    return value if isinstance(value, str) else round(value, 6)
 
 
 def plot_losses(history: list[dict], path: Path) -> Path:

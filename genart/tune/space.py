@@ -10,15 +10,16 @@ A space maps a dotted config path to a distribution or to a fixed value::
     train.seed: 3                                # the same value in every trial
 
 Paths name a field of the model's section (``dcgan.``, ``pix2pix.`` ...) or of ``data``,
-``train`` and ``scaling``; ``run`` belongs to the sweep. Every bound and value is checked
-against the field's type, and unknown paths are errors that list the valid keys, so a typo
-fails before any trial starts. The built-in spaces live beside this module in ``spaces/``.
+``train`` and ``scaling``; ``run`` belongs to the sweep. An optimisation family (``gatys``,
+``dream``) trains nothing: its spaces name fields of its own section only. Every bound and
+value is checked against the field's type, and unknown paths are errors that list the valid
+keys, so a typo fails before any trial starts. The built-in spaces live beside this module in
+``spaces/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.resources
 import typing
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ KINDS: dict[str, type | None] = {
     "grid": None,
 }
 FIXED = "fixed"
-# Models tuned as a plain optimisation, not a Ray Train run: name -> (module, config class).
-STANDALONE = {"gatys": ("genart.models.gatys", "GatysConfig")}
 SWEEP_OWNED = ("run",)  # sections the sweep sets for every trial
 
 
@@ -103,10 +102,9 @@ class Space:
 
 def sections(model: str) -> dict[str, type]:
     """The config sections a space for ``model`` may set, each with its dataclass."""
-    if model in STANDALONE:
-        module, name = STANDALONE[model]
-        return {model: getattr(importlib.import_module(module), name)}
     spec = registry.get(model)
+    if not spec.trained:
+        return {model: spec.config}
     shared = {k: v for k, v in config.SECTIONS.items() if k not in SWEEP_OWNED}
     return {**shared, model: spec.config}
 

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import requests
 
-from genart.serve import app, demo
+from genart.serve import builder, demo
 from genart.serve.ray_settings import free_ports
 
 pytestmark = pytest.mark.ray
@@ -66,8 +66,9 @@ def playground_url(ray_local, tmp_path_factory):
     light = {"ray_actor_options": {"num_cpus": 0.1}}
     (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app.build({"styles": {"mosaic": str(style)}}, {"Ingress": light, "FastStyle": light}),
-              name="playground", logging_config={"enable_access_log": False})  # fmt: skip
+    application = builder.build({"styles": {"mosaic": str(style)}},
+                                {"Ingress": light, "FastStyle": light})  # fmt: skip
+    serve.run(application, name="playground", logging_config={"enable_access_log": False})
     yield f"http://127.0.0.1:{port}/"
     serve.shutdown()
 

@@ -48,7 +48,7 @@ class Head:
         self.env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",  # `python` in jobs = this venv
-            "RAY_AUTH_MODE": "token",  # the CLI needs it to send the token (ray-notes.md)
+            "RAY_AUTH_MODE": "token",  # the CLI needs it to send the token ray start wrote
             "RAY_AUTH_TOKEN_PATH": str(token),  # ours, not the shared ~/.ray/auth_token
             "RAY_ADDRESS": self.address,
         }

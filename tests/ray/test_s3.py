@@ -22,7 +22,7 @@ from genart import config, storage
 from genart.data import pipelines
 from genart.train import checkpoint
 from genart.train.launch import fit
-from genart.tune import space, sweep
+from genart.tune import driver, settings, space
 
 pytestmark = pytest.mark.ray
 
@@ -136,7 +136,7 @@ def test_sweep_with_s3_storage(s3):
         "scaling.cpus_per_worker=0.5", "run.name=lr", f"run.storage_path=s3://{BUCKET}/sweeps",
     ])  # fmt: skip
     searched = space.parse("dcgan", {"dcgan.lr_g": {"grid": [1e-4]}})  # storage, not search
-    report = sweep.sweep(cfg, searched, sweep.Settings(scheduler="fifo", search="grid"))
+    report = driver.sweep(cfg, searched, settings.Settings(scheduler="fifo", search="grid"))
     assert list(report.table["status"]) == ["done"]
     names = set(keys(s3, "sweeps/lr/"))
     for name in ("results.csv", "results.parquet", "best.yaml", "metric.png", "sweep.yaml"):

@@ -7,6 +7,9 @@ this process from the same exports and compared with what came back over HTTP.
 
 import base64
 import io
+import json
+import re
+import socket
 import struct
 import time
 import zlib
@@ -20,16 +23,18 @@ import yaml
 from PIL import Image
 
 from genart.images import png_bytes
-from genart.models import dcgan, fast_style
-from genart.serve import app, demo
+from genart.models import dcgan
+from genart.models.layers import forward_any_size
+from genart.pipelines.latent import latents
+from genart.serve import builder, demo
 from genart.serve.ray_settings import free_ports
 from genart.train.checkpoint import load_exported
-from genart.translate import translate
 
 pytestmark = pytest.mark.ray
 
 TOKEN = "test-token-123"
 MAX_BODY = 2 * 2**20
+BODY_TIMEOUT_S = 2.0
 TINY = {
     "dcgan": ("dcgan", ["data.size=16", "data.channels=1", "dcgan.latent_dim=8",
                         "dcgan.g_width=8", "dcgan.d_width=8"]),
@@ -51,8 +56,9 @@ OPTIONS = {
     "FastStyle": LIGHT | {"max_ongoing_requests": 4, "max_queued_requests": 4,
                           "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}},
     "Translator": LIGHT,
-    "GatysWorker": LIGHT,
-    "JobStore": {"ray_actor_options": {"num_cpus": 0}},
+    # Frequent health checks: the replica-kill tests wait for Serve to notice and replace.
+    "GatysWorker": LIGHT | {"health_check_period_s": 1},
+    "JobStore": {"ray_actor_options": {"num_cpus": 0}, "health_check_period_s": 1},
     "Dreamer": LIGHT,
 }  # fmt: skip
 
@@ -117,13 +123,14 @@ def served(ray_local, tmp_path_factory):
             "config": SMALL_VGG,
             "max_side": 64,
             "sync_max_side": 48,
+            "jobs_dir": str(tmp_path_factory.mktemp("jobs")),
         },
         "dream": {"vgg_weights": "random", "config": {"layers": ["relu2_2"]}, "max_side": 64},
-        "limits": {"max_body_bytes": MAX_BODY},
+        "limits": {"max_body_bytes": MAX_BODY, "body_timeout_s": BODY_TIMEOUT_S},
     }
     (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app.build(settings, OPTIONS, api_token=TOKEN), name="genart-test",
+    serve.run(builder.build(settings, OPTIONS, api_token=TOKEN), name="genart-test",
               logging_config={"enable_access_log": False})  # fmt: skip
     yield Client(f"http://127.0.0.1:{port}", models)
     serve.shutdown()
@@ -135,7 +142,11 @@ def test_health_docs_and_a_self_contained_playground(served):
     assert page.status_code == 200 and "genart playground" in page.text
     assert "src=" not in page.text.replace('$("result").src', "").split("<script>")[0]
     assert "http://" not in page.text and "https://" not in page.text  # no external assets
-    assert requests.get(served.url + "/docs", timeout=10).status_code == 200
+    docs = requests.get(served.url + "/docs", timeout=10)
+    assert docs.status_code == 200 and "SwaggerUIBundle" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text  # works offline
+    for asset in re.findall(r'(?:href|src)="([^"]+)"', docs.text):
+        assert requests.get(served.url + asset, timeout=10).status_code == 200, asset
     paths = requests.get(served.url + "/openapi.json", timeout=10).json()["paths"]
     for path in ("/dcgan/sample", "/style/{name}", "/translate/{model}", "/gatys/jobs", "/dream"):
         assert path in paths
@@ -165,7 +176,7 @@ def test_dcgan_sample_interpolate_arithmetic(served):
     assert grid.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(grid.content)).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
     got = served.post("/dcgan/sample", json={"n": 3, "seed": 5, "format": "json"}).json()
-    want = expected(dcgan.generate(G, dcgan.latents([5, 6, 7], 8)))
+    want = expected(dcgan.generate(G, latents([5, 6, 7], 8)))
     assert got["count"] == 3
     for image, reference in zip(got["images"], want):
         assert np.abs(decoded(base64.b64decode(image)) - reference).max() <= 1
@@ -190,7 +201,7 @@ def test_batching_returns_each_caller_its_own_images(served):
         replies = list(pool.map(lambda body: served.post("/dcgan/sample", json=body), bodies))
     for body, reply in zip(bodies, replies):
         seeds = list(range(body["seed"], body["seed"] + body["n"]))
-        want = expected(dcgan.generate(G, dcgan.latents(seeds, 8)))
+        want = expected(dcgan.generate(G, latents(seeds, 8)))
         got = [decoded(base64.b64decode(image)) for image in reply.json()["images"]]
         assert len(got) == len(want)
         assert all(np.abs(g - w).max() <= 1 for g, w in zip(got, want))
@@ -205,7 +216,7 @@ def test_styles_side_by_side_at_any_size(served):
     for (name, data), reply in zip(jobs, replies):
         assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
         image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
-        (want,) = expected(fast_style.apply(nets[name], image))
+        (want,) = expected(forward_any_size(nets[name], image))
         assert decoded(reply.content).shape == want.shape
         assert np.abs(decoded(reply.content) - want).max() <= 1
 
@@ -219,7 +230,7 @@ def test_translate_pix2pix_and_both_cyclegan_directions(served):
     image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
     for direction, net in (("AtoB", "G_AB"), ("BtoA", "G_BA")):
         reply = served.post(f"/translate/zebra?direction={direction}", data=data)
-        (want,) = expected(translate(nets[net], image))
+        (want,) = expected(forward_any_size(nets[net], image))
         assert np.abs(decoded(reply.content) - want).max() <= 1
 
 
@@ -270,6 +281,21 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
+def many_scan_mpo(scans: int) -> bytes:
+    """A 64x64 progressive JPEG of ``scans`` scans that Pillow opens as MPO (an MPF segment)."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data.rindex(b"\xff\xda")
+    data = data[:last] + data[last:-2] * (scans - data.count(b"\xff\xda") + 1) + data[-2:]
+    buffer, frame = io.BytesIO(), Image.new("L", (8, 8))
+    frame.save(buffer, "MPO", save_all=True, append_images=[frame])
+    mpo = buffer.getvalue()
+    start = mpo.index(b"\xff\xe2")  # its APP2 "MPF" segment
+    app2 = mpo[start : start + 2 + int.from_bytes(mpo[start + 2 : start + 4], "big")]
+    return data[:2] + app2 + data[2:]
+
+
 JSON_TYPE = {"Content-Type": "application/json"}
 SMALL = b64(png(16, 16))
 BAD = [
@@ -288,6 +314,16 @@ BAD = [
     ("n too big", "/dcgan/sample", {"json": {"n": 10_000}}, 422),
     ("unknown field", "/dcgan/sample", {"json": {"n": 1, "size": 4096}}, 422),
     ("not JSON", "/dcgan/sample", {"data": b"{n: 4", "headers": JSON_TYPE}, 422),
+    ("NaN", "/dcgan/sample", {"data": b'{"n":1,"truncation":NaN}', "headers": JSON_TYPE}, 422),
+    ("Infinity", "/dcgan/sample", {"data": b'{"n":1,"truncation":Infinity}',
+                                   "headers": JSON_TYPE}, 422),
+    ("1e999", "/gatys/jobs", {"data": b'{"content":"x","styles":["y"],'
+                                      b'"settings":{"style_weight":1e999}}',
+                              "headers": JSON_TYPE}, 422),
+    ("dream nan", "/dream?step_size=nan", {"data": png(16, 16)}, 422),
+    ("2,020-scan MPO", "/style/mosaic", {"data": many_scan_mpo(2_020)}, 422),
+    ("PNG signature, no header", "/style/mosaic", {"data": b"\x89PNG\r\n\x1a\n" + bytes(99)}, 400),
+    ("60,000 x 60,000 PNG", "/style/mosaic", {"data": png_declaring(60_000, 60_000)}, 413),
     ("one seed", "/dcgan/interpolate", {"json": {"seeds": [1]}}, 422),
     ("dream octaves", "/dream?octaves=99", {"data": png(16, 16)}, 422),
     ("bad base64", "/gatys/jobs", {"json": {"content": "!!!", "styles": ["!!!"],
@@ -297,14 +333,52 @@ BAD = [
 ]  # fmt: skip
 
 
+def strict_json(text: str):
+    """JSON as a strict parser reads it: NaN or Infinity in it fail."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_bad_requests_get_4xx_with_a_reason_within_a_second(served):
     for name, path, kwargs, status in BAD:
         start = time.monotonic()
         reply = served.post(path, **kwargs)
         assert reply.status_code == status, (name, reply.status_code, reply.text[:300])
         assert time.monotonic() - start < 1.0, name
-        assert reply.text, name  # the reason
+        detail = strict_json(reply.text)["detail"]  # the reason, in valid JSON
+        assert detail, name
+        assert not re.search(r"<_io|object at 0x|decompression bomb", reply.text), (name, detail)
     assert served.get("/gatys/jobs/no-such-job").status_code == 404
+    assert served.post("/style/mosaic", data=png(16, 16)).status_code == 200  # still healthy
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP response from a socket: its head and as much body as its Content-Length says."""
+    reply = b""
+    while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < int(
+        re.search(rb"(?i)content-length: *(\d+)", reply)[1]
+    ):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {reply[:300]}"
+        reply += chunk
+    return reply
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline(served):
+    host, port = served.url.removeprefix("http://").split(":")
+    head = (f"POST /style/mosaic HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n").encode()  # fmt: skip
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + png(16, 16)[:50])  # and then nothing more
+        reply = read_response(sock)
+    elapsed = time.monotonic() - start
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
+    assert BODY_TIMEOUT_S <= elapsed < BODY_TIMEOUT_S + 3, elapsed
+    assert b"body_timeout_s" in reply
     assert served.post("/style/mosaic", data=png(16, 16)).status_code == 200  # still healthy
 
 
@@ -312,10 +386,12 @@ def test_overload_beyond_the_queue_gets_503(served):
     # FastStyle here queues at most 4 requests; 24 at once must overflow it.
     data = gradient_png(512)
     with ThreadPoolExecutor(24) as pool:
-        codes = list(
-            pool.map(lambda _: served.post("/style/candy", data=data).status_code, range(24))
-        )
+        replies = list(pool.map(lambda _: served.post("/style/candy", data=data), range(24)))
+    codes = [reply.status_code for reply in replies]
     assert set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 2, codes
+    busy = [reply for reply in replies if reply.status_code == 503]
+    assert all(int(reply.headers["Retry-After"]) > 0 for reply in busy)
+    assert all("capacity" in reply.json()["detail"] for reply in busy)
     assert served.post("/style/candy", data=png(16, 16)).status_code == 200
 
 
@@ -330,7 +406,7 @@ def test_cli_prepares_demo_models_and_serves_a_config_file(served, tmp_path, mon
     config = {
         "http_options": {"host": "127.0.0.1", "port": int(served.url.rsplit(":", 1)[1])},
         "applications": [{
-            "name": "cli", "route_prefix": "/cli", "import_path": "genart.serve.app:build_app",
+            "name": "cli", "route_prefix": "/cli", "import_path": "genart.serve.builder:build_app",
             "args": {"dcgan": str(tmp_path / "demo" / "dcgan")},
             "deployments": [{"name": name, **LIGHT} for name in ("Ingress", "DCGANGenerator")],
         }],
@@ -350,3 +426,63 @@ def test_cli_prepares_demo_models_and_serves_a_config_file(served, tmp_path, mon
         assert Image.open(io.BytesIO(grid.content)).size == (2 * 32 + 3 * 2,) * 2  # demo: 32 px
     finally:
         serve.delete("cli")
+
+
+def replica(deployment: str):
+    """The actor of the test app's one replica of ``deployment``."""
+    import ray
+
+    (name,) = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+               if a["name"].startswith(f"SERVE_REPLICA::genart-test#{deployment}#")]  # fmt: skip
+    return ray.get_actor(name, namespace="serve")
+
+
+def submit_and_wait_until_running(served, iterations: int) -> str:
+    body = {"content": b64(png(64, 48)), "styles": [b64(png(32, 32, seed=1))],
+            "settings": {"size": 64, "iterations": iterations}}  # fmt: skip
+    submitted = served.post("/gatys/jobs", json=body)
+    assert submitted.status_code == 202, submitted.text
+    status_url = submitted.json()["status_url"]
+    deadline = time.monotonic() + 120
+    while (job := served.get(status_url).json()).get("progress") is None:
+        assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+        time.sleep(0.2)
+    return status_url
+
+
+def poll_until_finished(served, status_url: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = served.get(status_url)
+        # The id stays known throughout; a poll that meets the store restarting may get a 503.
+        assert reply.status_code in (200, 503), reply.text
+        if reply.status_code == 200 and (job := reply.json())["status"] in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(0.5)
+
+
+def test_gatys_jobs_survive_a_restart_of_the_job_store(served):
+    import ray
+
+    status_url = submit_and_wait_until_running(served, iterations=400)
+    ray.kill(replica("JobStore"), no_restart=False)
+    job = poll_until_finished(served, status_url)  # a new store replica, reloaded from jobs_dir
+    assert job["status"] == "done", job
+    assert served.get(job["result_url"]).headers["content-type"] == "image/png"
+
+
+def test_a_job_whose_worker_is_killed_fails_with_the_reason(served):
+    import ray
+
+    status_url = submit_and_wait_until_running(served, iterations=2000)
+    ray.kill(replica("GatysWorker"), no_restart=False)
+    job = poll_until_finished(served, status_url, timeout_s=90)
+    assert job["status"] == "failed" and "submit it again" in job["error"], job
+    # Serve replaces the worker: new jobs run.
+    body = {"content": b64(png(40, 30)), "styles": [b64(png(24, 24, seed=1))],
+            "settings": {"size": 32, "iterations": 5}}  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (reply := served.post("/gatys/stylize", json=body)).status_code != 200:
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(1)

@@ -10,8 +10,9 @@ from PIL import Image
 from genart import config
 from genart.cli import main
 from genart.data import synthetic
-from genart.images import to_uint8
+from genart.images import read_tensor, to_uint8
 from genart.models import fast_style
+from genart.models.layers import forward_any_size
 from genart.train import checkpoint
 from genart.train.launch import fit
 from genart.vgg import RANDOM_NOTE
@@ -62,8 +63,8 @@ def test_fast_stylizes_a_folder_through_ray_data(ray_local, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png", "img2.png"]
     got = np.asarray(Image.open(out / "img2.png")).astype(int)
     assert got.shape == (33, 17, 3)
-    image = fast_style.read_image(str(inputs / "img2.png"))[None]
-    expected = to_uint8(fast_style.apply(nets["G"], image)[0]).astype(int)
+    image = read_tensor(inputs / "img2.png")[None]
+    expected = to_uint8(forward_any_size(nets["G"], image)[0]).astype(int)
     assert np.abs(got - expected).max() <= 1
 
 
@@ -86,4 +87,4 @@ def test_fast_style_trains_on_two_ray_workers_and_exports(ray_local, tmp_path):
     checkpoint.export(str(run), str(tmp_path / "model"))
     nets, loaded = checkpoint.load_exported(str(tmp_path / "model"))
     assert isinstance(nets["G"], fast_style.TransformerNet) and loaded.params.width == 8
-    assert fast_style.apply(nets["G"], torch.zeros(1, 3, 18, 26)).shape == (1, 3, 18, 26)
+    assert forward_any_size(nets["G"], torch.zeros(1, 3, 18, 26)).shape == (1, 3, 18, 26)

@@ -57,6 +57,7 @@ def test_outputs_and_exact_resume(ray_local, digits, storage):
     assert (out / "samples" / "step_000004.png").is_file()
     assert list((out / "tb").iterdir())
     assert "eval_swd" in first.metrics and first.metrics["eval_swd"] > 0
+    assert first.metrics["eval_split"] == "train"  # images/ only: scored on training rows
     assert first.return_value["files"]["metrics"] == str(out / "metrics.json")
 
     resumed = run(digits, storage, "split", 8, "run.resume=true")
@@ -82,6 +83,7 @@ def test_resuming_a_finished_run_keeps_its_results(ray_local, digits, storage):
     result = run(digits, storage, "straight", 8, "run.resume=true")
     assert result.return_value["resumed_from"] == 8
     after = json.loads((out / "metrics.json").read_text())
+    assert after.pop("eval_split") == before.pop("eval_split") == "train"  # no held-out split
     assert "eval_swd" in after and after == pytest.approx(before, rel=1e-5)
     assert sorted(p.name for p in out.glob("checkpoint_*")) == checkpoints  # nothing rewritten
     assert logged_steps(out) == [2, 4, 6, 8]

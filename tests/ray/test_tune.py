@@ -1,4 +1,5 @@
-"""Tune sweeps end to end on the local Ray: ASHA, a failing trial, resume, PBT exploits, Gatys.
+"""Tune sweeps end to end on the local Ray: ASHA, a failing trial, resume, PBT exploits, Gatys
+and Deep Dream.
 
 Every DCGAN trial is a whole Ray Train run (10-20 s fixed cost each, more on a loaded
 machine), so the checks share two sweeps: an ASHA sweep interrupted after its first finished
@@ -15,12 +16,13 @@ import pytest
 import yaml
 from ray import tune
 
-from genart import config
+from genart import config, registry
 from genart.cli import main
+from genart.compat.janitor import Janitor
 from genart.data import synthetic
 from genart.train import checkpoint
 from genart.train.launch import fit
-from genart.tune import space, sweep
+from genart.tune import driver, settings, space
 
 pytestmark = pytest.mark.ray
 
@@ -81,12 +83,14 @@ def asha(ray_local, digits, tmp_path_factory):
             "train.fail_at_step": {"grid": [-1, 100, 200, 2]},
         },
     )
-    settings = sweep.Settings(samples=1, scheduler="asha", max_concurrent=2, callbacks=[Record()])
+    searching = settings.Settings(
+        samples=1, scheduler="asha", max_concurrent=2, callbacks=[Record()]
+    )
     cfg = base(digits, storage, "asha", steps=8)
-    first = sweep.sweep(cfg, searched, settings)
+    first = driver.sweep(cfg, searched, searching)
     started_before = list(STARTED)
     cfg.run.resume = True
-    resumed = sweep.sweep(cfg, searched, settings)
+    resumed = driver.sweep(cfg, searched, searching)
     return {
         "first": first,
         "resumed": resumed,
@@ -172,10 +176,10 @@ def test_pbt_exploit_restores_another_trials_checkpoint(ray_local, digits, tmp_p
     # trial's reports can all arrive before the other's first: nothing to compare, no exploit
     # (seen in about half of the CI runs). Synchronous PBT compares both trials at step 4.
     cfg = base(digits, tmp_path, "pbt", 8, "train.eval_every=4")
-    settings = sweep.Settings(scheduler="pbt", pbt_sync=True, max_concurrent=2)
-    report = sweep.sweep(cfg, searched, settings)
+    searching = settings.Settings(scheduler="pbt", pbt_sync=True, max_concurrent=2)
+    report = driver.sweep(cfg, searched, searching)
     assert list(report.table["status"]) == ["done", "done"]
-    runs = tmp_path / "pbt" / sweep.RUNS
+    runs = tmp_path / "pbt" / settings.RUNS
     # Train runs started from another trial's Tune checkpoint are exploits (a trial that PBT
     # merely paused restarts from its own).
     exploits = [
@@ -240,11 +244,32 @@ def test_gatys_sweep_from_the_command_line(ray_local, tmp_path):
     table = pd.read_csv(folder / "results.csv")
     assert list(table["status"]) == ["done", "done"]
     assert list(table["step"]) == [4, 4]
-    assert (table[sweep.GATYS_METRIC] > 0).all()
+    metric = registry.get("gatys").metric
+    assert (table[metric] > 0).all()
     recipe = (folder / "best.yaml").read_text()
     assert recipe.startswith("# genart stylize gatys --content ")
-    best = table.loc[table[sweep.GATYS_METRIC].idxmin(), "gatys.style_weight"]
+    best = table.loc[table[metric].idxmin(), "gatys.style_weight"]
     assert yaml.safe_load(recipe)["gatys"]["style_weight"] == best
+    assert (folder / "best_samples.png").stat().st_size > 0
+
+
+def test_dream_sweep_of_the_builtin_space_from_the_command_line(ray_local, tmp_path):
+    images = synthetic.generate("styles", tmp_path / "styles", n=1, size=32)
+    image = next((images / "content").iterdir())
+    argv = ["tune", "dream", "--data", str(image), "--space", "builtin", "--size", "32",
+            "--vgg-weights", "random", "--samples", "2", "--scheduler", "fifo", "--budget", "2",
+            "--name", "dream", "--storage", str(tmp_path / "sweeps"),
+            "--set", "dream.layers=[relu2_2]", "--set", "dream.octaves=2"]  # fmt: skip
+    assert main(argv) == 0
+    folder = tmp_path / "sweeps" / "dream"
+    table = pd.read_csv(folder / "results.csv")
+    assert list(table["status"]) == ["done", "done"]
+    assert list(table["step"]) == [2, 2]
+    assert (table["objective"] > 0).all()
+    recipe = (folder / "best.yaml").read_text()
+    assert recipe.startswith("# genart dream --input ")
+    best = table.loc[table["objective"].idxmax(), "dream.step_size"]
+    assert yaml.safe_load(recipe)["dream"]["step_size"] == pytest.approx(best)
     assert (folder / "best_samples.png").stat().st_size > 0
 
 
@@ -257,7 +282,7 @@ def test_janitor_removes_the_placement_group_of_a_dead_trial(ray_local):
     trial = ray_local.remote(num_cpus=0)(Idle).remote()
     group = placement_group([{"CPU": 0.01}])
     ray_local.get(group.ready())
-    janitor = ray_local.remote(num_cpus=0)(sweep.Janitor).remote()
+    janitor = ray_local.remote(num_cpus=0)(Janitor).remote()
     ray_local.get(janitor.watch.remote(trial, group))
     assert ray_local.get(janitor.collect.remote()) == 1  # alive: its group stays
     assert placement_group_table(group)["state"] == "CREATED"

@@ -7,6 +7,7 @@ from torch import nn
 
 from genart import registry
 from genart.config import DataConfig
+from genart.data import datasets
 from genart.models import cyclegan
 from genart.models.cyclegan import query_pool
 from genart.registry import StepContext
@@ -189,5 +190,5 @@ def test_sample_and_cycle_evaluation():
     torch.testing.assert_close(grid[2:, ..., :32], batch["B"][:2])
     scores = spec.evaluate(nets, p, batch)
     assert scores["psnr"] == pytest.approx((scores["cycle_A_psnr"] + scores["cycle_B_psnr"]) / 2)
-    assert (spec.metric, spec.mode, spec.export, spec.data) == (
-        "psnr", "max", ("G_AB", "G_BA"), "unpaired")  # fmt: skip
+    assert (spec.metric, spec.mode, spec.export, spec.dataset) == (
+        "psnr", "max", ("G_AB", "G_BA"), datasets.unpaired)  # fmt: skip

@@ -5,6 +5,7 @@ from steps import train_on_batch
 from genart.config import DataConfig
 from genart.losses import GAN_MODES
 from genart.models import dcgan
+from genart.pipelines import latent
 from genart.registry import StepContext
 
 
@@ -60,28 +61,28 @@ def test_wgan_clips_the_critic_and_updates_g_every_n_critic():
 
 
 def test_interpolation_endpoints_equal_the_inputs():
-    z0, z1 = dcgan.latents([1, 2], 32)
+    z0, z1 = latent.latents([1, 2], 32)
     for mode in ("linear", "slerp"):
-        path = dcgan.interpolate(z0, z1, 7, mode)
+        path = latent.interpolate(z0, z1, 7, mode)
         assert path.shape == (7, 32)
         torch.testing.assert_close(path[0], z0)
         torch.testing.assert_close(path[-1], z1)
     # slerp keeps the norm near the endpoints'; linear midpoints shrink
-    mid_slerp = dcgan.interpolate(z0, z1, 3, "slerp")[1].norm()
-    mid_lerp = dcgan.interpolate(z0, z1, 3, "linear")[1].norm()
+    mid_slerp = latent.interpolate(z0, z1, 3, "slerp")[1].norm()
+    mid_lerp = latent.interpolate(z0, z1, 3, "linear")[1].norm()
     assert mid_slerp > mid_lerp
 
 
 def test_slerp_between_opposite_latents_never_overshoots():
-    (z0,) = dcgan.latents([5], 100)
-    norms = dcgan.interpolate(z0, -z0, 10, "slerp").norm(dim=1)
+    (z0,) = latent.latents([5], 100)
+    norms = latent.interpolate(z0, -z0, 10, "slerp").norm(dim=1)
     assert norms.max() <= z0.norm() * (1 + 1e-5)  # no great circle: lerp through the origin
 
 
 def test_latents_are_seeded_and_arithmetic_is_mean_difference():
-    torch.testing.assert_close(dcgan.latents([5], 8), dcgan.latents([5], 8))
-    a, b, c = dcgan.latents([1, 2], 8), dcgan.latents([3], 8), dcgan.latents([4, 5, 6], 8)
-    torch.testing.assert_close(dcgan.arithmetic(a, b, c), a.mean(0) - b[0] + c.mean(0))
+    torch.testing.assert_close(latent.latents([5], 8), latent.latents([5], 8))
+    a, b, c = latent.latents([1, 2], 8), latent.latents([3], 8), latent.latents([4, 5, 6], 8)
+    torch.testing.assert_close(latent.arithmetic(a, b, c), a.mean(0) - b[0] + c.mean(0))
 
 
 def test_the_wgan_gp_recipe_trains_with_gulrajanis_adam():

@@ -38,7 +38,8 @@ def test_octaves_go_coarse_to_fine_and_report_progress(vgg):
     sizes = [tuple(f.shape[-2:]) for f in frames]
     assert sizes == [(21, 29), (32, 43), (48, 64)]  # each level = the previous / 1.5
     assert torch.equal(result, frames[-1])
-    assert [(o, i) for o, i, _ in calls] == [(o, i) for o in range(3) for i in (1, 2)]
+    assert [(o, i) for o, i, _, _ in calls] == [(o, i) for o in range(3) for i in (1, 2)]
+    assert [tuple(c[3].shape[-2:]) for c in calls[::2]] == sizes  # the image after each step
 
 
 def test_octaves_too_small_for_the_layer_are_skipped(vgg):

@@ -5,9 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from genart import config, registry
+from genart import config, images, registry
+from genart.data import datasets
+from genart.errors import ConfigError
 from genart.models import fast_style as fs
-from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv
+from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, forward_any_size
 from genart.onnx_export import export_checked
 from genart.registry import StepContext
 from genart.vgg import RANDOM_NOTE
@@ -43,22 +45,22 @@ def test_transformer_net_is_built_from_the_shared_layers_and_keeps_size():
     assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
     out = net(torch.rand(2, 3, 24, 40) * 2 - 1)
     assert out.shape == (2, 3, 24, 40) and out.abs().max() <= 1
-    assert fs.TransformerNet.stride == 4  # what genart.translate pads ONNX probes to
+    assert fs.TransformerNet.stride == 4  # what forward_any_size pads to
 
 
-def test_apply_handles_any_size_by_reflection_padding():
+def test_any_size_inference_by_reflection_padding():
     net = fs.TransformerNet(width=8, residual_blocks=1)
     images = torch.rand(1, 3, 30, 45) * 2 - 1
-    out = fs.apply(net, images)
+    out = forward_any_size(net, images)
     assert out.shape == (1, 3, 30, 45)
-    # Where no padding is needed, apply is exactly the net.
+    # Where no padding is needed, it is exactly the net.
     square = torch.rand(1, 3, 32, 32) * 2 - 1
-    torch.testing.assert_close(fs.apply(net, square), net(square))
+    torch.testing.assert_close(forward_any_size(net, square), net(square))
 
 
 def test_spec_is_registered_with_only_the_generator_as_a_net(style_path):
     spec = registry.get("fast_style")
-    assert spec.data == "content" and spec.export == ("G",)
+    assert spec.dataset is datasets.images and spec.export == ("G",)
     assert (spec.metric, spec.mode) == ("perceptual", "min")
     cfg = config.load("fast_style", overrides=[f"fast_style.style_image={style_path}",
                       "fast_style.style_layers=relu1_2,relu2_2", "fast_style.width=8"])  # fmt: skip
@@ -117,12 +119,13 @@ def test_missing_style_image_is_a_clear_error(params, tmp_path):
     missing = fs.FastStyleConfig(**{**params.__dict__, "style_image": str(tmp_path / "no.png")})
     with pytest.raises(FileNotFoundError, match="no.png"):
         fs.perceptual_loss(missing, torch.device("cpu"))
-    with pytest.raises(FileNotFoundError, match="style_image"):
-        fs.read_image("")
+    unset = fs.FastStyleConfig(**{**params.__dict__, "style_image": ""})
+    with pytest.raises(ConfigError, match="style_image"):
+        fs.perceptual_loss(unset, torch.device("cpu"))
 
 
 def test_read_image_resizes_the_long_side(style_path):
-    image = fs.read_image(style_path, 28)
+    image = images.read_tensor(style_path, 3, 28)
     assert image.shape == (3, 20, 28) and image.min() >= -1 and image.max() <= 1
 
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from genart import metrics
 from genart.cli import main
+from genart.images import load_folder
 from genart.metrics import frechet_distance, psnr, ssim, swd
 
 
@@ -41,6 +43,58 @@ def box_blur(images: torch.Tensor, times: int) -> torch.Tensor:
     for _ in range(times):
         images = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
     return images
+
+
+def tensors(values) -> list[torch.Tensor]:
+    """The tensors among ``values``, looking one level into lists and tuples (``torch.cat``)."""
+    found = []
+    for value in values if isinstance(values, (tuple, list)) else (values,):
+        nested = value if isinstance(value, (tuple, list)) else (value,)
+        found += [v for v in nested if isinstance(v, torch.Tensor)]
+    return found
+
+
+class LargestTensor(TorchFunctionMode):
+    """Records the bytes of the largest tensor any torch function or method returns while active.
+
+    A result sharing memory with an argument (a view, a slice, an in-place result, an argument
+    passed through) allocated nothing and is skipped, so slicing a caller's batch is not
+    counted as the metric allocating it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {t.untyped_storage().data_ptr() for t in tensors([*args, *kwargs.values()])}
+        for tensor in tensors(out):
+            if tensor.untyped_storage().data_ptr() not in inputs:
+                self.nbytes = max(self.nbytes, tensor.numel() * tensor.element_size())
+        return out
+
+
+def largest_tensor(fn, *args, **kwargs) -> int:
+    """Bytes of the largest tensor ``fn(*args, **kwargs)`` creates."""
+    with LargestTensor() as mode:
+        fn(*args, **kwargs)
+    return mode.nbytes
+
+
+def conv_batches(monkeypatch, fn, *args, **kwargs) -> list[int]:
+    """The batch sizes of every ``conv2d`` that ``fn(*args, **kwargs)`` runs."""
+    batches, conv2d = [], F.conv2d
+
+    def recording(input, *rest, **options):
+        batches.append(input.shape[0])
+        return conv2d(input, *rest, **options)
+
+    monkeypatch.setattr(metrics.F, "conv2d", recording)
+    fn(*args, **kwargs)
+    monkeypatch.setattr(metrics.F, "conv2d", conv2d)
+    return batches
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +149,79 @@ def test_swd_ignores_a_global_brightness_shift_as_the_original_does(real):
 
 def test_swd_gives_the_same_result_for_uint8_arrays_and_float_tensors(real, other):
     assert swd(to_tensor(real), to_tensor(other)) == swd(real, other)
+
+
+def reference_swd(real: np.ndarray, fake: np.ndarray, seed: int = 0, patches_per_image=128):
+    """The unchunked SWD that ``metrics.swd`` replaced: both sets' whole pyramids at once.
+
+    A copy of the former implementation (pyramid, projections and resolutions are unchanged
+    and reused), kept as the reference the chunked one must reproduce bit for bit.
+    """
+
+    def patch_descriptors(level, gen, patch_size=7):
+        n, c, h, w = level.shape
+        half = patch_size // 2
+        count = n * patches_per_image
+        y = torch.randint(half, h - half, (count, 1, 1, 1), generator=gen)
+        x = torch.randint(half, w - half, (count, 1, 1, 1), generator=gen)
+        image = torch.arange(count).div(patches_per_image, rounding_mode="floor")
+        image = image.view(-1, 1, 1, 1)
+        channel = torch.arange(c).view(1, -1, 1, 1)
+        offsets = torch.arange(-half, half + 1)
+        rows = (image * c + channel) * h + y + offsets.view(1, 1, -1, 1)
+        desc = level.contiguous().view(-1)[rows * w + x + offsets.view(1, 1, 1, -1)]
+        desc = desc - desc.mean(dim=(0, 2, 3), keepdim=True)
+        desc = desc / desc.std(dim=(0, 2, 3), correction=0, keepdim=True).clamp_min(1e-8)
+        return desc.reshape(count, -1)
+
+    resolutions = metrics.swd_resolutions(real.shape[1])
+    gen = torch.Generator().manual_seed(seed)
+    descriptors = []
+    for images in (real, fake):
+        batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+        pyramid = metrics.laplacian_pyramid(batch, len(resolutions))
+        descriptors.append([patch_descriptors(level, gen) for level in pyramid])
+    result = {
+        f"swd_{res}": 1e3 * metrics._sliced_wasserstein(a, b, 4, 128, gen)
+        for res, a, b in zip(resolutions, *descriptors)
+    }
+    result["swd"] = float(np.mean(list(result.values())))
+    return result
+
+
+@pytest.mark.parametrize("chunk_images", [None, 1, 3])
+def test_swd_in_chunks_is_bit_identical_to_the_one_batch_computation(monkeypatch, chunk_images):
+    """Chunking changes neither a random draw nor a rounding, whatever the chunk size."""
+    real, fake = shapes(10, 64, seed=2), shapes(10, 64, seed=3)
+    if chunk_images is not None:  # None: the default chunk, which holds all 10 images
+        monkeypatch.setattr(metrics, "_CHUNK_VALUES", chunk_images * 64 * 64 * 3)
+    for seed in (0, 7):
+        expected = reference_swd(real, fake, seed=seed)
+        assert swd(real, fake, seed=seed) == expected
+        assert swd(to_tensor(real), to_tensor(fake), seed=seed) == expected
+
+
+def test_swd_over_more_images_than_one_chunk_matches_the_one_batch_computation():
+    real, fake = shapes(300, 32, seed=4), shapes(300, 32, seed=5)  # several default chunks
+    assert swd(real, fake, patches_per_image=16) == reference_swd(real, fake, patches_per_image=16)
+
+
+def test_swd_builds_pyramids_of_one_chunk_at_a_time(monkeypatch):
+    """The pyramid convolutions see at most one chunk of images, however many there are."""
+    per_image = 3 * 32 * 32
+    rows = metrics._CHUNK_VALUES // per_image
+    few, many = (shapes(n, 32) for n in (rows, 3 * rows + 1))
+    batches = conv_batches(monkeypatch, swd, many, many, patches_per_image=4)
+    assert max(batches) == max(conv_batches(monkeypatch, swd, few, few, patches_per_image=4))
+    assert max(batches) * per_image <= metrics._CHUNK_VALUES
+
+
+def test_swd_takes_uint8_tensors_as_reference_sets_are_kept(real, other):
+    def nchw(images):
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    assert swd(nchw(real), nchw(other)) == swd(real, other)
+    assert swd(nchw(real), to_tensor(other)) == swd(real, other)
 
 
 def test_swd_rejects_mismatched_or_unsplittable_images(real):
@@ -178,6 +305,73 @@ def test_ssim_matches_an_independent_numpy_computation():
     assert 0.1 < min(expected) < max(expected) < 0.9
 
 
+def reference_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """The full-batch SSIM that ``metrics.ssim`` replaced: one grouped 11x11 convolution of
+    the whole batch's five moment images."""
+    x, y = a.double(), b.double()
+    channels = x.shape[1]
+    window = metrics._gaussian_window(11, 1.5)
+    kernel = torch.outer(window, window).expand(5 * channels, 1, 11, 11)
+    moments = F.conv2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), kernel, groups=5 * channels)
+    mu_x, mu_y, e_xx, e_yy, e_xy = moments.chunk(5, dim=1)
+    var_x, var_y, cov_xy = e_xx - mu_x**2, e_yy - mu_y**2, e_xy - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.flatten(1).mean(dim=1)
+
+
+@pytest.mark.parametrize("chunk_images", [None, 1, 4])
+def test_ssim_in_chunks_equals_the_full_batch_computation(monkeypatch, chunk_images):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(11, 3, 24, 19, generator=generator, dtype=torch.float64) * 2 - 1
+    b = (a + 0.4 * torch.randn(a.shape, generator=generator, dtype=torch.float64)).clamp(-1, 1)
+    if chunk_images is not None:  # 4 leaves a last chunk of 3
+        monkeypatch.setattr(metrics, "_CHUNK_VALUES", chunk_images * 3 * 24 * 19)
+    torch.testing.assert_close(ssim(a, b), reference_ssim(a, b), atol=1e-10, rtol=0)
+    uint8 = ((a + 1) * 127.5).round().to(torch.uint8)
+    expected = reference_ssim(uint8, uint8.flip(0), 255.0).float()
+    torch.testing.assert_close(ssim(uint8, uint8.flip(0), 255.0), expected)
+
+
+@pytest.mark.parametrize("metric", [ssim, psnr], ids=["ssim", "psnr"])
+def test_metric_memory_does_not_grow_with_the_batch(metric):
+    """The largest tensor a metric creates is one chunk's, however many images it scores.
+
+    Images of 3x32x32: 128 of them are more than a chunk, so twice as many must reach no
+    larger a tensor, and none may exceed a float64 chunk.
+    """
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(256, 3, 32, 32, generator=generator) * 2 - 1
+    b = torch.rand(256, 3, 32, 32, generator=generator) * 2 - 1
+    assert metrics._CHUNK_VALUES < 128 * 3 * 32 * 32  # so 128 images fill a chunk
+    most = largest_tensor(metric, a, b)
+    assert most == largest_tensor(metric, a[:128], b[:128])
+    assert most <= 8 * metrics._CHUNK_VALUES
+
+
+def test_psnr_in_chunks_equals_the_full_batch_computation(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(9, 2, 8, 8, generator=generator) * 2 - 1
+    b = torch.rand(9, 2, 8, 8, generator=generator) * 2 - 1
+    monkeypatch.setattr(metrics, "_CHUNK_VALUES", 2 * 2 * 8 * 8)  # chunks of 2 images
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(dim=1)
+    torch.testing.assert_close(psnr(a, b), (10 * torch.log10(4 / mse)).float())
+    torch.testing.assert_close(psnr(a, b[:1]), psnr(a, b[:1].expand_as(a)))  # broadcasts
+
+
+def test_mean_quality_averages_over_all_chunks():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(7, 3, 16, 16, generator=generator) * 2 - 1
+    b = (a + 0.2 * torch.randn(a.shape, generator=generator)).clamp(-1, 1)
+    scores = metrics.mean_quality(zip(a.split(3), b.split(3)))
+    assert scores["psnr"] == pytest.approx(psnr(a, b).double().mean().item(), rel=1e-6)
+    assert scores["ssim"] == pytest.approx(ssim(a, b).double().mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.mean_quality([])
+
+
 def test_ssim_rejects_images_smaller_than_the_window():
     with pytest.raises(ValueError, match="11x11"):
         ssim(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
@@ -231,14 +425,14 @@ def test_load_folder_fits_sizes_and_channels_and_samples_a_seeded_subset(tmp_pat
     write_images(tmp_path / "a", shapes(3, 32))
     Image.new("L", (40, 20), 255).save(tmp_path / "a" / "wide.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    images = metrics.load_folder(tmp_path, size=16, channels=1)
+    images = load_folder(tmp_path, size=16, channels=1)
     assert images.shape == (4, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
     assert (images[-1] == 1).all()  # the white wide image, centre-cropped
-    subset = metrics.load_folder(tmp_path, n=2, size=16)
+    subset = load_folder(tmp_path, n=2, size=16)
     assert subset.shape == (2, 3, 16, 16)
-    torch.testing.assert_close(subset, metrics.load_folder(tmp_path, n=2, size=16))
+    torch.testing.assert_close(subset, load_folder(tmp_path, n=2, size=16))
     with pytest.raises(FileNotFoundError):
-        metrics.load_folder(tmp_path / "missing")
+        load_folder(tmp_path / "missing")
 
 
 def test_cli_eval_swd_prints_every_level_and_writes_json(tmp_path, capsys):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genart.data import synthetic
-from genart.data.synthetic import KINDS, LABEL_COLORS, generate, layout, render, render_digits
+from genart.data import drawing, scenes, synthetic
+from genart.data.scenes import LABEL_COLORS
+from genart.data.synthetic import KINDS, generate, layout, render, render_digits
 
 SIZE = 24
 N = 10  # held-out folders get 1 image each
@@ -122,14 +123,14 @@ def test_rgb_digits_are_colour_with_contrast():
 
 
 def test_digits_work_with_only_pillows_built_in_font(monkeypatch):
-    monkeypatch.setattr(synthetic, "FONT_DIRS", ())
-    synthetic.digit_fonts.cache_clear()
+    monkeypatch.setattr(drawing, "FONT_DIRS", ())
+    drawing.digit_fonts.cache_clear()
     try:
-        assert synthetic.digit_fonts() == (synthetic.DEFAULT_FONT,)
+        assert drawing.digit_fonts() == (drawing.DEFAULT_FONT,)
         images, _ = render_digits(4, seed=0)
         assert images.max() > 200
     finally:
-        synthetic.digit_fonts.cache_clear()
+        drawing.digit_fonts.cache_clear()
 
 
 def test_pairs_a_is_a_flat_label_map_and_b_a_rendering(datasets):
@@ -174,12 +175,12 @@ def test_unpaired_truth_is_the_same_scene_in_the_other_domain(datasets, test, tr
 
 
 def test_unpaired_train_domains_show_different_scenes():
-    scenes = {
-        stream: [synthetic._scene_labels(synthetic._rng(0, stream, i), SIZE) for i in range(N)]
+    maps = {
+        stream: [scenes._scene_labels(synthetic._rng(0, stream, i), SIZE) for i in range(N)]
         for stream in ("trainA", "trainB", "testA")
     }
-    assert all((a != b).any() for a, b in zip(scenes["trainA"], scenes["trainB"]))
-    assert all((a != b).any() for a, b in zip(scenes["trainA"], scenes["testA"]))
+    assert all((a != b).any() for a, b in zip(maps["trainA"], maps["trainB"]))
+    assert all((a != b).any() for a, b in zip(maps["trainA"], maps["testA"]))
 
 
 def test_unknown_kind_and_bad_sizes_are_errors(tmp_path):

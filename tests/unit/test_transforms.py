@@ -111,6 +111,31 @@ def test_decode_refuses_jpegs_of_too_many_scans_before_decoding():
         T.decode(progressive_jpeg(T.MAX_JPEG_SCANS + 1))
 
 
+def mpo_marked(jpeg: bytes) -> bytes:
+    """The JPEG with an MPF segment (APP2 "MPF") after its SOI: Pillow then opens it as MPO.
+
+    The segment is the one Pillow writes for a two-frame MPO (cameras write such files).
+    """
+    buffer = io.BytesIO()
+    frame = Image.new("L", (8, 8))
+    frame.save(buffer, "MPO", save_all=True, append_images=[frame])
+    mpo = buffer.getvalue()
+    start = mpo.index(b"\xff\xe2")  # APP2
+    app2 = mpo[start : start + 2 + int.from_bytes(mpo[start + 2 : start + 4], "big")]
+    assert app2[4:8] == b"MPF\x00"
+    return jpeg[:2] + app2 + jpeg[2:]
+
+
+def test_the_scan_cap_holds_for_jpegs_pillow_calls_mpo():
+    attack = mpo_marked(progressive_jpeg(2_020))
+    assert Image.open(io.BytesIO(attack)).format == "MPO"  # not "JPEG": the old check passed it
+    with pytest.raises(T.DecodeError, match="2020 scans"):
+        T.decode(attack)
+    with pytest.raises(T.DecodeError, match="2020 scans"):
+        T.check_jpeg_scans(attack)
+    assert T.decode(mpo_marked(progressive_jpeg(10))).shape == (64, 64, 3)  # a normal MPO
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])
 def test_16_bit_grey_keeps_its_high_byte(mode):
     ramp = np.linspace(0, 65535, 64, dtype=np.uint32).reshape(8, 8)

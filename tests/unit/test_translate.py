@@ -1,4 +1,4 @@
-"""Translation at any size, scored evaluation against ground truth, ONNX export, and the CLI."""
+"""Translation at any size (the pipeline), scored evaluation against ground truth, ONNX, CLI."""
 
 import argparse
 import json
@@ -9,11 +9,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from genart import config, translate
+from genart import config
 from genart.cli import main
 from genart.cli import translate as cli
 from genart.data import synthetic
+from genart.images import from_uint8, to_uint8
 from genart.models import cyclegan, layers, pix2pix
+from genart.pipelines import evaluation
+from genart.pipelines.translate import TranslationPipeline
 from genart.train import checkpoint
 
 TINY = {"pix2pix": ["pix2pix.ngf=4", "pix2pix.ndf=4"],
@@ -34,7 +37,7 @@ def export_run(tmp_path, model: str, *overrides: str) -> str:
 def registry_build(cfg):
     from genart import registry
 
-    return registry.get(cfg.model).build(cfg.params, cfg.data)
+    return registry.trained(cfg.model).build(cfg.params, cfg.data)
 
 
 def run_cli(argv: list[str]) -> int:
@@ -61,11 +64,11 @@ class Negate(nn.Module):
 
 def test_pad_to_multiple_reflects_and_falls_back_to_replication():
     x = torch.arange(5.0).reshape(1, 1, 1, 5).expand(1, 1, 3, 5)
-    padded = translate.pad_to_multiple(x, 4)
+    padded = layers.pad_to_multiple(x, 4)
     assert padded.shape == (1, 1, 4, 8)
     assert padded[0, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1]  # mirrored, no zeros
-    assert translate.pad_to_multiple(x, 1) is x
-    wide = translate.pad_to_multiple(x, 16)  # pad 13 > side 3: replicate the edge
+    assert layers.pad_to_multiple(x, 1) is x
+    wide = layers.pad_to_multiple(x, 16)  # pad 13 > side 3: replicate the edge
     assert wide.shape == (1, 1, 16, 16)
     assert wide[0, 0, -1, -1] == 4
 
@@ -81,29 +84,38 @@ def test_pad_to_multiple_reflects_and_falls_back_to_replication():
 def test_translate_non_square_image_returns_its_size(G):
     G.train()
     x = torch.rand(3, 3, 37, 53) * 2 - 1
-    out = translate.translate(G, x, batch_size=2)
+    out = layers.forward_any_size(G, x, batch_size=2)
     assert out.shape == x.shape
     assert G.training  # restored
-    torch.testing.assert_close(out[:1], translate.translate(G, x[:1]))
+    torch.testing.assert_close(out[:1], layers.forward_any_size(G, x[:1]))
+
+
+def pipeline(model: str, **nets) -> TranslationPipeline:
+    """A translation pipeline around stand-in generators (no export needed)."""
+    return TranslationPipeline(nets, config.load(model), {})
 
 
 def test_translate_images_of_mixed_sizes():
     G = cyclegan.ResnetGenerator(3, 3, ngf=4, n_blocks=1)
-    images = [torch.rand(3, 20, 30), torch.rand(3, 17, 9), torch.rand(3, 20, 30)]
-    outputs = translate.translate_images(G, images)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, np.uint8) for shape in
+              [(20, 30, 3), (17, 9, 3), (20, 30, 3)]]  # fmt: skip
+    outputs = pipeline("cyclegan", G_AB=G, G_BA=G)(images)
     assert [o.shape for o in outputs] == [i.shape for i in images]
-    torch.testing.assert_close(outputs[1], translate.translate(G, images[1][None])[0])
+    alone = layers.forward_any_size(G, from_uint8(torch.from_numpy(images[1]))[None])
+    assert np.abs(outputs[1].astype(int) - to_uint8(alone[0]).astype(int)).max() <= 1
 
 
 def test_select_generator_by_direction():
-    cfg = config.load("cyclegan")
     nets = {"G_AB": Negate(), "G_BA": Negate()}
-    assert translate.select_generator(nets, cfg) == (nets["G_AB"], "AtoB")
-    assert translate.select_generator(nets, cfg, "BtoA") == (nets["G_BA"], "BtoA")
+    both = pipeline("cyclegan", **nets)
+    assert (both.generator(), both.direction()) == (nets["G_AB"], "AtoB")
+    assert (both.generator("BtoA"), both.direction("BtoA")) == (nets["G_BA"], "BtoA")
     p2p = config.load("pix2pix", overrides=["pix2pix.direction=BtoA"])
-    assert translate.select_generator({"G": nets["G_AB"]}, p2p)[1] == "BtoA"
+    one = TranslationPipeline({"G": nets["G_AB"]}, p2p, {})
+    assert one.direction() == "BtoA" and one.directions == ("BtoA",)
     with pytest.raises(config.ConfigError, match="trained BtoA"):
-        translate.select_generator({"G": nets["G_AB"]}, p2p, "AtoB")
+        one.generator("AtoB")
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -117,11 +129,11 @@ def test_paired_test_set_splits_and_follows_the_direction(tmp_path):
     a = np.zeros((16, 16, 3), np.uint8)
     b = np.full((16, 16, 3), 255, np.uint8)
     _write_pair(tmp_path / "0.png", a, b)
-    sources, targets = translate.paired_test_set(tmp_path, 3, "AtoB")
-    assert sources[0].shape == (3, 16, 16)
-    assert sources[0].max() == -1 and targets[0].min() == 1
-    sources, targets = translate.paired_test_set(tmp_path, 3, "BtoA")
-    assert sources[0].min() == 1
+    ((source, target),) = evaluation.paired_test_set(str(tmp_path), 3, "AtoB")
+    assert source.shape == (16, 16, 3)
+    assert source.max() == 0 and target.min() == 255
+    ((source, _),) = evaluation.paired_test_set(str(tmp_path), 3, "BtoA")
+    assert source.min() == 255
 
 
 def test_truth_test_set_needs_every_truth_file(tmp_path):
@@ -129,7 +141,7 @@ def test_truth_test_set_needs_every_truth_file(tmp_path):
         (tmp_path / folder).mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "testA" / "0.png")
     with pytest.raises(FileNotFoundError, match="ground truth"):
-        translate.truth_test_set(tmp_path / "testA", tmp_path / "testA_truth", 3)
+        evaluation.truth_test_set(str(tmp_path / "testA"), str(tmp_path / "testA_truth"), 3)
 
 
 def test_identity_generator_scores_like_the_identity_baseline():
@@ -137,12 +149,14 @@ def test_identity_generator_scores_like_the_identity_baseline():
         def forward(self, x):
             return x * self.scale
 
-    sources = [torch.rand(3, 16, 16) * 2 - 1 for _ in range(3)]
-    targets = [s.flip(-1) for s in sources]
-    result = translate.evaluate_translation(Same(), sources, targets)
+    rng = np.random.default_rng(0)
+    sources = [rng.integers(0, 256, (16, 16, 3), np.uint8) for _ in range(3)]
+    pairs = [(s, s[:, ::-1].copy()) for s in sources]
+    result = evaluation.score(pipeline("pix2pix", G=Same()), "AtoB", pairs)
     assert result["images"] == 3
     assert result["model"] == pytest.approx(result["identity"])
-    perfect = translate.evaluate_translation(Negate(), sources, [-s for s in sources])
+    inverted = [(s, 255 - s) for s in sources]  # what Negate does to images in [-1, 1]
+    perfect = evaluation.score(pipeline("pix2pix", G=Negate()), "AtoB", inverted)
     assert perfect["model"]["psnr"] == float("inf") and perfect["model"]["ssim"] == 1.0
 
 
@@ -196,7 +210,7 @@ def test_onnx_export_matches_torch_at_other_sizes(tmp_path, model, capsys):
     run = export_run(tmp_path, model)
     assert run_cli(["onnx", run, "--out", str(tmp_path / "onnx")]) == 0
     assert "max abs diff" in capsys.readouterr().out
-    nets, _ = translate.load_run(run)
+    nets, _ = checkpoint.load_exported(run)
     for name, G in nets.items():
         session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / f"{name}.onnx"))
         probe = torch.rand(1, 3, 32, 96) * 2 - 1  # not the export's shape: dynamic sides

@@ -9,21 +9,19 @@ import yaml
 from genart import config, registry
 from genart.config import ConfigError
 from genart.tune import space
-from genart.tune.sweep import (
+from genart.tune.driver import scheduler, searcher, stored_sweep
+from genart.tune.report import best_recipe, error_summary
+from genart.tune.settings import (
     SWEEP_FILE,
     Settings,
     base_config,
-    best_recipe,
-    error_summary,
     eval_interval,
-    gatys_job,
     max_concurrent,
-    scheduler,
-    searcher,
-    stored_sweep,
+    optimisation_job,
 )
 
-MODELS = [*registry.names(), *space.STANDALONE]
+MODELS = registry.names()
+OPTIMISATION = registry.names(registry.OptimisationSpec)
 
 
 def sample(domain):
@@ -38,7 +36,7 @@ def test_builtin_space_is_valid_and_samples_valid_configs(model):
     random.seed(0)
     for _ in range(5):
         values = {k: sample(v) for k, v in s.param_space().items()}
-        if model in space.STANDALONE:
+        if model in OPTIMISATION:
             kind = space.sections(model)[model]
             config.build(kind, {k.split(".", 1)[1]: v for k, v in values.items()}, model)
         else:
@@ -280,13 +278,14 @@ def test_settings_refuse_trial_counts_tune_would_misread(settings, message):
 def test_gatys_sweeps_refuse_keys_they_would_ignore(overrides, message):
     raw = config.apply_overrides({"model": "gatys"}, ["data.uri=c.png", *overrides])
     with pytest.raises(ConfigError, match=message):
-        gatys_job(raw, ["s.png"], 256, "auto")
+        optimisation_job("gatys", raw, ["s.png"], 256, "auto")
 
 
 def test_gatys_sweeps_read_the_content_image_and_iterations():
     raw = config.apply_overrides({"model": "gatys"}, ["data.uri=c.png", "train.steps=50"])
-    job = gatys_job(raw, ["s.png"], 256, "auto")
-    assert (job.content, job.styles, job.params.iterations) == ("c.png", ["s.png"], 50)
+    job = optimisation_job("gatys", raw, ["s.png"], 256, "auto")
+    content, styles = job.inputs["content"], job.inputs["styles"]
+    assert (content, styles, job.params.iterations) == ("c.png", ["s.png"], 50)
 
 
 def test_schedulers_count_steps_and_pbt_perturbs_the_numeric_keys():

@@ -19,8 +19,11 @@ from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
 from genart.data import transforms
-from genart.models import dcgan, deepdream, gatys
-from genart.serve import app, deployments, validation
+from genart.models import deepdream, gatys
+from genart.pipelines import base as pipeline_base
+from genart.pipelines.latent import latents, truncated_latents
+from genart.serve import app, builder, deployments, validation
+from genart.serve.settings import AppSettings
 from genart.serve.validation import Limits, RequestError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +94,14 @@ def test_jpegs_of_too_many_scans_are_422_before_decoding(monkeypatch):
     assert validation.decode_image(png, Limits()).shape == (9, 9, 3)  # only JPEGs are counted
 
 
+def test_mpo_marked_jpegs_of_too_many_scans_are_422_before_decoding():
+    from test_transforms import mpo_marked, progressive_jpeg
+
+    start = time.perf_counter()
+    assert status_of(mpo_marked(progressive_jpeg(2_020))) == 422
+    assert time.perf_counter() - start < 0.5  # refused from the bytes, nothing decoded
+
+
 @pytest.mark.parametrize(
     "data",
     [b"hello, this is text", encoded(16, 16, "GIF"), encoded(16, 16, "BMP"), b"RIFF0000WAVEfmt "],
@@ -158,7 +169,7 @@ def test_ingress_resizes_uploads_within_the_minimum_side():
             return encoded(4096, 8)
 
     # Only its settings are used: the real class starts behind Serve's ASGI wrapper.
-    ingress = types.SimpleNamespace(settings=app.AppSettings(limits=Limits(min_side=8)))
+    ingress = types.SimpleNamespace(settings=AppSettings(limits=Limits(min_side=8)))
     read_image = app.Ingress.func_or_class.read_image
     with pytest.raises(RequestError) as caught:
         asyncio.run(read_image(ingress, Upload(), long_side=256))  # as /dream does
@@ -232,16 +243,16 @@ def test_client_settings_are_fields_of_the_model_configs():
 
 def test_app_settings_reject_unknown_keys_and_unsafe_names():
     with pytest.raises(ValidationError):
-        app.AppSettings.model_validate({"dcgan": "x", "stlyes": {}})
+        AppSettings.model_validate({"dcgan": "x", "stlyes": {}})
     with pytest.raises(ValidationError, match="URL segments"):
-        app.AppSettings.model_validate({"styles": {"../etc": "x"}})
+        AppSettings.model_validate({"styles": {"../etc": "x"}})
 
 
 def test_build_rejects_options_for_deployments_it_does_not_make():
-    application = app.build({"dcgan": "x"}, {"DCGANGenerator": {"max_queued_requests": 3}})
+    application = builder.build({"dcgan": "x"}, {"DCGANGenerator": {"max_queued_requests": 3}})
     assert application is not None
     with pytest.raises(ValueError, match="FastStyle"):
-        app.build({"dcgan": "x"}, {"FastStyle": {"max_queued_requests": 3}})
+        builder.build({"dcgan": "x"}, {"FastStyle": {"max_queued_requests": 3}})
 
 
 def test_serve_config_is_valid_and_safe():
@@ -251,8 +262,8 @@ def test_serve_config_is_valid_and_safe():
     schema = ServeDeploySchema.model_validate(raw)
     assert schema.http_options.host == "127.0.0.1"  # never beyond localhost by default
     (application,) = raw["applications"]
-    assert application["import_path"] == "genart.serve.app:build_app"
-    settings = app.AppSettings.model_validate(application["args"])
+    assert application["import_path"] == "genart.serve.builder:build_app"
+    settings = AppSettings.model_validate(application["args"])
     assert settings.dcgan and settings.styles and settings.translators
     assert settings.gatys and settings.dream
     deployments = {d["name"]: d for d in application["deployments"]}
@@ -265,35 +276,35 @@ def test_serve_config_is_valid_and_safe():
 
 
 def test_truncated_latents():
-    plain = deployments.truncated_latents([3, 4], 32, None)
-    assert torch.equal(plain, dcgan.latents([3, 4], 32))
-    assert torch.equal(deployments.truncated_latents([3, 4], 32, 100.0), plain)
-    cut = deployments.truncated_latents([3, 4], 32, 0.5)
+    plain = truncated_latents([3, 4], 32, None)
+    assert torch.equal(plain, latents([3, 4], 32))
+    assert torch.equal(truncated_latents([3, 4], 32, 100.0), plain)
+    cut = truncated_latents([3, 4], 32, 0.5)
     assert cut.abs().max() <= 0.5
-    assert torch.equal(cut, deployments.truncated_latents([3, 4], 32, 0.5))  # reproducible
+    assert torch.equal(cut, truncated_latents([3, 4], 32, 0.5))  # reproducible
 
 
 def test_dcgan_sample_draws_latents_off_the_event_loop(monkeypatch):
     threads = []
 
-    def record_thread(seeds, dim, threshold):
+    def record_thread(seeds, threshold):
         threads.append(threading.current_thread())
-        return torch.zeros(len(seeds), dim)
+        return torch.zeros(len(seeds), 4)
 
     async def generate(latents, finish):
         return latents.shape
 
-    monkeypatch.setattr(deployments, "truncated_latents", record_thread)
     generator = object.__new__(deployments.DCGANGenerator.func_or_class)  # no model to load
-    generator.latent_dim, generator.batched = 4, generate
+    generator.pipe = types.SimpleNamespace(sample_latents=record_thread)
+    generator.batched = generate
     request = validation.SampleRequest(n=3, truncation=0.5)
     assert asyncio.run(generator.sample(request)) == (3, 4)
     assert threads and threads[0] is not threading.main_thread()  # asyncio.run's loop is main's
 
 
-def test_forward_grouped_keeps_order_across_keys_sizes_and_chunks(monkeypatch):
+def test_grouped_forwards_keep_order_across_keys_sizes_and_chunks(monkeypatch):
     # At most two 8x8 images per forward pass.
-    monkeypatch.setattr(deployments, "PIXELS_PER_FORWARD", 2 * 8 * 8)
+    monkeypatch.setattr(pipeline_base, "PIXELS_PER_FORWARD", 2 * 8 * 8)
     rng = np.random.default_rng(0)
     sizes = [(8, 8), (8, 8), (6, 10), (8, 8), (8, 8), (8, 8)]
     items = [
@@ -302,11 +313,14 @@ def test_forward_grouped_keeps_order_across_keys_sizes_and_chunks(monkeypatch):
     ]
     passes = []
 
-    def forward(key, batch):
-        passes.append((key, len(batch)))
-        return -batch if key == "b" else batch
+    def apply(key, images):  # a pipeline call: one key, images of any sizes
+        def forward(batch):
+            passes.append((key, len(batch)))
+            return -batch if key == "b" else batch
 
-    outputs = deployments.forward_grouped(items, forward, "cpu")
+        return pipeline_base.run_grouped(images, forward, torch.device("cpu"))
+
+    outputs = deployments.run_keyed(items, apply)
     assert max(n for _, n in passes) <= 2 and sum(n for _, n in passes) == len(items)
     for (key, image), got in zip(items, outputs):
         assert got.dtype == np.uint8 and got.shape == image.shape
@@ -319,8 +333,10 @@ def test_cli_resolves_model_paths_and_says_what_to_do_when_missing(tmp_path, mon
 
     (tmp_path / "styles" / "a").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    args = cli.absolute_paths({"styles": {"a": "styles/a"}, "dcgan": "s3://bucket/dcgan"})
+    args = cli.absolute_paths({"styles": {"a": "styles/a"}, "dcgan": "s3://bucket/dcgan",
+                               "gatys": {"jobs_dir": "runs/jobs"}})  # fmt: skip
     assert args["styles"]["a"] == str(tmp_path / "styles" / "a")
+    assert args["gatys"]["jobs_dir"] == str(tmp_path / "runs" / "jobs")  # need not exist yet
     assert args["dcgan"] == "s3://bucket/dcgan"  # remote URIs are left to the replicas
     with pytest.raises(FileNotFoundError, match="genart serve --prepare"):
         cli.absolute_paths({"dcgan": "runs/missing"})
@@ -404,35 +420,6 @@ def test_batching_waits_for_company_only_when_there_is_some():
     assert method.max_batch_size == 4
     with pytest.raises(ValueError, match="unknown user_config keys"):
         deployments.Batching(method).configure({"max_batch": 4})
-
-
-def test_cli_starts_its_own_ray_with_the_serving_settings(monkeypatch):
-    import os
-
-    import ray
-
-    from genart.cli import serve as cli
-    from genart.serve import ray_settings
-
-    calls = []
-
-    def fake_init(address=None, **kwargs):
-        calls.append((address, kwargs, os.environ.get(ray_settings.SWITCH)))
-        if address is not None:  # no cluster to join
-            raise ConnectionError("no running cluster")
-
-    # Variables connect() sets are put back after the test (a set-then-delete is recorded).
-    names = [*ray_settings.HAPROXY_ENV, *ray_settings.PORT_VARIABLES,
-             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_ADDRESS"]  # fmt: skip
-    for name in names:
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", fake_init)
-    cli.connect()
-    # Joining a cluster leaves its settings alone; a local Ray starts with genart's.
-    assert calls == [("auto", {}, None),
-                     (None, {"_system_config": ray_settings.RAY_SYSTEM_CONFIG}, "1")]  # fmt: skip
 
 
 def test_local_haproxy_settings_respect_the_users_choice():

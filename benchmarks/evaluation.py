@@ -1,0 +1,166 @@
+"""Evaluation memory and time: the Pix2Pix and CycleGAN ``evaluate`` hooks on growing eval sets.
+
+Each row runs the registry spec's ``evaluate(nets, params, reference)`` as the training loop
+does (``side_effect_free``: no autograd, forked RNG) in a fresh Python process, on a reference
+set of random uint8 images, (B, 3, H, W), as the loop keeps it: Pix2Pix pairs ``A``/``B``;
+CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. Full mode: 128
+and 256 pixels, 64 and 512 images; ``--quick``: 64 and 128 pixels, 16 and 64 images. It runs
+on CPU even where there is a GPU: the memory in question is the training worker's RSS.
+
+Columns, per row (MiB of resident memory of that process):
+
+- ``rss_before``: just before ``evaluate``: Python, torch, the nets and the uint8 reference set
+  (which grows with the images, as the input must).
+- ``eval_peak``: the peak during ``evaluate`` (the kernel's high-water mark, reset just before
+  it through ``/proc/self/clear_refs``).
+- ``eval_growth``: ``eval_peak - rss_before``, what evaluation itself allocates. It should not
+  grow with the number of images: the hooks translate and score a chunk at a time.
+- ``process_peak``: the process's peak over its whole life (``wait4``'s ``ru_maxrss``).
+- ``wall_s`` and ``ms_per_image`` of the ``evaluate`` call.
+- ``psnr``, ``ssim``: the hook's mean scores (of random nets on random images: they only show
+  that every row did the same work).
+
+The generators are the specs' defaults except their width, ``--ngf`` (16 unless given): at the
+default 64 the CPU forward passes take most of the time (CycleGAN's 9-block generators at 256
+pixels most of all), and the width only sets the per-chunk activation memory and the forward
+time, not how either grows with the number of images. Torch runs one thread, as in the other
+CPU benchmarks (see ``benchmarks.translation.one_thread``).
+
+    python -m benchmarks.evaluation [--quick] [--ngf 16] [--out bench-results]
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("pix2pix", "cyclegan")
+KEYS = {"pix2pix": ("A", "B"), "cyclegan": ("A", "B", "A_truth", "B_truth")}
+
+
+def settings(quick: bool) -> dict:
+    """Image sizes and eval-set sizes of the rows."""
+    if quick:
+        return {"sizes": (64, 128), "images": (16, 64)}
+    return {"sizes": (128, 256), "images": (64, 512)}
+
+
+# --- one row, inside its own process --------------------------------------------------------------
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak) in MiB."""
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    return int(match.group(1)) / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the process's RSS high-water mark to its current RSS; False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def reference_set(model: str, size: int, images: int, seed: int = 0) -> dict:
+    """Random uint8 images (images, 3, size, size) under the keys the model's hook reads."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    shape = (images, 3, size, size)
+    return {k: torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8) for k in KEYS[model]}
+
+
+def child(model: str, size: int, images: int, ngf: int) -> dict:
+    """Build the nets and the reference set, then time and measure one ``evaluate`` call."""
+    import torch
+
+    from genart import registry
+    from genart.config import DataConfig
+    from genart.train.rng import side_effect_free
+
+    torch.set_num_threads(1)
+    spec = registry.trained(model)
+    params = spec.config(ngf=ngf)
+    torch.manual_seed(0)
+    nets = spec.build(params, DataConfig(size=size, channels=3))
+    reference = reference_set(model, size, images)
+    gc.collect()
+    before = _status_mib("VmRSS")
+    reset = _reset_peak()
+    start = time.perf_counter()
+    with side_effect_free(torch.device("cpu")):
+        scores = spec.evaluate(nets, params, reference)
+    wall = time.perf_counter() - start
+    peak = _status_mib("VmHWM") if reset else None
+    return {"rss_before": before, "eval_peak": peak, "wall_s": wall, "scores": scores}
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def measure(model: str, size: int, images: int, ngf: int) -> dict:
+    """One row: :func:`child` in a fresh interpreter, plus that process's lifetime peak RSS."""
+    task = json.dumps({"model": model, "size": size, "images": images, "ngf": ngf})
+    command = [sys.executable, "-m", "benchmarks.evaluation", "--child", task]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    output = proc.stdout.read()
+    # wait4, not getrusage(RUSAGE_CHILDREN): the latter is the maximum over all children so far.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{model} {size}px {images} images: exit status {proc.returncode}")
+    result = json.loads(output.strip().splitlines()[-1])
+    before, peak = result["rss_before"], result["eval_peak"]
+    return {"model": model, "size": size, "images": images, "ngf": ngf,
+            "rss_before_mib": round(before), "eval_peak_mib": peak and round(peak),
+            "eval_growth_mib": peak and round(peak - before),
+            "process_peak_mib": round(usage.ru_maxrss / 1024),  # KiB on Linux
+            "wall_s": round(result["wall_s"], 2),
+            "ms_per_image": round(1e3 * result["wall_s"] / images, 1),
+            "psnr": round(result["scores"]["psnr"], 3),
+            "ssim": round(result["scores"]["ssim"], 4)}  # fmt: skip
+
+
+def run(out_dir: Path, quick: bool, ngf: int = 16) -> dict:
+    """Measure every row; print the table and write ``evaluation.json`` in ``out_dir``."""
+    from benchmarks.common import print_table, write_json
+
+    s = settings(quick)
+    rows = []
+    for model in MODELS:
+        for size in s["sizes"]:
+            for images in s["images"]:
+                rows.append(measure(model, size, images, ngf))
+                print(f"  {model} {size}px {images} images: {rows[-1]['wall_s']} s", flush=True)
+    print_table(rows)
+    result = {"quick": quick, "settings": s, "ngf": ngf, "threads": 1, "rows": rows}
+    write_json("evaluation", result, out_dir)
+    return result
+
+
+def main() -> None:
+    from benchmarks import common
+
+    parser = common.parser(__doc__)
+    parser.add_argument("--ngf", type=int, default=16, help="generator width (default 16)")
+    parser.add_argument("--child", help="internal: measure one row given as JSON")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(**json.loads(args.child))))
+    else:
+        run(args.out, args.quick, args.ngf)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The ingress's HTTP answers without Ray: its FastAPI app driven over ASGI, stand-in handles.
+
+Each test sends what a hostile or unlucky client sent and checks the answer is a 4xx or 503
+with a reason, in valid JSON, soon.
+"""
+
+import asyncio
+import io
+import json
+import re
+import struct
+import time
+import types
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.responses import PlainTextResponse
+from PIL import Image
+from ray.exceptions import ActorDiedError
+from ray.serve.exceptions import BackPressureError
+
+from genart.serve import app, http
+
+MAX_BODY = 64 * 1024
+CALL_TIMEOUT_S = 10  # an app that never answers fails its test instead of hanging it
+
+
+class Handle:
+    """Stands in for a DeploymentHandle: ``handle.method.remote(...)`` awaits ``method``."""
+
+    def __init__(self, **methods):
+        self.methods = methods
+
+    def __getattr__(self, name):
+        method = self.methods[name]
+        return types.SimpleNamespace(remote=lambda *args, **kwargs: method(*args, **kwargs))
+
+
+async def stylize(name, image):
+    return b"png of %dx%d" % image.shape[1::-1]
+
+
+async def overloaded(*args, **kwargs):
+    raise BackPressureError(num_queued_requests=32, max_queued_requests=32)
+
+
+async def died(*args, **kwargs):
+    raise ActorDiedError()
+
+
+def api(body_timeout_s: float = 5.0, **backends):
+    limits = {"max_body_bytes": MAX_BODY, "body_timeout_s": body_timeout_s, "retry_after_s": 3}
+    settings = {"dcgan": "d", "styles": {"mosaic": "m", "candy": "c"}, "limits": limits}
+    return app.create_api(app.Gateway(settings, **backends))
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict, body: bytes, seconds: float):
+        self.status, self.headers, self.body, self.seconds = status, headers, body, seconds
+
+    def json(self):
+        def strict(constant):  # what a strict JSON parser does with NaN or Infinity
+            raise ValueError(f"not JSON: {constant}")
+
+        return json.loads(self.body, parse_constant=strict)
+
+
+def call(asgi, method: str, url: str, body: bytes = b"", headers: dict | None = None,
+         chunks: list[bytes] | None = None, then_hang: bool = False) -> Reply:  # fmt: skip
+    """One request through the ASGI app: the body at once, or ``chunks`` (``then_hang``: the
+    client then sends nothing more, as one whose body is shorter than its Content-Length)."""
+    path, _, query = url.partition("?")
+    headers = {"content-length": str(len(body))} | (headers or {})
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "root_path": "", "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    parts = chunks if chunks is not None else [body]
+    events = [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1 or then_hang}
+              for i, part in enumerate(parts)]  # fmt: skip
+    sent = []
+
+    async def receive():
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()  # nothing more ever comes (no disconnect either)
+
+    async def send(message):
+        sent.append(message)
+
+    start = time.monotonic()
+    asyncio.run(asyncio.wait_for(asgi(scope, receive, send), CALL_TIMEOUT_S))
+    seconds = time.monotonic() - start
+    (head,) = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    reply_headers = {k.decode().lower(): v.decode() for k, v in head.get("headers", [])}
+    return Reply(head["status"], reply_headers, body, seconds)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_json_numbers_are_422_in_valid_json(number):
+    reply = call(api(), "POST", "/dcgan/sample", f'{{"n":1,"truncation":{number}}}'.encode(), JSON)
+    assert reply.status == 422, reply.body
+    (error,) = reply.json()["detail"]  # parses as strict JSON
+    assert error["loc"] == ["body", "truncation"] and "finite" in error["msg"]
+    assert error["input"] == ("Infinity" if number == "1e999" else number)
+
+
+def test_validation_errors_quote_refused_values_briefly():
+    body = {"content": "A" * 50_000, "styles": ["x"], "settings": {"size": "9" * 900, "seed": -1}}
+    reply = call(api(), "POST", "/gatys/jobs", json.dumps(body).encode(), JSON)
+    assert reply.status == 422 and len(reply.body) < 1000  # the body was 51 kB
+    size, seed = reply.json()["detail"]  # in the order the fields are declared
+    assert seed["loc"] == ["body", "settings", "seed"] and seed["input"] == -1
+    assert seed["ctx"] == {"ge": 0}
+    assert size["input"] == "9" * http.MAX_ECHOED_CHARS + "..."  # a string for an int: quoted
+    blend = {"content": "x", "styles": ["y", "z"], "settings": {"style_blend": [1.0]}}
+    (error,) = call(api(), "POST", "/gatys/jobs", json.dumps(blend).encode(), JSON).json()["detail"]
+    assert "2 styles" in error["msg"] and "2 styles" in error["ctx"]["error"]
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline():
+    asgi = api(body_timeout_s=0.3, style=Handle(stylize=stylize))
+    headers = {"content-length": "5000", "content-type": "image/png"}
+    reply = call(asgi, "POST", "/style/mosaic", headers=headers, chunks=[png(16, 16)[:40]],
+                 then_hang=True)  # fmt: skip
+    assert reply.status == 408 and 0.3 <= reply.seconds < 1.5
+    assert "0.3 s" in reply.json()["detail"] and "body_timeout_s" in reply.json()["detail"]
+    assert reply.headers["connection"] == "close"
+    # JSON bodies are read by FastAPI itself: the same deadline applies.
+    reply = call(asgi, "POST", "/dcgan/sample", headers=JSON | {"content-length": "100"},
+                 chunks=[b'{"n": '], then_hang=True)  # fmt: skip
+    assert reply.status == 408
+
+
+def test_a_slow_trickle_does_not_reset_the_deadline():
+    asgi = api(body_timeout_s=0.3, style=Handle(stylize=stylize))
+    data = png(16, 16)
+
+    async def trickle(scope, receive, send):  # one byte every 50 ms, without end
+        async def slow():
+            await asyncio.sleep(0.05)
+            return {"type": "http.request", "body": data[:1], "more_body": True}
+
+        await asgi(scope, slow, send)
+
+    reply = call(trickle, "POST", "/style/mosaic", headers={"content-length": "50000"})
+    assert reply.status == 408 and reply.seconds < 1.5
+
+
+def test_bodies_over_the_cap_are_413_naming_the_limit():
+    asgi = api(style=Handle(stylize=stylize))
+    declared = call(asgi, "POST", "/style/mosaic", headers={"content-length": str(10**9)})
+    assert declared.status == 413 and f"limit is {MAX_BODY} bytes" in declared.json()["detail"]
+    chunks = [bytes(MAX_BODY // 2)] * 3  # chunked: no Content-Length
+    chunked = call(asgi, "POST", "/style/mosaic", headers={"transfer-encoding": "chunked"},
+                   chunks=chunks)  # fmt: skip
+    assert chunked.status == 413 and str(MAX_BODY) in chunked.json()["detail"]
+    assert call(asgi, "POST", "/style/mosaic", png(16, 16)).status == 200  # under the cap
+
+
+def test_full_model_queues_are_503_with_retry_after_and_a_reason():
+    asgi = api(style=Handle(stylize=overloaded))
+    # What Serve does when the replica starts: its own bare-text handler replaces the app's.
+    asgi.add_exception_handler(BackPressureError, lambda request, err: PlainTextResponse("", 503))
+    reply = call(asgi, "POST", "/style/candy", png(16, 16))
+    assert reply.status == 503 and reply.headers["retry-after"] == "3"
+    assert "capacity" in reply.json()["detail"] and "/style/candy" in reply.json()["detail"]
+
+
+def test_a_model_replica_lost_mid_request_is_503():
+    reply = call(api(style=Handle(stylize=died)), "POST", "/style/candy", png(16, 16))
+    assert reply.status == 503 and reply.headers["retry-after"] == "3"
+    assert "stopped" in reply.json()["detail"]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), 400, "header is damaged"),
+        (b"\xff\xd8\xff" + bytes(64), 400, "header is damaged"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(8), 400, "header is damaged"),
+        (png(64, 64)[:-30], 400, "truncated or corrupt"),
+        (png_declaring(20_000, 20_000), 413, "the limit is 4194304 pixels and 4096 per side"),
+        (png_declaring(60_000, 60_000), 413, "the limit is 4194304 pixels"),
+    ],
+    ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp"],
+)
+def test_image_refusals_are_sentences_of_the_apps_own(data, status, words):
+    reply = call(api(style=Handle(stylize=stylize)), "POST", "/style/mosaic", data)
+    detail = reply.json()["detail"]
+    assert reply.status == status and words in detail, detail
+    assert not re.search(r"<|0x[0-9a-f]{6}|BytesIO|decompression bomb", detail), detail
+
+
+def test_docs_need_no_other_host():
+    asgi = api()
+    page = call(asgi, "GET", "/docs")
+    html = page.body.decode()
+    assert page.status == 200 and "SwaggerUIBundle" in html
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    assets = re.findall(r'(?:href|src)="([^"]+)"', html)
+    assert {url.rsplit("/", 1)[1] for url in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for url in assets:  # all of them from this server, and there
+        served = call(asgi, "GET", url)
+        assert url.startswith("/") and served.status == 200 and served.body, url
+    assert call(asgi, "GET", "/openapi.json").status == 200
