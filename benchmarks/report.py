@@ -30,7 +30,9 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 WIDTH = 96  # wrap the prose of the page (tables stay one line per row)
 
 # ``python -m benchmarks.translation --quality M`` writes this one beside translation.json.
+# ``python -m benchmarks.quality --ablate`` writes quality_ablations.json beside quality.json.
 ORDER = [*BENCHMARKS[: BENCHMARKS.index("translation") + 1], "translation_quality"]
+ORDER += ["quality", "quality_ablations"]
 ORDER += [name for name in BENCHMARKS if name not in ORDER]
 
 # Fields every file has that the section's header already shows (or that are the table).
@@ -93,6 +95,21 @@ ABOUT = {
         "PSNR and SSIM on held-out ground truth after training each translation model for a "
         "fixed time on generated 64x64 data (CPU, one thread), beside the identity baseline "
         "(the input compared with the target)."
+    ),
+    "quality": (
+        "Output quality against the reference implementations at equal steps, batch, widths "
+        "and seeds (two seeds): Pix2Pix and CycleGAN against a faithful re-implementation of "
+        "junyanz/pytorch-CycleGAN-and-pix2pix (networks, losses, init, optimizers, pool, "
+        "test-time behaviour), scored by PSNR/SSIM on the held-out test pairs beside the "
+        "identity baseline; DCGAN against pytorch/examples' dcgan on the 16-mode synthetic set "
+        "(`genart data synth modes`), scored by the modes covered (a classifier trained on "
+        "that set), the share of recognisable samples, KL from uniform, a classifier Fréchet "
+        "distance and SWD. Targets: PSNR >= reference + 1 dB; DCGAN >= 15 of 16 modes where "
+        "the reference covers fewer."
+    ),
+    "quality_ablations": (
+        "genart variants one change at a time (`python -m benchmarks.quality --ablate`), at the "
+        "quality benchmark's settings: what each default and recipe choice contributes."
     ),
     "evaluation": (
         "The in-training quality scores of Pix2Pix and CycleGAN (the specs' evaluate hooks: "
@@ -232,6 +249,8 @@ def command_line(name: str, quick: bool = False, minutes: str = "MINUTES") -> st
     """``python -m benchmarks.NAME`` with the options that produce benchmark ``name``'s file."""
     if name == "translation_quality":
         return f"python -m benchmarks.translation --quality {minutes}"
+    if name == "quality_ablations":
+        return "python -m benchmarks.quality --ablate" + (" --quick" if quick else "")
     return f"python -m benchmarks.{name}" + (" --quick" if quick else "")
 
 

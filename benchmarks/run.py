@@ -15,7 +15,9 @@ import time
 import traceback
 from pathlib import Path
 
-BENCHMARKS = ["ingest", "dcgan", "style", "translation", "evaluation", "tune", "serve", "video"]
+BENCHMARKS = [
+    "ingest", "dcgan", "style", "translation", "quality", "evaluation", "tune", "serve", "video",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,9 @@ Every family is a module in ``genart/models`` that calls :func:`register` with a
 engine (Ray Train loop, checkpoints, Tune, Serve, the CLI) only talks to it through that spec
 and the family's inference pipeline (``genart/pipelines``). There are two kinds:
 
-* :class:`TrainedSpec` (DCGAN, fast style, Pix2Pix, CycleGAN): single-device ``nn.Module``\\ s,
-  their optimizers and a pure ``train_step``, trained by the one Ray Train loop and exported
-  for serving.
+* :class:`TrainedSpec` (DCGAN, fast style, AdaIN, Pix2Pix, CycleGAN): single-device
+  ``nn.Module``\\ s, their optimizers and a pure ``train_step``, trained by the one Ray Train
+  loop and exported for serving.
 * :class:`OptimisationSpec` (Gatys, Deep Dream): nothing is trained; each result is an
   optimisation of one image against a frozen loss network, run by the family's pipeline.
 
@@ -185,7 +185,7 @@ Spec = TrainedSpec | OptimisationSpec
 
 _REGISTRY: dict[str, Spec] = {}
 # Model modules register on import; listed here so `get` can import them on demand.
-_MODULES = ("dcgan", "pix2pix", "cyclegan", "fast_style", "gatys", "deepdream")
+_MODULES = ("dcgan", "pix2pix", "cyclegan", "fast_style", "adain", "gatys", "deepdream")
 
 
 def register(spec: Spec) -> Spec:

@@ -122,6 +122,9 @@ def absolute_paths(args: dict) -> dict:
     settings.dcgan = resolve(settings.dcgan) if settings.dcgan else None
     settings.styles = {name: resolve(p) for name, p in settings.styles.items()}
     settings.translators = {name: resolve(p) for name, p in settings.translators.items()}
+    if settings.adain:
+        settings.adain.model = resolve(settings.adain.model)
+        settings.adain.styles = {name: resolve(p) for name, p in settings.adain.styles.items()}
     if settings.gatys and settings.gatys.jobs_dir:  # created by the job store if missing
         settings.gatys.jobs_dir = storage.absolute(settings.gatys.jobs_dir)
     return settings.model_dump()

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from genart.cli import video
+from genart.cli import adain, video
 
 _MANY = "+"  # a flag taking one or more values (a tuple field)
 
@@ -72,6 +72,7 @@ def register(sub) -> None:
     _register_gatys(verbs)
     _register_fast(verbs)
     video.register(verbs)
+    adain.register(verbs)
     _register_dream(sub)
 
 
@@ -301,30 +302,33 @@ def contact_sheet(contents: list[str], styles: list[str], results: Path, cell: i
 # --- stylize fast and translate: one image here, a folder through Ray Data ---------------------
 
 
-def apply_to_images(args, model: str, call: dict, folder_output: bool, options=None) -> list:
-    """Run the export ``model`` over ``args.input`` (an image, a folder or an ``s3://``
-    prefix) into ``args.output``; returns the files written.
+def apply_to_images(args, model: str, families: tuple[str, ...], call: dict,
+                    folder_output: bool, options=None) -> list:  # fmt: skip
+    """Run the export ``model`` (of one of ``families``) over ``args.input`` (an image, a
+    folder or an ``s3://`` prefix) into ``args.output``; returns the files written.
 
     One image runs in this process on ``args.device`` (if the verb has it); a folder goes
     through the Ray Data runner with ``args.actors`` actors. ``folder_output``: a single image
     is written into the output folder under its own name, not to the output path itself.
     """
-    from genart import storage
+    from genart import pipelines, storage
 
     source = args.input
     if not storage.is_remote(source) and not Path(source).exists():
         raise FileNotFoundError(f"--input {source} does not exist")
     size = getattr(args, "size", 0)
-    if not storage.is_remote(source) and Path(source).is_file():
-        return [_one_image(args, model, call, folder_output, size, options or {})]
+    device = getattr(args, "device", "auto")
+    single = not storage.is_remote(source) and Path(source).is_file()
+    # A folder's actors build it too: built here first, a wrong export fails on one line.
+    pipe = pipelines.load(model, device if single else "cpu", families, **(options or {}))
+    if single:
+        return [_one_image(args, pipe, call, folder_output, size)]
     return _folder(args, model, call, size, options or {})
 
 
-def _one_image(args, model: str, call: dict, folder_output: bool, size: int, options) -> Path:
-    from genart import pipelines
+def _one_image(args, pipe, call: dict, folder_output: bool, size: int) -> Path:
     from genart.images import read
 
-    pipe = pipelines.load(model, getattr(args, "device", "auto"), **options)
     (image,) = pipe([read(args.input, 3, size)], **call)
     output = Path(args.output)
     if folder_output:
@@ -353,7 +357,7 @@ def _folder(args, model: str, call: dict, size: int, options) -> list:
 def fast(args) -> int:
     """Stylise one image directly, or a folder through Ray Data."""
     start = time.perf_counter()
-    written = apply_to_images(args, args.model, {}, folder_output=False,
+    written = apply_to_images(args, args.model, ("fast_style",), {}, folder_output=False,
                               options={"precision": args.precision})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")

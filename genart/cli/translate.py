@@ -50,7 +50,8 @@ def _add_direction(p: argparse.ArgumentParser, default: str = "default: AtoB") -
 def translate(args) -> int:
     from genart.cli.style import apply_to_images
 
-    written = apply_to_images(args, args.run, {"direction": args.direction}, folder_output=True)
+    written = apply_to_images(args, args.run, ("pix2pix", "cyclegan"),
+                              {"direction": args.direction}, folder_output=True)  # fmt: skip
     print(f"translated {len(written)} image(s) into {args.output}")
     return 0
 
@@ -58,12 +59,13 @@ def translate(args) -> int:
 def onnx(args) -> int:
     from genart import pipelines
     from genart.errors import InputError
+    from genart.pipelines.adain import AdaINPipeline
     from genart.pipelines.base import ImagePipeline
 
     pipe = pipelines.load(args.run, device="cpu")
-    if not isinstance(pipe, ImagePipeline):
+    if not isinstance(pipe, ImagePipeline | AdaINPipeline):
         raise InputError(f"{args.run} holds a '{pipe.cfg.model}' model: ONNX export takes "
-                         "image-to-image models (fast_style, pix2pix, cyclegan)")  # fmt: skip
+                         "image models (fast_style, adain, pix2pix, cyclegan)")  # fmt: skip
     for path, diff in pipe.export_onnx(args.out).items():  # raises above the tolerance
         print(f"{path}: max abs diff vs torch {diff:.2e}")
     return 0

@@ -1,14 +1,16 @@
 """What each trained family reads: its training stream and its held-out reference set.
 
 These are the ``dataset`` and ``held_out`` hooks of the trained specs (``genart.registry``):
-``images``, ``paired`` and ``unpaired`` pick the folders a dataset layout implies and build the
-Ray Data stream (``genart.data.pipelines``, imported on use: model modules import this one);
+``images``, ``paired``, ``unpaired`` and ``content_style`` pick the folders a dataset layout
+implies and build the Ray Data stream (``genart.data.pipelines``, imported on use: model
+modules import this one);
 ``paired_held_out`` and ``unpaired_held_out`` read a dataset's held-out split into one uint8
 batch, with the one image decoder, for the in-training scores Tune optimises.
 
 Layouts (those ``genart data synth`` writes, and the reference implementations read): pix2pix
 ``ROOT/{train,val,test}/`` of aligned A|B images; CycleGAN ``ROOT/{trainA,trainB,testA,testB}/``
-plus, where true translations exist, ``testA_truth/`` and ``testB_truth/`` (same file names).
+plus, where true translations exist, ``testA_truth/`` and ``testB_truth/`` (same file names);
+style transfer ``ROOT/{content,style}/``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,32 @@ def unpaired(cfg: Config):
     return pipelines.unpaired(
         uri_a, uri_b, d.size, d.channels, seed=cfg.train.seed, repeat=d.repeat
     )
+
+
+def content_style(cfg: Config, style_uri: str = ""):
+    """Columns ``content`` and ``style``: random pairs of a content image and a style image.
+
+    Contents come from ``data.uri``'s ``content/`` folder (the layout ``genart data synth
+    styles`` writes), or from ``data.uri`` itself when it has none; styles from ``style_uri``
+    when given, else from the ``style/`` folder beside the contents. Folders (local or s3://),
+    not Parquet; the smaller set is cycled in seeded permutations (``pipelines.unpaired``).
+    """
+    from genart.data import pipelines
+
+    d, root = cfg.data, _uri(cfg)
+    contents = storage.join(root, "content")
+    if not storage.exists(contents):
+        contents = root
+    styles = style_uri or storage.join(root, "style")
+    if not storage.exists(styles):
+        raise ConfigError(
+            f"no style images at {styles}: give data.uri a style/ folder beside content/, "
+            "or set the style folder (adain.style_uri=DIR|s3://...)"
+        )
+    pairs = pipelines.unpaired(
+        contents, styles, d.size, d.channels, seed=cfg.train.seed, repeat=d.repeat
+    )
+    return pairs.rename_columns({"A": "content", "B": "style"})
 
 
 def _uri(cfg: Config) -> str:

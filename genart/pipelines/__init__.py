@@ -1,14 +1,15 @@
 """Inference, one pipeline per family: what the CLI, Serve, Tune and the jobs call.
 
-========================  =========================  =====================================
+========================  =========================  ==========================================
 pipeline                  built with                 call
-========================  =========================  =====================================
+========================  =========================  ==========================================
 ``LatentPipeline``        ``from_export(uri)``       ``pipe(latents)``; seeds, walks, sums
 ``FastStylePipeline``     ``from_export(uri)``       ``pipe(images)``
+``AdaINPipeline``         ``from_export(uri)``       ``pipe(content, styles, alpha, weights)``
 ``TranslationPipeline``   ``from_export(uri)``       ``pipe(images, direction=None)``
 ``GatysPipeline``         ``from_config(params)``    ``pipe(content, styles, progress)``
 ``DreamPipeline``         ``from_config(params)``    ``pipe(image, progress)``
-========================  =========================  =====================================
+========================  =========================  ==========================================
 
 Images go in and come out in one form: uint8 numpy arrays ``(H, W, C)``, one per image, each at
 its own size (read them with :func:`genart.images.read`; write them with
@@ -22,13 +23,21 @@ from __future__ import annotations
 import torch
 
 from genart import registry
-from genart.errors import ConfigError
+from genart.errors import ConfigError, InputError
 from genart.pipelines.base import ExportedPipeline, describe_export, load_nets
 
 
-def load(uri: str, device: str | torch.device = "auto", **options) -> ExportedPipeline:
-    """The pipeline of whichever trained family the export at ``uri`` holds."""
+def load(
+    uri: str, device: str | torch.device = "auto", families: tuple[str, ...] = (), **options
+) -> ExportedPipeline:
+    """The pipeline of whichever trained family the export at ``uri`` holds.
+
+    ``families``: the ones the caller takes; an export of another is an InputError naming it
+    (before ``options`` meant for one pipeline reach another).
+    """
     nets, cfg = load_nets(uri, device)
+    if families and cfg.model not in families:
+        raise InputError(f"{uri} holds a '{cfg.model}' model; this takes {', '.join(families)}")
     cls = registry.trained(cfg.model).pipeline_class()
     return cls(nets, cfg, describe_export(uri, cfg), **options)
 

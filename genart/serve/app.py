@@ -13,6 +13,7 @@ Translator        POST /translate/{model}                          Pix2Pix / Cyc
 GatysWorker       POST /gatys/jobs, POST /gatys/stylize            per-image optimisation
 JobStore          GET /gatys/jobs/{id}[/result]                    job state (one replica)
 Dreamer           POST /dream                                      Deep Dream
+AdaIN             POST /adain/stylize                              any style, one pass
 ================  ==============================================  ===========================
 
 This module is the ingress and its routes; the settings are ``genart.serve.settings``, the job
@@ -122,6 +123,25 @@ class Gateway:
         content, *styles = await asyncio.to_thread(decode)
         return content, styles
 
+    async def adain_inputs(self, body: v.AdaINRequest) -> tuple[np.ndarray, np.ndarray | None]:
+        """The decoded content and uploaded style (None for a named one), fit to the requested
+        long side, at most the server's."""
+        side = min(body.size, self.settings.adain.max_side)
+        named = {"content": body.content} | ({"style": body.style} if body.style else {})
+
+        def decode() -> list[np.ndarray]:
+            images = []
+            for name, text in named.items():
+                try:  # say which of the images it was
+                    image = v.decode_base64_image(text, self.settings.limits)
+                    images.append(v.fit_long_side(image, side, self.settings.limits.min_side))
+                except v.RequestError as err:
+                    raise v.RequestError(err.status, f"{name}: {err.reason}") from err
+            return images
+
+        content, *style = await asyncio.to_thread(decode)
+        return content, (style[0] if style else None)
+
     async def submit_gatys(self, body: v.GatysRequest) -> str:
         """Create a job and hand it to the Gatys deployment; returns the job id."""
         worker, jobs = self.backend("gatys"), self.backend("jobs")
@@ -146,7 +166,7 @@ class Gateway:
     async def describe(self) -> dict:
         """What every configured deployment serves (``GET /models``)."""
         names = {"dcgan": "dcgan", "styles": "style", "translators": "translate",
-                 "gatys": "gatys", "dream": "dream"}  # fmt: skip
+                 "gatys": "gatys", "dream": "dream", "adain": "adain"}  # fmt: skip
         live = {key: self.backends.get(family) for key, family in names.items()}
         found = await asyncio.gather(*(h.describe.remote() for h in live.values() if h is not None))
         answers = iter(found)
@@ -201,7 +221,7 @@ def create_api(app: Gateway) -> FastAPI:
         dependencies=[Depends(bearer_check(app.api_token))], route_class=ServeErrorsRefused
     )
     for add_routes in (_model_list_route, _dcgan_routes, _image_routes, _gatys_routes,
-                       _dream_route):  # fmt: skip
+                       _dream_route, _adain_route):  # fmt: skip
         add_routes(models, app)
     api.include_router(models)
     return api
@@ -332,3 +352,19 @@ def _dream_route(models: APIRouter, app: Gateway) -> None:
         return image_response(
             await dreamer.dream.remote(image, params.model_dump(exclude={"size"}))
         )
+
+
+def _adain_route(models: APIRouter, app: Gateway) -> None:
+    @models.post("/adain/stylize", tags=["adain"], responses=IMAGE_REPLY)
+    async def adain_stylize(body: v.AdaINRequest) -> Response:
+        """The content image in the uploaded ``style`` or the server's ``style_name``, at
+        content-style trade-off ``alpha``; both images fit to ``size`` (long side) at most."""
+        worker = app.backend("adain")
+        named = app.settings.adain.styles
+        if body.style_name is not None and body.style_name not in named:
+            raise v.RequestError(
+                404, f"unknown style '{body.style_name}'; available: {sorted(named)}"
+            )
+        content, style = await app.adain_inputs(body)
+        chosen = body.style_name if style is None else style
+        return image_response(await worker.stylize.remote(content, chosen, body.alpha))

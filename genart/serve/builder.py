@@ -8,7 +8,14 @@ import os
 from ray import serve
 
 from genart.serve.app import Ingress
-from genart.serve.deployments import DCGANGenerator, Dreamer, FastStyle, GatysWorker, Translator
+from genart.serve.deployments import (
+    AdaIN,
+    DCGANGenerator,
+    Dreamer,
+    FastStyle,
+    GatysWorker,
+    Translator,
+)
 from genart.serve.jobs import JobStore
 from genart.serve.settings import TOKEN_ENV, AppSettings
 
@@ -38,6 +45,7 @@ def build(
         "gatys": bind(GatysWorker, s.gatys.model_dump(), jobs) if s.gatys else None,
         "jobs": jobs,
         "dream": bind(Dreamer, s.dream.model_dump()) if s.dream else None,
+        "adain": bind(AdaIN, s.adain.model_dump()) if s.adain else None,
     }
     app = bind(Ingress, s.model_dump(), api_token, **backends)
     if options:

@@ -27,7 +27,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from genart.errors import ConfigError
-from genart.images import encode_png, grid_png
+from genart.images import encode_png, grid_png, read
+from genart.pipelines.adain import AdaINPipeline
 from genart.pipelines.dream import DreamPipeline
 from genart.pipelines.gatys import GatysPipeline
 from genart.pipelines.latent import LatentPipeline
@@ -35,7 +36,7 @@ from genart.pipelines.optimise import Update
 from genart.pipelines.style import FastStylePipeline
 from genart.pipelines.translate import TranslationPipeline
 from genart.serve import validation as v
-from genart.serve.settings import GatysServerSettings, OptimisationSettings
+from genart.serve.settings import AdaINServerSettings, GatysServerSettings, OptimisationSettings
 
 BATCH_WINDOW_S = 0.005  # default batch_wait_timeout_s of the batched deployments (see Batching)
 PROGRESS_INTERVAL_S = 0.5  # how often a running Gatys job publishes its progress
@@ -247,6 +248,33 @@ class Translator(ImageModels):
     def _apply(self, key: tuple[str, str], images: list[np.ndarray]) -> list[np.ndarray]:
         name, direction = key
         return self.pipes[name](images, direction)
+
+
+@serve.deployment(**IMAGE_MODEL_OPTIONS)
+class AdaIN:
+    """Arbitrary style transfer with one AdaIN decoder: any uploaded style, or a named one.
+
+    Not batched across callers: each request brings its own style, and so its own target.
+    """
+
+    def __init__(self, settings: dict):
+        self.settings = AdaINServerSettings.model_validate(settings)
+        s = self.settings
+        self.pipe = AdaINPipeline.from_export(s.model, vgg_weights=s.vgg_weights)
+        # Named styles are read once, at the size requests are fit to at most.
+        self.styles = {name: read(uri, 3, s.max_side) for name, uri in s.styles.items()}
+
+    def describe(self) -> dict:
+        return self.pipe.describe() | {"styles": sorted(self.styles),
+                                       "max_side": self.settings.max_side}  # fmt: skip
+
+    async def stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float) -> bytes:
+        """The content (uint8 HWC RGB) in ``style`` (an image, or a named style), as PNG."""
+        return await asyncio.to_thread(self._stylize, content, style, alpha)
+
+    def _stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float) -> bytes:
+        image = self.styles[style] if isinstance(style, str) else style
+        return encode_png(self.pipe(content, [image], alpha=alpha))
 
 
 class JobProgress:

@@ -41,6 +41,25 @@ class GatysServerSettings(OptimisationSettings):
     sync_max_evaluations: int = Field(100, ge=1, le=10_000)  # iterations x scales
 
 
+class AdaINServerSettings(BaseModel):
+    """The AdaIN deployment: one exported decoder, any uploaded style, and named styles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # adain export (folder, checkpoint or run; local or s3://)
+    vgg_weights: str | None = None  # encoder weights; None: the ones the model trained with
+    styles: dict[str, str] = {}  # style name -> style image (local or s3://), read at start
+    max_side: int = Field(512, ge=32, le=4096)  # long side content and style are fit to
+
+    @field_validator("styles")
+    @classmethod
+    def _url_safe_names(cls, styles: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in styles if not NAME.match(name)]
+        if bad:
+            raise ValueError(f"style names {bad} must match {NAME.pattern}")
+        return styles
+
+
 class AppSettings(BaseModel):
     """What one genart application serves: exported models by family, and request limits.
 
@@ -55,6 +74,7 @@ class AppSettings(BaseModel):
     translators: dict[str, str] = {}  # model name -> pix2pix or cyclegan export
     gatys: GatysServerSettings | None = None
     dream: OptimisationSettings | None = None
+    adain: AdaINServerSettings | None = None
     limits: v.Limits = v.Limits()
 
     @field_validator("styles", "translators")

@@ -264,6 +264,23 @@ class GatysRequest(Strict):
         return self
 
 
+class AdaINRequest(Strict):
+    """A content image in a style: another image (``style``) or one of the server's named
+    styles (``style_name``, see ``GET /models``); images as base64 (PNG, JPEG or WebP)."""
+
+    content: str = Field(min_length=1)
+    style: str | None = Field(None, min_length=1)
+    style_name: str | None = Field(None, min_length=1, max_length=40)
+    alpha: float = Field(1.0, ge=0.0, le=1.0)  # content-style trade-off: 0 = content only
+    size: int = Field(512, ge=32, le=4096)  # long side both images are fit to (never up)
+
+    @model_validator(mode="after")
+    def _one_style(self) -> AdaINRequest:
+        if (self.style is None) == (self.style_name is None):
+            raise ValueError("give exactly one of style (an image) and style_name")
+        return self
+
+
 class DreamParams(BaseModel):
     """Deep Dream settings, as query parameters (the body is the image); ``nan`` or ``inf``
     are refused as such, as in JSON bodies."""

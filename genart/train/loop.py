@@ -32,7 +32,7 @@ from genart.train.evaluation import Evaluation
 from genart.train.rng import seed_everything, side_effect_free
 from genart.train.state import Position, TrainState, Worker
 
-IMAGE_COLUMNS = ("image", "A", "B")
+IMAGE_COLUMNS = ("image", "A", "B", "content", "style")
 SAMPLE_GRID = 64  # inputs fixed for the sample grids, at most (an 8 x 8 grid)
 
 

@@ -108,3 +108,14 @@ def test_fast_stylizes_one_non_square_image(pictures, exported, tmp_path):
     assert got.shape == (20, 50, 3)
     expected = forward_any_size(net, read_tensor(pictures / "other.png")[None])
     assert np.abs(got.astype(int) - to_uint8(expected[0]).astype(int)).max() <= 1
+
+
+def test_each_image_verb_refuses_another_familys_export(pictures, exported, capsys):
+    """`translate` given a fast_style export (and `stylize fast` given a translation one) ends on
+    one line naming the model, not with a traceback from options meant for another pipeline."""
+    model, _ = exported
+    image = str(pictures / "other.png")
+    assert main(["translate", str(model), "--input", image, "--output", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a 'fast_style' model; this takes pix2pix, cyclegan" in err
+    assert "Traceback" not in err

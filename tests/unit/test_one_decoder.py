@@ -48,7 +48,9 @@ def test_cli_http_and_training_decode_the_same_upright_pixels(sideways_jpeg, tmp
     assert not np.array_equal(raw, upright)  # the file really is sideways
     assert upright[:, -SIDE // 4 :, 0].min() > 200  # shown upright, the band is on the right
 
-    monkeypatch.setattr(pipelines, "load", lambda uri, device="auto", **options: Recorder())
+    monkeypatch.setattr(
+        pipelines, "load", lambda uri, device="auto", families=(), **options: Recorder()
+    )
     out = tmp_path / "styled.png"
     argv = ["stylize", "fast", "--model", "any", "--input", str(path), "--output", str(out)]
     assert main(argv) == 0

@@ -1,0 +1,86 @@
+"""Arbitrary style transfer with a trained AdaIN decoder (Huang & Belongie 2017).
+
+Any style, at any size, in one encoder-decoder pass; ``alpha`` trades content for style, and
+several styles blend by their weights:
+
+    pipe = AdaINPipeline.from_export("runs/adain/export")
+    styled = pipe(read("photo.jpg"), [read("waves.png"), read("mosaic.png")], alpha=0.8,
+                  weights=[0.7, 0.3])
+
+The export holds only the decoder; the frozen VGG-19 encoder is rebuilt from the training
+config's ``vgg_weights`` (or the ``vgg_weights`` given here). :meth:`AdaINPipeline.describe`
+says which weights it has: random VGG weights (tests, demos) say so there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genart.images import from_uint8, to_uint8
+from genart.models import adain
+from genart.pipelines.base import ExportedPipeline, with_channels
+
+
+class AdaINPipeline(ExportedPipeline):
+    """A trained ``adain`` decoder and its VGG-19 encoder: content and style images in,
+    stylised images out."""
+
+    MODELS = ("adain",)
+
+    def __init__(self, nets, cfg, description, vgg_weights: str | None = None):
+        super().__init__(nets, cfg, description)
+        weights = vgg_weights or cfg.params.vgg_weights
+        self.encoder = adain.encoder(weights, self.device)
+        self.description = {**description, "encoder": dict(self.encoder.metadata)}
+
+    def __call__(
+        self,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        alpha: float = 1.0,
+        weights: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """``content`` (uint8 (H, W, C)) in the style of ``styles`` (uint8, any sizes), blended
+        by ``weights`` (one per style, >= 0, normalised; None = equal), at content-style
+        trade-off ``alpha`` in [0, 1] (0 = the content as the decoder renders it). Returns the
+        uint8 (H, W, 3) result at the content's size. InputError for a bad alpha or weights.
+        """
+        content_t = self._tensor(content)
+        style_ts = [self._tensor(style) for style in styles]
+        out = adain.stylize(self.nets["decoder"], self.encoder, content_t, style_ts, alpha, weights)
+        return to_uint8(out[0])
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        """A uint8 (H, W, C) image as a (1, 3, H, W) batch in [-1, 1] on the pipeline's device
+        (copied as uint8, converted there)."""
+        # Copied only if need be: torch cannot wrap a read-only array (one read with PIL).
+        rgb = torch.from_numpy(np.require(with_channels(image, 3), requirements=("C", "W")))
+        return from_uint8(rgb.to(self.device)).unsqueeze(0)
+
+    def export_onnx(self, folder: str | Path) -> dict[str, float]:
+        """The whole stylizer (encoder, AdaIN, decoder) as ``stylizer.onnx``, checked against
+        torch with onnxruntime; returns {path: max |onnxruntime - torch|}.
+
+        Inputs ``content`` (B, 3, H, W) with H and W multiples of 8, ``style`` (B, 3, any
+        size), both in [-1, 1], and the scalar ``alpha``; output (B, 3, H, W) in [-1, 1].
+        Blending several styles is left to the caller (one target per style). Raises
+        AssertionError above the tolerance.
+        """
+        from genart.onnx_export import export_checked
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stylizer = adain.Stylizer(self.encoder, self.nets["decoder"]).to(self.device)
+        s = adain.STRIDE
+        generator = torch.Generator().manual_seed(0)
+        probe = {
+            "content": torch.rand(1, 3, 2 * s, 3 * s, generator=generator) * 2 - 1,
+            "style": torch.rand(1, 3, 3 * s, 2 * s, generator=generator) * 2 - 1,
+            "alpha": torch.tensor(0.75),
+        }
+        path = folder / "stylizer.onnx"
+        return {str(path): export_checked(stylizer, path, probe)}

@@ -1,0 +1,74 @@
+"""``POST /adain/stylize`` through the ingress without Ray: what reaches the AdaIN deployment,
+and the 4xx answers (with reasons) for what never should."""
+
+import base64
+import json
+
+import pytest
+from test_http_app import JSON, Handle, call, png
+
+from genart.serve import app
+
+SETTINGS = {"adain": {"model": "m", "styles": {"waves": "w.png"}, "max_side": 64},
+            "limits": {"max_pixels": 128 * 128, "max_side": 256}}  # fmt: skip
+
+
+def api(**backends):
+    return app.create_api(app.Gateway(SETTINGS, **backends))
+
+
+def b64(width: int, height: int) -> str:
+    return base64.b64encode(png(width, height)).decode()
+
+
+def recording(calls: list):
+    async def stylize(content, style, alpha):
+        calls.append((content.shape, style if isinstance(style, str) else style.shape, alpha))
+        return b"png"
+
+    return Handle(stylize=stylize)
+
+
+def body(**fields) -> bytes:
+    return json.dumps({"content": b64(96, 48), **fields}).encode()
+
+
+def test_an_uploaded_style_reaches_the_model_fit_to_the_servers_side():
+    calls = []
+    reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
+                 body(style=b64(32, 40), alpha=0.3), JSON)  # fmt: skip
+    assert reply.status == 200 and reply.body == b"png"
+    assert reply.headers["content-type"] == "image/png"
+    assert calls == [((32, 64, 3), (40, 32, 3), 0.3)]  # content fit to max_side 64
+
+
+def test_a_named_style_goes_by_name_and_an_unknown_one_is_404():
+    calls = []
+    reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
+                 body(style_name="waves", size=32), JSON)  # fmt: skip
+    assert reply.status == 200 and calls == [((16, 32, 3), "waves", 1.0)]
+    reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
+                 body(style_name="candy"), JSON)  # fmt: skip
+    assert reply.status == 404 and "available: ['waves']" in reply.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "words"),
+    [
+        ({}, 422, "exactly one of style"),
+        ({"style": "x", "style_name": "waves"}, 422, "exactly one of style"),
+        ({"style_name": "waves", "alpha": 1.5}, 422, "less than or equal to 1"),
+        ({"style": b64(200, 200)}, 413, "style: image is 200x200"),
+        ({"style": "not base64!"}, 400, "style: image is not valid base64"),
+    ],
+)
+def test_bad_requests_never_reach_the_model(fields, status, words):
+    calls = []
+    reply = call(api(adain=recording(calls)), "POST", "/adain/stylize", body(**fields), JSON)
+    assert reply.status == status and words in str(reply.json()["detail"]), reply.body
+    assert calls == []
+
+
+def test_a_server_without_adain_answers_404():
+    reply = call(api(), "POST", "/adain/stylize", body(style_name="waves"), JSON)
+    assert reply.status == 404 and "'adain' is not configured" in reply.json()["detail"]
