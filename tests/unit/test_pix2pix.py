@@ -63,7 +63,8 @@ def test_dropout_sits_in_the_innermost_decoder_blocks_and_can_stay_on_at_test():
 
 def test_generator_normalises_each_test_image_by_its_own_statistics():
     cfg = Config.from_dict({"model": "pix2pix", "data": {"size": 16},
-                            "pix2pix": {"ngf": 4, "ndf": 4, "dropout_at_test": False}})  # fmt: skip
+                            "pix2pix": {"ngf": 4, "ndf": 4, "dropout_at_test": False,
+                                        "test_norm_stats": "image"}})  # fmt: skip
     G = pix2pix.build(cfg.params, cfg.data)["G"]
     norms = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, layers.ImageStatsBatchNorm) for m in norms)
@@ -86,6 +87,16 @@ def test_generator_normalises_each_test_image_by_its_own_statistics():
     )
     plain = pix2pix.build(Config.from_dict(running).params, cfg.data)["G"]
     assert not any(isinstance(m, layers.ImageStatsBatchNorm) for m in plain.modules())
+
+
+@pytest.mark.parametrize("batch_size, per_image", [(1, True), (4, False)])
+def test_auto_test_norm_follows_the_training_batch(batch_size, per_image):
+    """Batches of one (the paper's setting): each test image's own statistics; larger
+    batches: the running statistics G learnt alongside."""
+    G = pix2pix.build(tiny(), DataConfig(size=32, batch_size=batch_size))["G"]
+    assert tiny().test_norm_stats == "auto"
+    found = any(isinstance(m, layers.ImageStatsBatchNorm) for m in G.modules())
+    assert found == per_image
 
 
 def test_discriminator_is_conditional_on_the_input():
