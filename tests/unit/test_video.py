@@ -288,14 +288,20 @@ def bad_inputs(root, clip):
     return folder
 
 
-def refused(argv: list[str], capsys) -> str:
-    """The error of a ``genart`` run that must fail on one line, exit 2, before Ray starts."""
-    import ray
+def refused(argv: list[str], capsys, monkeypatch) -> str:
+    """The error of a ``genart`` run that must fail on one line, exit 2, before Ray starts.
 
+    "Before Ray starts": the verb never calls ``init_ray`` (``ray.is_initialized`` would tell
+    nothing when an earlier test of the session left a Ray running).
+    """
+    from genart.train import launch
+
+    started = []
+    monkeypatch.setattr(launch, "init_ray", lambda *a, **k: started.append(a or k))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("genart: error: ") and err.count("\n") == 1, err
-    assert not ray.is_initialized()
+    assert not started, "Ray was started before the input was refused"
     return err
 
 
@@ -315,22 +321,25 @@ def refused(argv: list[str], capsys) -> str:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_ray_starts(
-    bad_inputs, root, fast_export, capsys, input_name, flags, message
+    bad_inputs, root, fast_export, capsys, monkeypatch, input_name, flags, message
 ):
     output = root / "out.mp4"
     argv = ["stylize", "video", "--model", fast_export, "--input", str(bad_inputs / input_name),
             "--output", str(output), *flags]  # fmt: skip
-    assert message in refused(argv, capsys)
+    assert message in refused(argv, capsys, monkeypatch)
     assert not output.exists()
 
 
-def test_an_output_genart_cannot_write_is_refused(bad_inputs, fast_export, root, capsys):
+def test_an_output_genart_cannot_write_is_refused(bad_inputs, fast_export, root, capsys,
+                                                  monkeypatch):  # fmt: skip
     argv = ["stylize", "video", "--model", fast_export, "--input", str(bad_inputs / "long.mp4"),
             "--output", str(root / "out.gif")]  # fmt: skip
-    assert "the name must end in .mp4, .mov, .mkv, .webm" in refused(argv, capsys)
+    assert "the name must end in .mp4, .mov, .mkv, .webm" in refused(argv, capsys, monkeypatch)
 
 
-def test_a_model_that_does_not_map_images_to_images_is_refused(bad_inputs, root, capsys):
+def test_a_model_that_does_not_map_images_to_images_is_refused(bad_inputs, root, capsys,
+                                                               monkeypatch):  # fmt: skip
     argv = ["stylize", "video", "--model", make_export(root, "dcgan", []), "--input",
             str(bad_inputs / "long.mp4"), "--output", str(root / "out.mp4")]  # fmt: skip
-    assert "holds a 'dcgan' model: videos take image-to-image models" in refused(argv, capsys)
+    message = "holds a 'dcgan' model: videos take image-to-image models"
+    assert message in refused(argv, capsys, monkeypatch)
