@@ -84,6 +84,17 @@ def test_image(side: int) -> bytes:
     return buffer.getvalue()
 
 
+def run_threads(client: Callable[[], None], count: int) -> float:
+    """``client`` in ``count`` threads at once; the wall time until the last one ended."""
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def load(call: Callable[[bytes], None], data: bytes, clients: int, total: int):
     """Latencies (s) of ``total`` calls from ``clients`` threads, and the wall time they took."""
     latencies: list[float] = []
@@ -100,13 +111,7 @@ def load(call: Callable[[bytes], None], data: bytes, clients: int, total: int):
             with lock:
                 latencies.append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, time.perf_counter() - start
+    return latencies, run_threads(client, clients)
 
 
 def hammer(url: str, data: bytes, clients: int, seconds: float) -> dict:
@@ -127,13 +132,7 @@ def hammer(url: str, data: bytes, clients: int, seconds: float) -> dict:
                 if code == 200:
                     ok.append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = run_threads(client, clients)
     others = {code: n for code, n in codes.items() if code not in (200, 503)}
     return {"requests": len(ok), "p50_ms": round(1000 * statistics.median(ok), 1) if ok else None,
             "throughput_rps": round(len(ok) / wall, 2),

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from exports import TINY_FAST_STYLE, make_export
 from PIL import Image
 
 from genart import config
@@ -48,16 +49,11 @@ def test_gatys_batch_runs_every_pair_and_draws_a_contact_sheet(ray_local, tmp_pa
 
 
 def test_fast_stylizes_a_folder_through_ray_data(ray_local, tmp_path):
-    cfg = config.load("fast_style", overrides=[
-        "fast_style.style_image=unused.png", "fast_style.width=8",
-        "fast_style.residual_blocks=1"])  # fmt: skip
-    torch.manual_seed(0)
-    nets = fast_style.build(cfg.params)
-    checkpoint.write(tmp_path / "ckpt", {"step": 0, "nets": {"G": nets["G"].state_dict()}}, cfg, [])
-    checkpoint.export(str(tmp_path / "ckpt"), str(tmp_path / "model"))
+    model = make_export(tmp_path, "fast_style", TINY_FAST_STYLE)
+    nets, _ = checkpoint.load_exported(model)
     inputs = write_images(tmp_path / "in", [(20, 30), (20, 30), (33, 17)], seed=2)
     out = tmp_path / "out"
-    argv = ["stylize", "fast", "--model", str(tmp_path / "model"), "--input", str(inputs),
+    argv = ["stylize", "fast", "--model", model, "--input", str(inputs),
             "--output", str(out), "--batch-size", "2"]  # fmt: skip
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png", "img2.png"]

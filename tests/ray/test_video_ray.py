@@ -4,15 +4,13 @@ back in order with the sources' timing and audio."""
 import av
 import numpy as np
 import pytest
-import torch
+from exports import TINY_FAST_STYLE, make_export
 from PIL import Image
 
-from genart import config, pipelines
+from genart import pipelines
 from genart.cli import main
 from genart.data.synthetic import render_video, write_clip
-from genart.models import fast_style
 from genart.pipelines import temporal, video_io
-from genart.train import checkpoint
 
 pytestmark = pytest.mark.ray
 
@@ -28,13 +26,7 @@ def luma(image: np.ndarray) -> np.ndarray:
 
 
 def test_a_folder_of_clips_is_stylised_in_order_on_two_actors(ray_local, tmp_path, capsys):
-    cfg = config.load("fast_style", overrides=[
-        "fast_style.style_image=unused.png", "fast_style.width=8",
-        "fast_style.residual_blocks=1"])  # fmt: skip
-    torch.manual_seed(0)
-    nets = fast_style.build(cfg.params)
-    checkpoint.write(tmp_path / "ckpt", {"step": 0, "nets": {"G": nets["G"].state_dict()}}, cfg, [])
-    export = str(checkpoint.export(str(tmp_path / "ckpt"), str(tmp_path / "model")))
+    export = make_export(tmp_path, "fast_style", TINY_FAST_STYLE)
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_clip(inputs / "a.mp4", render_video(30, (48, 64), seed=1), rate=25)

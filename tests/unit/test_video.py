@@ -4,28 +4,15 @@ the Ray Data job run in-process, and every bad input as a one-line error before 
 import av
 import numpy as np
 import pytest
-import torch
+from exports import TINY_FAST_STYLE, make_export
 
-from genart import config, pipelines, registry
+from genart import pipelines
 from genart.cli import main
 from genart.data.synthetic import render_video, write_clip
 from genart.errors import InputError
 from genart.pipelines import runner, temporal, video, video_io
-from genart.train import checkpoint
 
 SIZE = (48, 64)  # (height, width): non-square, so a swapped width and height shows
-
-
-def make_export(folder, model: str, overrides: list[str]) -> str:
-    """A randomly initialised, exported ``model`` (what `genart export` writes)."""
-    cfg = config.load(model, overrides=overrides)
-    torch.manual_seed(0)
-    spec = registry.trained(model)
-    nets = spec.build(cfg.params, cfg.data)
-    state = {"step": 0, "nets": {name: nets[name].state_dict() for name in spec.export}}
-    checkpoint.write(folder / f"{model}-ckpt", state, cfg, [])
-    checkpoint.export(str(folder / f"{model}-ckpt"), str(folder / model))
-    return str(folder / model)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +22,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fast_export(root):
-    tiny = ["fast_style.style_image=unused.png", "fast_style.width=8",
-            "fast_style.residual_blocks=1"]  # fmt: skip
-    return make_export(root, "fast_style", tiny)
+    return make_export(root, "fast_style", TINY_FAST_STYLE)
 
 
 @pytest.fixture(scope="module")

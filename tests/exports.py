@@ -1,0 +1,23 @@
+"""Test helper: a randomly initialised model exported as ``genart export`` writes it."""
+
+import torch
+
+from genart import config, registry
+from genart.train import checkpoint
+
+# The smallest fast-style network the tests run (the style image is not read by build).
+TINY_FAST_STYLE = ["fast_style.style_image=unused.png", "fast_style.width=8",
+                   "fast_style.residual_blocks=1"]  # fmt: skip
+
+
+def make_export(folder, model: str, overrides: list[str]) -> str:
+    """``model`` built with seed 0 from its config with ``overrides``, checkpointed under
+    ``folder/<model>-ckpt`` and exported to ``folder/<model>``; returns the export's path."""
+    cfg = config.load(model, overrides=overrides)
+    torch.manual_seed(0)
+    spec = registry.trained(model)
+    nets = spec.build(cfg.params, cfg.data)
+    state = {"step": 0, "nets": {name: nets[name].state_dict() for name in spec.export}}
+    checkpoint.write(folder / f"{model}-ckpt", state, cfg, [])
+    checkpoint.export(str(folder / f"{model}-ckpt"), str(folder / model))
+    return str(folder / model)
