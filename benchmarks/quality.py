@@ -105,6 +105,10 @@ ABLATIONS: dict[str, dict[str, tuple[str | None, list[str]] | None]] = {
     "cyclegan": {
         "reference": None,
         "genart": (None, []),
+        "cycle 20": (None, ["cyclegan.cycle_weight=20"]),
+        "no identity": (None, ["cyclegan.identity_weight=0"]),
+        "no pool": (None, ["cyclegan.pool_size=0"]),
+        "lr 1e-4": (None, ["cyclegan.lr=0.0001"]),
     },
     "dcgan": {
         "genart": (None, []),

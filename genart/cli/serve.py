@@ -227,6 +227,13 @@ def curl_examples(url: str, args: dict) -> list[str]:
         contents = '"$(base64 -w0 photo.jpg)" "$(base64 -w0 style.jpg)"'
         body = f"""printf '{{"content": "%s", "styles": ["%s"]}}' {contents}"""
         lines.append(f"{body} | {json_post} --data-binary @- {url}/gatys/jobs  # poll status_url")
+    adain = args.get("adain")
+    if adain is not None:
+        named = sorted(adain.get("styles") or {})
+        style = f'"style_name": "{named[0]}"' if named else '"style": "%s"'
+        images = '"$(base64 -w0 photo.jpg)"' + ("" if named else ' "$(base64 -w0 style.jpg)"')
+        body = f"""printf '{{"content": "%s", {style}, "alpha": 0.8}}' {images}"""
+        lines.append(f"{body} | {json_post} --data-binary @- {url}/adain/stylize -o adain.png")
     return lines
 
 

@@ -138,6 +138,25 @@ def unpaired_held_out(cfg: Config, n: int) -> tuple[Batch, str] | None:
     return batch, "test"
 
 
+def content_style_held_out(cfg: Config, n: int) -> tuple[Batch, str] | None:
+    """Up to ``n`` pairs ``{"content", "style"}`` of unseen images from ``test/content/`` and
+    ``test/style/`` beside ``content/`` under ``data.uri`` (the styles cycled when fewer), and
+    the split's name; None when ``content/`` or either test folder is missing or empty (then
+    the loop scores training pairs)."""
+    root = _uri(cfg)
+    if not storage.exists(storage.join(root, "content")):
+        return None  # training then reads every image under data.uri, test/ included
+    contents = _image_files(storage.join(root, "test", "content"), n)
+    styles = _image_files(storage.join(root, "test", "style"), n)
+    if not contents or not styles:
+        return None
+    paired = [styles[i % len(styles)] for i in range(len(contents))]
+    return {
+        "content": _stack([_decode(uri, cfg) for uri in contents], cfg),
+        "style": _stack([_decode(uri, cfg) for uri in paired], cfg),
+    }, "test"
+
+
 def _image_files(folder: str, n: int) -> list[str]:
     """The first ``n`` image files (sorted) directly in ``folder``; [] if there is none."""
     names = [

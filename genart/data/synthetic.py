@@ -11,10 +11,11 @@ unpaired  CycleGAN: ``trainA/ trainB/ testA/ testB/`` (day / night renderings of
           ``testA_truth/NAME.png`` is the night rendering of ``testA/NAME.png`` (and
           ``testB_truth`` the day rendering of each ``testB``), so translations can be scored
 styles    ``content/*.png`` (landscapes and shapes) and ``style/*.png`` (brush strokes,
-          wavy stripes, mosaics, rings in strong palettes)
+          wavy stripes, mosaics, rings in strong palettes); ``test/content`` and
+          ``test/style`` hold unseen ones of each, to score on
 ========  ==============================================================================
 
-``n`` is the size of the main folder(s); held-out folders (val, test, style) get 10% of it.
+``n`` is the size of the main folder(s); the others (val, test, style, test/...) get 10% of it.
 
 Every image is drawn from its own generator seeded by (seed, stream, index), so an image depends
 only on the seed, the folder it belongs to and its position: the same seed gives byte-identical
@@ -220,6 +221,9 @@ def _plan(kind: str, n: int, size: int, rgb: bool, seed: int = 0) -> list[_Folde
         "styles": [
             ("content", n, "content", _unlabelled(lambda rng: _content(rng, size))),
             ("style", held, "style", _unlabelled(lambda rng: _style(rng, size))),
+            # Unseen contents and styles, to score AdaIN decoders on (datasets.content_style).
+            ("test/content", held, "test/content", _unlabelled(lambda rng: _content(rng, size))),
+            ("test/style", held, "test/style", _unlabelled(lambda rng: _style(rng, size))),
         ],
         "modes": [("images", n, "modes", lambda rng: draw_mode(rng, size))],
     }

@@ -180,6 +180,15 @@ def optimizers(nets, p: AdaINConfig) -> dict[str, torch.optim.Optimizer]:
 def losses(decoder: nn.Module, vgg: VGGFeatures, p: AdaINConfig, content, style):
     """The weighted ``content`` and ``style`` loss terms of decoding the AdaIN targets of a
     (content, style) batch, and their sum ``loss`` (fp32 even under autocast)."""
+    c, s = loss_terms(decoder, vgg, content, style)
+    terms = {"content": p.content_weight * c, "style": p.style_weight * s}
+    terms["loss"] = terms["content"] + terms["style"]
+    return terms
+
+
+def loss_terms(decoder: nn.Module, vgg: VGGFeatures, content, style):
+    """The unweighted content loss (eq. 12) and style loss (eq. 13) of decoding the AdaIN
+    targets of a (content, style) batch, as fp32 scalars even under autocast."""
     with torch.no_grad():
         fc = vgg(content, (CONTENT_LAYER,))[CONTENT_LAYER]
         fs = vgg(style)
@@ -192,9 +201,7 @@ def losses(decoder: nn.Module, vgg: VGGFeatures, p: AdaINConfig, content, style)
             mean, std = channel_stats(out[layer].float())
             s_mean, s_std = channel_stats(fs[layer].float())
             s = s + F.mse_loss(mean, s_mean) + F.mse_loss(std, s_std)
-        terms = {"content": p.content_weight * c, "style": p.style_weight * s}
-    terms["loss"] = terms["content"] + terms["style"]
-    return terms
+    return c, s
 
 
 def train_step(nets, opts, batch, p: AdaINConfig, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -251,18 +258,36 @@ def sample(nets, p: AdaINConfig, inputs) -> torch.Tensor:
     return torch.cat([content, style, out], dim=-1).cpu()
 
 
+# The judge of evaluate: the paper's lambda, whatever weights a run trains with, so that runs
+# with different style weights (a Tune sweep) are scored on one scale.
+JUDGE_STYLE_WEIGHT = 10.0
+
+
 @torch.no_grad()
 def evaluate(nets, p: AdaINConfig, reference: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Mean training loss (and its terms) over the reference pairs, a chunk at a time."""
+    """Unweighted content and style losses over the reference pairs (unseen contents and
+    styles where the dataset has a ``test/`` split), a chunk at a time, and ``adain``:
+    content + ``JUDGE_STYLE_WEIGHT`` x style, the same judge for every run's weights."""
     decoder = unwrap(nets["decoder"])
     device = next(decoder.parameters()).device
     vgg = encoder(p.vgg_weights, device)
-    totals: dict[str, float] = {}
+    content_total = style_total = 0.0
     for content, style in images.float_chunks(reference["content"], reference["style"]):
-        for k, v in losses(decoder, vgg, p, content.to(device), style.to(device)).items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(content)
-    means = {k: v / len(reference["content"]) for k, v in totals.items()}
-    return {"adain": means.pop("loss"), **{f"adain_{k}": v for k, v in means.items()}}
+        c, s = loss_terms(decoder, vgg, content.to(device), style.to(device))
+        content_total += float(c) * len(content)
+        style_total += float(s) * len(content)
+    n = len(reference["content"])
+    content_mean, style_mean = content_total / n, style_total / n
+    return {
+        "adain": content_mean + JUDGE_STYLE_WEIGHT * style_mean,
+        "adain_content": content_mean,
+        "adain_style": style_mean,
+    }
+
+
+def held_out(cfg, n: int):
+    """Unseen (content, style) pairs of the dataset's ``test/`` split, when it has one."""
+    return datasets.content_style_held_out(cfg, n)
 
 
 def dataset(cfg):
@@ -280,6 +305,7 @@ SPEC = register(
         optimizers=optimizers,
         train_step=train_step,
         dataset=dataset,
+        held_out=held_out,
         sample_inputs=sample_inputs,
         sample=sample,
         evaluate=evaluate,

@@ -23,7 +23,9 @@ DEMO_MODELS = {
     "pix2pix-demo": ("pix2pix", ["data.size=64", "pix2pix.ngf=16", "pix2pix.ndf=16"]),
     "cyclegan-demo": ("cyclegan", ["data.size=64", "cyclegan.ngf=16", "cyclegan.ndf=16",
                                    "cyclegan.n_blocks=2"]),
+    "adain-demo": ("adain", ["adain.vgg_weights=random", "adain.width=16"]),
 }  # fmt: skip
+DEMO_STYLE = "adain-style.png"  # the named AdaIN style of the demo: a synthetic style image
 
 
 def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 0) -> Path:
@@ -50,6 +52,17 @@ def latest_demo_run(runs: Path) -> Path | None:
     return None
 
 
+def demo_style(directory: Path) -> Path:
+    """A synthetic style image (``genart data synth styles``) for AdaIN's named style."""
+    from genart.data import synthetic
+    from genart.images import array_to_pil
+
+    path = directory / DEMO_STYLE
+    if not path.is_file():
+        array_to_pil(synthetic.render("styles", 1, size=256)["style"][0]).save(path)
+    return path
+
+
 def vgg_weights() -> str:
     """ImageNet VGG weights when the torch hub cache has them, else a seeded random network."""
     from genart import vgg
@@ -73,6 +86,7 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
             print(f"creating an untrained {model} demo export in {out}")
             export_initialised(model, overrides, out)
     weights = vgg_weights()
+    style = demo_style(directory)
     return {
         "dcgan": str(directory / "dcgan"),
         "styles": {"demo": str(directory / "style-demo")},
@@ -80,4 +94,5 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
                         "cyclegan-demo": str(directory / "cyclegan-demo")},
         "gatys": {"vgg_weights": weights},
         "dream": {"vgg_weights": weights},
+        "adain": {"model": str(directory / "adain-demo"), "styles": {"demo": str(style)}},
     }  # fmt: skip

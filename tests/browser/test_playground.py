@@ -1,4 +1,5 @@
-"""The playground page in headless Chromium: it loads, lists the styles, and stylises an upload.
+"""The playground page in headless Chromium: it loads, lists the models, and stylises an upload
+with a fast style and with AdaIN's named style.
 
 The browser is driven over the Chrome DevTools Protocol (a websocket, via aiohttp, which Ray
 Serve already depends on). Needs Debian's chromium package:
@@ -28,7 +29,7 @@ BROWSER = next(
     None,
 )
 
-# Runs in the page: upload a generated 40x30 PNG, pick a style, press Run, wait for the result.
+# Runs in the page: upload a generated 40x30 PNG, pick ACTION, press Run, wait for the result.
 STYLISE = """
 (async () => {
   const $ = (id) => document.getElementById(id);
@@ -44,7 +45,8 @@ STYLISE = """
   files.items.add(new File([blob], "upload.png", {type: "image/png"}));
   $("image").files = files.files;
   $("image").dispatchEvent(new Event("change"));
-  $("action").value = "style:mosaic";
+  $("action").value = ACTION;
+  $("action").dispatchEvent(new Event("change"));
   $("run").click();
   const done = () => $("status").textContent.startsWith("done");
   const busy = () => $("status").className !== "error" && !done();
@@ -61,13 +63,19 @@ STYLISE = """
 def playground_url(ray_local, tmp_path_factory):
     from ray import serve
 
+    root = tmp_path_factory.mktemp("m")
     overrides = ["fast_style.width=8", "fast_style.residual_blocks=1"]
-    style = demo.export_initialised("fast_style", overrides, tmp_path_factory.mktemp("m") / "s")
+    style = demo.export_initialised("fast_style", overrides, root / "s")
+    adain = demo.export_initialised("adain", ["adain.vgg_weights=random", "adain.width=8"],
+                                    root / "a")  # fmt: skip
+    settings = {
+        "styles": {"mosaic": str(style)},
+        "adain": {"model": str(adain), "styles": {"demo": str(demo.demo_style(root))}},
+    }
     light = {"ray_actor_options": {"num_cpus": 0.1}}
     (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    application = builder.build({"styles": {"mosaic": str(style)}},
-                                {"Ingress": light, "FastStyle": light})  # fmt: skip
+    application = builder.build(settings, {"Ingress": light, "FastStyle": light, "AdaIN": light})
     serve.run(application, name="playground", logging_config={"enable_access_log": False})
     yield f"http://127.0.0.1:{port}/"
     serve.shutdown()
@@ -125,8 +133,10 @@ async def in_page(ws_url: str, url: str, script: str) -> dict:
         return result["result"]["value"]
 
 
-def test_playground_stylises_an_upload(playground_url, devtools):
-    outcome = asyncio.run(in_page(devtools, playground_url, STYLISE))
-    assert outcome["options"] == ["style:mosaic"]
+@pytest.mark.parametrize("action", ["style:mosaic", "adain:demo"])
+def test_playground_stylises_an_upload(playground_url, devtools, action):
+    script = STYLISE.replace("ACTION", json.dumps(action))
+    outcome = asyncio.run(in_page(devtools, playground_url, script))
+    assert outcome["options"] == ["style:mosaic", "adain", "adain:demo"]
     assert outcome["status"].startswith("done"), outcome
     assert (outcome["width"], outcome["height"]) == (40, 30)

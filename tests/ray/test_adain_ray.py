@@ -15,7 +15,8 @@ pytestmark = pytest.mark.ray
 
 
 def test_adain_trains_on_content_and_style_folders_and_exports(ray_local, tmp_path):
-    data = synthetic.generate("styles", tmp_path / "data", n=16, size=32)  # 16 contents, 2 styles
+    # 16 contents, 2 styles, and 2 + 2 unseen ones in test/
+    data = synthetic.generate("styles", tmp_path / "data", n=16, size=32)
     cfg = config.load("adain", overrides=[
         f"data.uri={data}", "data.size=32", "data.batch_size=4", "adain.vgg_weights=random",
         "adain.width=8", "train.steps=4", "train.log_every=2", "train.checkpoint_every=4",
@@ -24,6 +25,7 @@ def test_adain_trains_on_content_and_style_folders_and_exports(ray_local, tmp_pa
     result = fit(cfg)
     assert result.error is None, result.error
     assert result.metrics["eval_adain"] > 0 and "style" in result.metrics
+    assert result.metrics["eval_split"] == "test"  # scored on the unseen test/ pairs
     run = tmp_path / "runs" / "adain"
     assert (run / "samples" / "step_000004.png").is_file()
     state, _, _ = checkpoint.load(checkpoint.resolve(str(run)))

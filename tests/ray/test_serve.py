@@ -1,6 +1,6 @@
 """The Serve application over real HTTP on the local Ray, with tiny generated checkpoints.
 
-One application serves every family for the whole module (starting its seven replicas is the
+One application serves every family for the whole module (starting its eight replicas is the
 expensive part); each test exercises endpoints against it. Expected images are computed in
 this process from the same exports and compared with what came back over HTTP.
 """
@@ -43,6 +43,7 @@ TINY = {
     "facades": ("pix2pix", ["data.size=16", "pix2pix.ngf=4", "pix2pix.ndf=4"]),
     "zebra": ("cyclegan", ["data.size=16", "cyclegan.ngf=4", "cyclegan.ndf=4",
                            "cyclegan.n_blocks=1"]),
+    "adain": ("adain", ["adain.vgg_weights=random", "adain.width=8"]),
 }  # fmt: skip
 SMALL_VGG = {"arch": "vgg16", "content_layers": ["relu2_2"], "style_layers": ["relu1_2", "relu2_2"]}
 ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4}
@@ -60,6 +61,7 @@ OPTIONS = {
     "GatysWorker": LIGHT | {"health_check_period_s": 1},
     "JobStore": {"ray_actor_options": {"num_cpus": 0}, "health_check_period_s": 1},
     "Dreamer": LIGHT,
+    "AdaIN": LIGHT,
 }  # fmt: skip
 
 
@@ -126,6 +128,11 @@ def served(ray_local, tmp_path_factory):
             "jobs_dir": str(tmp_path_factory.mktemp("jobs")),
         },
         "dream": {"vgg_weights": "random", "config": {"layers": ["relu2_2"]}, "max_side": 64},
+        "adain": {
+            "model": models["adain"],
+            "max_side": 64,
+            "styles": {"demo": str(demo.demo_style(root))},
+        },
         "limits": {"max_body_bytes": MAX_BODY, "body_timeout_s": BODY_TIMEOUT_S},
     }
     (port,) = free_ports(1)
@@ -266,6 +273,23 @@ def test_gatys_synchronous_mode_is_for_small_work(served):
 def test_dream(served):
     reply = served.post("/dream?size=48&octaves=2&iterations=2", data=png(80, 60))
     assert reply.status_code == 200 and decoded(reply.content).shape == (36, 48, 3)
+
+
+def test_adain_with_an_uploaded_style_and_a_named_one(served):
+    from genart.pipelines.adain import AdaINPipeline
+
+    content, style = png(40, 24), png(32, 32, seed=1)
+    body = {"content": b64(content), "style": b64(style), "alpha": 0.6}
+    reply = served.post("/adain/stylize", json=body)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    pipe = AdaINPipeline.from_export(served.models["adain"], "cpu")
+    want = pipe(decoded(content).astype(np.uint8), [decoded(style).astype(np.uint8)], alpha=0.6)
+    assert np.abs(decoded(reply.content) - want).max() <= 1
+    named = served.post("/adain/stylize", json={"content": b64(content), "style_name": "demo"})
+    assert named.status_code == 200 and decoded(named.content).shape == (24, 40, 3)
+    unknown = served.post("/adain/stylize", json={"content": b64(content), "style_name": "x"})
+    assert unknown.status_code == 404 and "available: ['demo']" in unknown.text
+    assert served.get("/models").json()["adain"]["styles"] == ["demo"]
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -3,6 +3,7 @@ the pipeline from an export (alpha, blends), ONNX and ``genart stylize adain``. 
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from steps import train_on_batch
 
 from genart import config, registry
 from genart.cli import main
-from genart.data import datasets
+from genart.data import datasets, synthetic
 from genart.errors import ConfigError, InputError
 from genart.images import from_uint8, to_uint8
 from genart.models import adain
@@ -223,3 +224,31 @@ def test_the_serve_deployment_stylises_uploaded_and_named_styles(exported, pipe,
     np.testing.assert_array_equal(named, pipe(content, [worker.styles["waves"]], alpha=0.6))
     uploaded = np.asarray(Image.open(io.BytesIO(worker._stylize(content, style, 1.0))))
     np.testing.assert_array_equal(uploaded, pipe(content, [style]))
+
+
+def test_held_out_pairs_are_the_unseen_test_images(tmp_path):
+    root = synthetic.generate("styles", tmp_path / "data", n=20, size=16, workers=1)
+    cfg = config.load("adain", overrides=[*TINY, f"data.uri={root}", "data.size=16"])
+    batch, split = datasets.content_style_held_out(cfg, 8)
+    assert split == "test" and batch["content"].shape == batch["style"].shape == (2, 3, 16, 16)
+    first = np.asarray(Image.open(root / "test" / "content" / "00000.png").convert("RGB"))
+    assert np.array_equal(batch["content"][0].permute(1, 2, 0).numpy(), first)
+    trained = np.asarray(Image.open(root / "content" / "00000.png").convert("RGB"))
+    assert not np.array_equal(first, trained)
+    # Without content/, training reads every image under data.uri: no split to hold out.
+    shutil.copytree(root / "test", tmp_path / "bare" / "test")
+    bare = config.load("adain", overrides=[*TINY, f"data.uri={tmp_path / 'bare'}"])
+    assert datasets.content_style_held_out(bare, 8) is None
+
+
+def test_evaluate_judges_every_style_weight_on_one_scale():
+    g = torch.Generator().manual_seed(1)
+    batch = {k: torch.rand(2, 3, 16, 16, generator=g) * 2 - 1 for k in ("content", "style")}
+    nets = adain.build(config.load("adain", overrides=TINY).params)
+    weighted = [config.load("adain", overrides=[*TINY, f"adain.style_weight={w}"]).params
+                for w in (1.0, 100.0)]  # fmt: skip
+    scores = [adain.evaluate(nets, params, batch) for params in weighted]
+    assert scores[0] == scores[1]
+    s = scores[0]
+    judged = s["adain_content"] + adain.JUDGE_STYLE_WEIGHT * s["adain_style"]
+    assert s["adain"] == pytest.approx(judged) and s["adain_style"] > 0

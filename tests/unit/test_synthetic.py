@@ -35,7 +35,7 @@ def datasets(tmp_path_factory):
 def test_layout_folders_counts_sizes_and_modes(datasets, kind):
     out = datasets[kind]
     expected = layout(kind, N)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(expected)
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {f.split("/")[0] for f in expected}
     for folder, count in expected.items():
         paths = sorted((out / folder).glob("*.png"))
         assert [p.name for p in paths] == [f"{i:05d}.png" for i in range(count)]
@@ -48,7 +48,7 @@ def test_layout_folders_counts_sizes_and_modes(datasets, kind):
 
 def test_layout_sizes_follow_n():
     assert layout("pairs", 200) == {"train": 200, "val": 20, "test": 20}
-    assert layout("styles", 3) == {"content": 3, "style": 1}
+    assert layout("styles", 3) == {"content": 3, "style": 1, "test/content": 1, "test/style": 1}
     truth = {"testA_truth", "testB_truth"}
     assert set(layout("unpaired", 1)) == {"trainA", "trainB", "testA", "testB", *truth}
 

@@ -265,10 +265,10 @@ def test_serve_config_is_valid_and_safe():
     assert application["import_path"] == "genart.serve.builder:build_app"
     settings = AppSettings.model_validate(application["args"])
     assert settings.dcgan and settings.styles and settings.translators
-    assert settings.gatys and settings.dream
+    assert settings.gatys and settings.dream and settings.adain and settings.adain.styles
     deployments = {d["name"]: d for d in application["deployments"]}
     made = ("Ingress", "DCGANGenerator", "FastStyle", "Translator", "GatysWorker", "JobStore")
-    assert set(deployments) == {*made, "Dreamer"}
+    assert set(deployments) == {*made, "Dreamer", "AdaIN"}
     for name, d in deployments.items():
         batch = d.get("user_config", {}).get("max_batch_size", 1)
         assert d["max_ongoing_requests"] >= batch, name  # else batches silently cap
@@ -362,11 +362,15 @@ def test_cli_curl_examples_cover_what_is_served(monkeypatch):
     from genart.cli import serve as cli
 
     monkeypatch.delenv("GENART_API_TOKEN", raising=False)
-    args = {"dcgan": "d", "styles": {"mosaic": "m"}, "translators": {"zebra": "z"}, "dream": {}}
+    args = {"dcgan": "d", "styles": {"mosaic": "m"}, "translators": {"zebra": "z"}, "dream": {},
+            "adain": {"model": "a", "styles": {"waves": "w"}}}  # fmt: skip
     lines = cli.curl_examples("http://127.0.0.1:8000", args)
     text = "\n".join(lines)
-    for path in ("/models", "/dcgan/sample", "/style/mosaic", "/translate/zebra", "/dream"):
+    paths = ("/models", "/dcgan/sample", "/style/mosaic", "/translate/zebra", "/dream",
+             "/adain/stylize")  # fmt: skip
+    for path in paths:
         assert f"http://127.0.0.1:8000{path}" in text
+    assert '"style_name": "waves"' in text  # a named style: only the photo to upload
     assert "gatys" not in text and "Authorization" not in text
     monkeypatch.setenv("GENART_API_TOKEN", "t")
     assert all("Bearer $GENART_API_TOKEN" in line for line in cli.curl_examples("u", args))
