@@ -201,7 +201,8 @@ IMAGE_MODEL_OPTIONS = {
     "max_ongoing_requests": 16,
     "max_queued_requests": 32,
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    "ray_actor_options": {"num_cpus": 0.5},
+    # Ray's logical CPUs: with the other deployments' defaults, the whole app starts on 2.
+    "ray_actor_options": {"num_cpus": 0.375},
 }
 
 
@@ -250,7 +251,7 @@ class Translator(ImageModels):
         return self.pipes[name](images, direction)
 
 
-@serve.deployment(**IMAGE_MODEL_OPTIONS)
+@serve.deployment(**IMAGE_MODEL_OPTIONS | {"ray_actor_options": {"num_cpus": 0.25}})
 class AdaIN:
     """Arbitrary style transfer with one AdaIN decoder: any uploaded style, or a named one.
 

@@ -273,6 +273,12 @@ def test_serve_config_is_valid_and_safe():
         batch = d.get("user_config", {}).get("max_batch_size", 1)
         assert d["max_ongoing_requests"] >= batch, name  # else batches silently cap
         assert name == "JobStore" or d["max_queued_requests"] > 0, name  # 503, not a queue
+    # Every first replica fits on a 2-core machine (Ray's logical CPUs), the config's as the
+    # deployments' own defaults (what genart serve without --config uses).
+    assert sum(d["ray_actor_options"]["num_cpus"] for d in deployments.values()) <= 2
+    names = [*made, "Dreamer", "AdaIN"]
+    defaults = [getattr(builder, name) for name in names if name != "JobStore"]  # as imported
+    assert sum(d.ray_actor_options["num_cpus"] for d in defaults) <= 2
 
 
 def test_truncated_latents():
