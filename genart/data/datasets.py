@@ -150,10 +150,10 @@ def content_style_held_out(cfg: Config, n: int) -> tuple[Batch, str] | None:
     styles = _image_files(storage.join(root, "test", "style"), n)
     if not contents or not styles:
         return None
-    paired = [styles[i % len(styles)] for i in range(len(contents))]
+    style_images = [_decode(uri, cfg) for uri in styles]  # each read once, however often paired
     return {
         "content": _stack([_decode(uri, cfg) for uri in contents], cfg),
-        "style": _stack([_decode(uri, cfg) for uri in paired], cfg),
+        "style": _stack([style_images[i % len(styles)] for i in range(len(contents))], cfg),
     }, "test"
 
 

@@ -221,7 +221,7 @@ def _plan(kind: str, n: int, size: int, rgb: bool, seed: int = 0) -> list[_Folde
         "styles": [
             ("content", n, "content", _unlabelled(lambda rng: _content(rng, size))),
             ("style", held, "style", _unlabelled(lambda rng: _style(rng, size))),
-            # Unseen contents and styles, to score AdaIN decoders on (datasets.content_style).
+            # Unseen contents and styles: what AdaIN scores on (datasets.content_style_held_out)
             ("test/content", held, "test/content", _unlabelled(lambda rng: _content(rng, size))),
             ("test/style", held, "test/style", _unlabelled(lambda rng: _style(rng, size))),
         ],
