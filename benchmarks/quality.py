@@ -53,6 +53,7 @@ from genart.pipelines import evaluation
 from genart.pipelines.runner import image_files
 from genart.pipelines.translate import TranslationPipeline
 from genart.registry import StepContext
+from genart.train import ema
 
 MODELS = ("pix2pix", "cyclegan", "dcgan")
 EVAL_SEED = 1234  # the real images SWD compares with, and the latents of the DCGAN samples
@@ -77,7 +78,11 @@ class Settings:
 SETTINGS = {
     "full": {
         "pix2pix": Settings("pairs", 800, 64, 4, 3000, ngf=32, ndf=32),
-        "cyclegan": Settings("unpaired", 400, 64, 1, 2000, ngf=16, ndf=32, n_blocks=6),
+        # Four seeds: at batch 1, two initialisations of one config differ by up to 3 dB
+        # (docs/benchmarks.md), more than the 1 dB the target asks of the means.
+        "cyclegan": Settings(
+            "unpaired", 400, 64, 1, 2000, ngf=16, ndf=32, n_blocks=6, seeds=(0, 1, 2, 3)
+        ),
         "dcgan": Settings("modes", 6400, 32, 64, 3000, ngf=32, ndf=32, samples=2000),
     },
     "quick": {
@@ -87,12 +92,15 @@ SETTINGS = {
     },
 }
 
-# genart's side: a name, then a recipe (or None: the defaults) and --set overrides. The
-# benchmark's sizes are applied after them, so every variant trains the same networks' widths.
+REPO = Path(__file__).resolve().parents[1]
+
+# genart's side: a name, then a recipe (a path in the repository, or None: the defaults) and
+# --set overrides. The benchmark's sizes are applied after them, so every variant trains the
+# same networks' widths.
 GENART = {
     "pix2pix": {"genart": (None, [])},
     "cyclegan": {"genart": (None, [])},
-    "dcgan": {"genart": (None, [])},
+    "dcgan": {"genart": (None, []), "genart, dcgan-modes.yaml": ("jobs/dcgan-modes.yaml", [])},
 }
 
 # --ablate: genart variants one change at a time, each against the others (what each default
@@ -105,10 +113,11 @@ ABLATIONS: dict[str, dict[str, tuple[str | None, list[str]] | None]] = {
     "cyclegan": {
         "reference": None,
         "genart": (None, []),
-        "cycle 20": (None, ["cyclegan.cycle_weight=20"]),
-        "no identity": (None, ["cyclegan.identity_weight=0"]),
-        "no pool": (None, ["cyclegan.pool_size=0"]),
-        "lr 1e-4": (None, ["cyclegan.lr=0.0001"]),
+        "no average": (None, ["cyclegan.ema_decay=0"]),
+        "70x70 D": (None, ["cyclegan.d_layers=3"]),
+        "34x34 D": (None, ["cyclegan.d_layers=2"]),
+        "16x16 D": (None, ["cyclegan.d_layers=1"]),
+        "70x70 D, no average": (None, ["cyclegan.d_layers=3", "cyclegan.ema_decay=0"]),
     },
     "dcgan": {
         "genart": (None, []),
@@ -167,15 +176,16 @@ def as_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def epochs(images: dict[str, np.ndarray], batch: int, seed: int, flip: bool) -> Iterator[dict]:
+def epochs(images: dict[str, np.ndarray], batch: int, seed: int, flip: bool,
+           paired: bool = False) -> Iterator[dict]:  # fmt: skip
     """genart's side of the data: shuffled passes, full batches, the loop's shared random flip.
 
-    Columns of equal length are shuffled together (pix2pix pairs); otherwise each column has
-    its own order (CycleGAN's two domains), as ``genart.data.pipelines`` streams them.
+    ``paired`` columns are shuffled together (pix2pix pairs); otherwise each column has its
+    own order in every pass, equal lengths too (CycleGAN's two domains), so pairings vary
+    from pass to pass as ``genart.data.pipelines.unpaired`` streams them.
     """
     tensors = {k: as_float(v) for k, v in images.items()}
     gen = torch.Generator().manual_seed(seed)
-    paired = len({len(v) for v in tensors.values()}) == 1 and "A" in tensors and len(tensors) > 1
     steps = min(len(v) for v in tensors.values()) // batch
     while True:
         shared = torch.randperm(len(next(iter(tensors.values()))), generator=gen)
@@ -194,6 +204,7 @@ def epochs(images: dict[str, np.ndarray], batch: int, seed: int, flip: bool) -> 
 def genart_config(model: str, s: Settings, variant: Variant):
     """The variant's config with the benchmark's sizes applied over it."""
     recipe, overrides = variant
+    recipe = REPO / recipe if recipe else None  # named from the repository, run from anywhere
     sizes = [f"data.size={s.size}", f"data.batch_size={s.batch}"]
     if model == "dcgan":
         sizes += [f"dcgan.g_width={s.ngf}", f"dcgan.d_width={s.ndf}"]
@@ -205,20 +216,24 @@ def genart_config(model: str, s: Settings, variant: Variant):
 
 
 def train_genart(model: str, images: dict, s: Settings, seed: int, variant: Variant):
-    """Train genart's ``model`` with a plain loop over its spec; returns (nets, cfg)."""
+    """Train genart's ``model`` with a plain loop over its spec; returns (nets, cfg), the nets
+    as the Train loop scores and exports them (weight averages where the spec keeps them)."""
     cfg = genart_config(model, s, variant)
     spec = registry.trained(model)
     torch.manual_seed(seed)
     nets = spec.build(cfg.params, cfg.data)
     opts = spec.optimizers(nets, cfg.params)
     scheds = spec.schedulers(opts, cfg.params, s.steps) if spec.schedulers else {}
+    average = ema.for_spec(spec, nets, cfg.params)
     ctx = StepContext()
-    batches = epochs(images, s.batch, seed, cfg.data.flip)
+    batches = epochs(images, s.batch, seed, cfg.data.flip, paired=model == "pix2pix")
     for ctx.step, batch in zip(range(s.steps), batches):
         spec.train_step(nets, opts, batch, cfg.params, ctx)
+        if average is not None:
+            average.update()
         for sched in scheds.values():
             sched.step()
-    return nets, cfg
+    return (average.serving(nets) if average else nets), cfg
 
 
 def reference_options(model: str, s: Settings) -> ref_translation.Options:
@@ -329,6 +344,21 @@ def translation_grid(pipe, model: str, folder: Path, n: int = 8) -> torch.Tensor
     return torch.cat(rows)
 
 
+def comparison_grids(grids: Path, models, seeds) -> list[Path]:
+    """Per translation model and seed, one PNG whose rows are a test input, the reference's
+    translation, genart's and the truth, from the runs' saved grids (where both exist)."""
+    written = []
+    for model in (m for m in models if m != "dcgan"):
+        for seed in seeds:
+            files = [grids / f"{model}-{impl}-seed{seed}.pt" for impl in ("reference", "genart")]
+            if not all(f.exists() for f in files):
+                continue
+            ref, ours = (torch.load(f, weights_only=True).unflatten(0, (-1, 3)) for f in files)
+            rows = torch.stack([ref[:, 0], ref[:, 1], ours[:, 1], ref[:, 2]], 1).flatten(0, 1)
+            written.append(save_grid(rows, grids / f"{model}-comparison-seed{seed}.png", nrow=4))
+    return written
+
+
 # --- runs and tables ----------------------------------------------------------------------------
 
 
@@ -361,10 +391,12 @@ def run_one(model: str, implementation: str, s: Settings, seed: int, folder: Pat
     for name, out in outputs.items():
         scores = judge(out) if model == "dcgan" else score_translation(out, model, folder, seed)
         if grids is not None:
-            file = f"{model}-{name.replace('/', '_').replace(' ', '_')}-seed{seed}.png"
+            stem = grids / f"{model}-{name.replace('/', '_').replace(' ', '_')}-seed{seed}"
             grids.mkdir(parents=True, exist_ok=True)
-            save_grid(out[:64] if model == "dcgan" else translation_grid(out, model, folder),
-                      grids / file, nrow=8 if model == "dcgan" else 3)  # fmt: skip
+            shown = out[:64] if model == "dcgan" else translation_grid(out, model, folder)
+            save_grid(shown, stem.with_suffix(".png"), nrow=8 if model == "dcgan" else 3)
+            if model != "dcgan":  # kept for the side-by-side grid (comparison_grids)
+                torch.save(shown, stem.with_suffix(".pt"))
         row = {"model": model, "implementation": name, "seed": seed, "steps": s.steps,
                "train_s": round(seconds)}  # fmt: skip
         rows.append(
@@ -482,6 +514,9 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
             results = list(pool.map(_task, *zip(*tasks)))
     rows = [row for result in results for row in result]
+    if grids:
+        seeds_run = sorted({seed for s in settings.values() for seed in s.seeds})
+        comparison_grids(Path(out_dir) / "quality-grids", settings, seeds_run)
     summary = summarise(rows)
     for group in ("translation", "dcgan"):
         print()

@@ -98,14 +98,16 @@ ABOUT = {
     ),
     "quality": (
         "Output quality against the reference implementations at equal steps, batch, widths "
-        "and seeds (two seeds): Pix2Pix and CycleGAN against a faithful re-implementation of "
+        "and seeds (two; four for CycleGAN, whose seeds spread by up to 3 dB): Pix2Pix and "
+        "CycleGAN against a faithful re-implementation of "
         "junyanz/pytorch-CycleGAN-and-pix2pix (networks, losses, init, optimizers, pool, "
         "test-time behaviour), scored by PSNR/SSIM on the held-out test pairs beside the "
         "identity baseline; DCGAN against pytorch/examples' dcgan on the 16-mode synthetic set "
         "(`genart data synth modes`), scored by the modes covered (a classifier trained on "
         "that set), the share of recognisable samples, KL from uniform, a classifier Fréchet "
-        "distance and SWD. Targets: PSNR >= reference + 1 dB; DCGAN >= 15 of 16 modes where "
-        "the reference covers fewer."
+        "distance and SWD; genart's DCGAN with its defaults and with the `jobs/dcgan-modes.yaml` "
+        "recipe. Targets: a PSNR at least 1 dB above the reference's; DCGAN >= 15 of 16 modes "
+        "where the reference covers fewer."
     ),
     "quality_ablations": (
         "genart variants one change at a time (`python -m benchmarks.quality --ablate`), at the "

@@ -126,6 +126,14 @@ def at_least(section: Any, path: str, minimum: float, *names: str) -> None:
             raise ConfigError(f"'{path}.{name}' must be >= {minimum}, got {value!r}")
 
 
+def fraction(section: Any, path: str, *names: str) -> None:
+    """ConfigError unless each named field of ``section`` lies in [0, 1)."""
+    for name in names:
+        value = getattr(section, name)
+        if not 0 <= value < 1:
+            raise ConfigError(f"'{path}.{name}' must lie in [0, 1), got {value!r}")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,

@@ -166,6 +166,9 @@ class TrainedSpec(FamilySpec):
     graph_safe: Callable[[Any], bool] = lambda params: False
     # params -> whether batch norm should use statistics over all GPU workers (SyncBatchNorm)
     sync_bn: Callable[[Any], bool] = lambda params: False
+    # params -> decay of the moving average of the ``export`` networks' weights that the run
+    # scores, samples and exports (genart.train.ema); 0 = the live weights
+    ema_decay: Callable[[Any], float] = lambda params: 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

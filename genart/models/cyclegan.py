@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from genart import losses, metrics
+from genart.config import fraction
 from genart.data import datasets
 from genart.errors import ConfigError
 from genart.images import float_chunks
@@ -34,6 +35,7 @@ from genart.models.layers import (
     forward_any_size,
     forward_split,
     init_weights,
+    patch_layers,
 )
 from genart.models.pix2pix import TranslationLoss, discriminator_loss, schedulers
 from genart.registry import StepContext, TrainedSpec, frozen, register
@@ -46,7 +48,9 @@ class CycleGANConfig:
     ngf: int = 64  # generator channels of the first layer (c7s1-64)
     ndf: int = 64  # discriminator channels of its first layer
     n_blocks: int = 0  # residual blocks; 0 = 9 for images of 256 and more, else 6 (appendix 7.2)
-    d_layers: int = 3  # PatchGAN strided layers; 3 = the 70x70 receptive field
+    # PatchGAN strided layers (3 = the 70x70 receptive field); auto = layers.patch_layers:
+    # 3 from 256 px up, fewer for smaller images
+    d_layers: int | Literal["auto"] = "auto"
     norm: Literal["instance", "batch", "none"] = "instance"
     sync_bn: bool = False  # batch norm statistics over all GPU workers (only with norm=batch)
     dropout: float = 0.0  # inside the residual blocks (off in the paper's CycleGAN)
@@ -58,6 +62,12 @@ class CycleGANConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     lr_decay: float = 0.5  # fraction of the steps, at the end, over which lr falls linearly to 0
+    # Decay of the moving average of both generators' weights that a run scores, samples and
+    # exports (genart.train.ema); 0 = the weights of the last step, as the reference
+    ema_decay: float = 0.999
+
+    def __post_init__(self):
+        fraction(self, "cyclegan", "ema_decay")
 
 
 class ResnetGenerator(nn.Sequential):
@@ -92,8 +102,10 @@ def build(p: CycleGANConfig, data) -> dict[str, nn.Module]:
     def generator() -> nn.Module:
         return init_weights(ResnetGenerator(c, c, p.ngf, blocks, p.norm, p.dropout))
 
+    d_layers = patch_layers(data.size) if p.d_layers == "auto" else p.d_layers
+
     def discriminator() -> nn.Module:
-        return init_weights(PatchDiscriminator(c, p.ndf, p.d_layers, p.norm))
+        return init_weights(PatchDiscriminator(c, p.ndf, d_layers, p.norm))
 
     return {
         "G_AB": generator(),
@@ -256,6 +268,7 @@ SPEC = register(
         export=("G_AB", "G_BA"),
         graph_safe=lambda p: False,  # the image pool decides on the host what D sees
         sync_bn=lambda p: p.sync_bn,
+        ema_decay=lambda p: p.ema_decay,
         metric="psnr",
         mode="max",
     )

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from genart import losses
+from genart.config import fraction
 from genart.data import datasets
 from genart.models.layers import (
     ConvNormAct,
@@ -59,10 +60,16 @@ class DCGANConfig:
     n_critic: int = 0  # D steps per G step; 0 = auto (5 for wgan/wgan-gp, else 1)
     clip_value: float = 0.01  # wgan critic weight clipping range
     gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
+    # Decay of the moving average of G's weights that a run scores, samples and exports
+    # (genart.train.ema); 0 = the weights of the last step, as the reference
+    ema_decay: float = 0.999
     eval_digits: bool = False  # add the digit classifier's coverage/Frechet to the final metrics
     # add the 16-mode classifier's scores (genart.modes_classifier: modes covered, ...) for
     # data drawn by `genart data synth modes`
     eval_modes: bool = False
+
+    def __post_init__(self):
+        fraction(self, "dcgan", "ema_decay")
 
 
 def critic_steps(p: DCGANConfig) -> int:
@@ -258,6 +265,7 @@ SPEC = register(
         evaluate=evaluate,
         export=("G",),
         graph_safe=graph_safe,
+        ema_decay=lambda p: p.ema_decay,
         metric="swd",
         mode="min",
     )

@@ -307,11 +307,27 @@ def receptive_field(n_layers: int = 3) -> int:
     pixels between neighbouring positions of the current layer.
     """
     field, jump = 1, 1
-    for m in PatchDiscriminator(1, ndf=1, n_layers=n_layers, norm="none").modules():
+    # Built on the meta device: no storage, and no draw from the global RNG, which would
+    # otherwise shift the initial weights of every network built after this call.
+    with torch.device("meta"):
+        layers = PatchDiscriminator(1, ndf=1, n_layers=n_layers, norm="none")
+    for m in layers.modules():
         if isinstance(m, nn.Conv2d):
             field += (m.kernel_size[0] - 1) * m.dilation[0] * jump
             jump *= m.stride[0]
     return field
+
+
+def patch_layers(size: int) -> int:
+    """PatchGAN strided layers for images of side ``size``: the paper's 3 (70x70) from 256 px
+    up, the size it was chosen at; for smaller images the field closest to a sixth of the
+    side (64 px: 0 layers, a 10x10 field; 128 px: 1, 16x16). A 70x70 field sees all of a
+    64 px image, and a D that judges whole scenes pushes G to invent layout; benchmarks/
+    quality.py measured the small field at 64 px (docs/benchmarks.md).
+    """
+    if size >= 256:
+        return 3
+    return min(range(4), key=lambda n: abs(receptive_field(n) - size / 6))
 
 
 def has_batch_norm(net: nn.Module) -> bool:

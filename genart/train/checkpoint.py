@@ -186,8 +186,9 @@ def export(source: str, out: str) -> Path:
         Path(tempfile.mkdtemp(prefix="genart-export-")) if storage.is_remote(out) else Path(out)
     )
     staging.mkdir(parents=True, exist_ok=True)
+    weights = serving_weights(state, spec.export)
     for name in spec.export:
-        torch.save(state["nets"][name], staging / f"{name}.pt")
+        torch.save(weights[name], staging / f"{name}.pt")
     save(cfg, staging / "config.yaml")
     meta = {
         "model": cfg.model,
@@ -199,6 +200,13 @@ def export(source: str, out: str) -> Path:
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
     storage.upload_dir(staging, out)
     return staging
+
+
+def serving_weights(state: dict, names: tuple[str, ...]) -> dict[str, dict]:
+    """The state dicts a checkpoint's ``state`` serves for ``names``: the moving averages
+    where the run kept them (``genart.train.ema``), else the live weights."""
+    averages = (state.get("average") or {}).get("nets", {})
+    return {name: averages.get(name, state["nets"][name]) for name in names}
 
 
 def load_exported(path: str, device: str | torch.device = "cpu"):
@@ -213,7 +221,7 @@ def load_exported(path: str, device: str | torch.device = "cpu"):
     else:
         state, cfg, _ = load(resolve(path))
         names = registry.trained(cfg.model).export
-        weights = {n: state["nets"][n] for n in names}
+        weights = serving_weights(state, names)
     built = registry.trained(cfg.model).build(cfg.params, cfg.data)
     nets = {}
     for name in names:

@@ -265,6 +265,8 @@ class Attempt:
         state, pos = self.state, self.state.pos
         state.ctx.step = pos.step
         self.window.add(self.run_step(batch))
+        if state.average is not None:
+            state.average.update()
         for sched in state.scheds.values():
             sched.step()
         pos.step += 1
@@ -279,7 +281,7 @@ class Attempt:
         metrics = self.window.read(self.images_per_step)
         self.window = Window(self.clock)
         if due.evaluate:
-            metrics |= self.evaluation.scores(self.state.nets)
+            metrics |= self.evaluation.scores(self.state.serving)
         self.out.record(self.state.pos.step, metrics)
         if due.report:
             self._report(metrics, save=due.checkpoint)
@@ -305,7 +307,7 @@ class Attempt:
             self.out.log(_skip_summary(complete=False))
         metrics = self.window.read(self.images_per_step) if self.window.steps else {}
         # Scores go into the history too: a run resumed at its end has no batches to score on.
-        metrics |= self.evaluation.scores(self.state.nets)
+        metrics |= self.evaluation.scores(self.state.serving)
         self.out.record(pos.step, metrics)
         self._report(metrics, save=True)
         return self.out.finish(metrics) if self.out.enabled else {}
@@ -323,7 +325,7 @@ class Attempt:
         fixed = self.state.fixed
         if self.out.enabled and self.spec.sample is not None and fixed is not None:
             with side_effect_free(self.state.worker.device):
-                images = self.spec.sample(self.state.nets, self.cfg.params, fixed)
+                images = self.spec.sample(self.state.serving, self.cfg.params, fixed)
                 self.out.sample_grid(self.state.pos.step, images)
 
     def _report(self, metrics: dict, save: bool) -> None:

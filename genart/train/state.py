@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from genart import registry, storage
 from genart.config import Config
-from genart.train import checkpoint, devices
+from genart.train import checkpoint, devices, ema
 from genart.train.rng import rng_state, set_rng_state
 
 
@@ -70,6 +70,12 @@ class TrainState:
     dtype: torch.dtype | None = None
     pos: Position = field(default_factory=Position)
     fixed: Any = None  # the inputs of every sample grid (``spec.sample_inputs``)
+    average: ema.WeightAverage | None = None  # of the exported nets, where the spec asks for one
+
+    @property
+    def serving(self) -> registry.Nets:
+        """The nets as scored, sampled and exported: the averaged ones where there are."""
+        return self.average.serving(self.nets) if self.average else self.nets
 
     @classmethod
     def create(cls, spec: registry.TrainedSpec, cfg: Config, worker: Worker) -> TrainState:
@@ -86,7 +92,8 @@ class TrainState:
         scheds = spec.schedulers(opts, cfg.params, cfg.train.steps) if spec.schedulers else {}
         dtype, scaler = devices.precision(cfg.train.precision, device)
         ctx = registry.StepContext(scaler=scaler, device_type=device.type)
-        return cls(nets, opts, scheds, ctx, worker, dtype)
+        average = ema.for_spec(spec, nets, cfg.params)
+        return cls(nets, opts, scheds, ctx, worker, dtype, average=average)
 
     def state_dict(self) -> dict:
         """Everything a resume needs. Per-worker parts (RNG, model state) are gathered from all
@@ -97,6 +104,7 @@ class TrainState:
             "epoch": self.pos.epoch,
             "batch_in_epoch": self.pos.batch_in_epoch,
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "average": self.average.state_dict() if self.average else None,
             "opts": {k: v.state_dict() for k, v in self.opts.items()},
             "scheds": {k: v.state_dict() for k, v in self.scheds.items()},
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -114,6 +122,10 @@ class TrainState:
         settings = optimizer_settings(self.opts)
         for name, net in self.nets.items():
             net.load_state_dict(state["nets"][name])
+        if self.average is not None:
+            # A state saved without an average (averaging off then): start it from its weights.
+            saved = state.get("average")
+            self.average.load_state_dict(saved) if saved else self.average.restart()
         for name, opt in self.opts.items():
             opt.load_state_dict(state["opts"][name])
         for name, sched in self.scheds.items():

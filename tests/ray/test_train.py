@@ -40,8 +40,10 @@ def run(digits, storage, name, steps, *extra):
 
 
 def final_nets(path):
+    """Step, live weights and weight averages (dcgan.ema_decay) of a run's newest checkpoint."""
     state, _, _ = checkpoint.load(checkpoint.resolve(str(path)))
-    return state["step"], state["nets"]
+    averages = {f"average {k}": v for k, v in state["average"]["nets"].items()}
+    return state["step"], state["nets"] | averages
 
 
 def logged_steps(run_dir):
@@ -65,6 +67,7 @@ def test_outputs_and_exact_resume(ray_local, digits, storage):
     step_a, nets_a = final_nets(storage / "straight")
     step_b, nets_b = final_nets(out)
     assert step_a == step_b == 8
+    assert "average G" in nets_a  # the export's weights resume exactly too
     for net in nets_a:
         for key, value in nets_a[net].items():
             assert torch.equal(value, nets_b[net][key]), f"{net}.{key} differs after resume"

@@ -8,6 +8,7 @@ from torch import nn
 from genart import registry
 from genart.config import DataConfig
 from genart.data import datasets
+from genart.errors import ConfigError
 from genart.models import cyclegan
 from genart.models.cyclegan import query_pool
 from genart.registry import StepContext
@@ -43,6 +44,22 @@ def test_block_count_follows_image_size():
     nets = cyclegan.build(cyclegan.CycleGANConfig(ngf=4, ndf=4), DataConfig(size=64))
     assert sum(isinstance(m, cyclegan.ResidualBlock) for m in nets["G_BA"].modules()) == 6
     assert set(nets) == {"G_AB", "G_BA", "D_A", "D_B"}
+
+
+def test_discriminator_field_follows_image_size_unless_set():
+    def convs(cfg, size):
+        D = cyclegan.build(cfg, DataConfig(size=size))["D_A"]
+        return sum(isinstance(m, nn.Conv2d) for m in D.modules())
+
+    # first conv + d_layers + the final 1-channel conv
+    assert convs(tiny(), 64) == 2  # auto: 10x10 at 64 px
+    assert convs(tiny(), 256) == 5  # auto: the paper's 70x70
+    assert convs(tiny(d_layers=3), 64) == 5
+
+
+def test_ema_decay_outside_the_unit_interval_is_a_config_error():
+    with pytest.raises(ConfigError, match="ema_decay"):
+        tiny(ema_decay=1.0)
 
 
 # --- image pool ---------------------------------------------------------------------------------

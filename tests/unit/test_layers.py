@@ -29,6 +29,22 @@ def test_receptive_field_matches_gradient_support(n_layers):
     assert cols.max() - cols.min() + 1 == expected
 
 
+def test_patch_layers_keep_the_papers_field_from_256_px_and_shrink_it_below():
+    assert {size: layers.patch_layers(size) for size in (32, 64, 128, 256, 512)} == {
+        32: 0, 64: 0, 128: 1, 256: 3, 512: 3,
+    }  # fmt: skip
+    assert layers.receptive_field(layers.patch_layers(64)) == 10
+
+
+def test_patch_layers_leave_the_random_stream_alone():
+    """Working out the field must not draw from torch's RNG: a model whose default calls it
+    would otherwise start from other weights than the same model with the value given."""
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    layers.patch_layers(64)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_patch_discriminator_is_c64_c128_c256_c512():
     disc = layers.PatchDiscriminator(6, norm="batch")
     convs = [m for m in disc.modules() if isinstance(m, nn.Conv2d)]

@@ -236,4 +236,5 @@ def test_modes_recipe_trains_the_benchmarked_dcgan():
     recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-modes.yaml"
     cfg = config.load(recipe=recipe)
     assert cfg.model == "dcgan" and cfg.data.size == 32 and cfg.params.eval_modes
-    assert (cfg.params.loss, cfg.params.lr_g, cfg.params.lr_d) == ("bce", 2e-4, 2e-4)
+    p = cfg.params
+    assert (p.loss, p.lr_g, p.lr_d, p.d_mbstd_group, p.kernel) == ("bce", 2e-4, 1e-4, 4, 5)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: `benchmarks`
@@ -134,14 +135,24 @@ def test_examples_dcgan_nets_and_step():
 # --- the benchmark ------------------------------------------------------------------------------
 
 
+def test_dcgan_is_scored_with_its_defaults_and_the_modes_recipe():
+    variants = quality.GENART["dcgan"].values()
+    assert (None, []) in variants and ("jobs/dcgan-modes.yaml", []) in variants
+    s = quality.SETTINGS["full"]["dcgan"]
+    cfg = quality.genart_config("dcgan", s, ("jobs/dcgan-modes.yaml", []))
+    assert (cfg.params.g_width, cfg.data.size, cfg.params.kernel) == (s.ngf, s.size, 5)
+
+
 def test_genart_batches_keep_pairs_and_shuffle_domains_apart():
     images = {"A": np.arange(8, dtype=np.uint8).reshape(8, 1, 1, 1).repeat(2, 1).repeat(3, -1)}
     images["B"] = images["A"].copy()
-    batch = next(quality.epochs(images, 4, seed=0, flip=True))
+    batch = next(quality.epochs(images, 4, seed=0, flip=True, paired=True))
     torch.testing.assert_close(batch["A"], batch["B"])  # pairs: one order, one flip mask
+    batch = next(quality.epochs(images, 4, seed=0, flip=False))
+    assert not torch.equal(batch["A"], batch["B"])  # two domains of one size: own orders
     images["B"] = images["B"][:6]
     batch = next(quality.epochs(images, 3, seed=0, flip=False))
-    assert not torch.equal(batch["A"], batch["B"])  # two domains: each its own order
+    assert not torch.equal(batch["A"], batch["B"])
 
 
 TINY = {
@@ -176,7 +187,16 @@ def test_quick_run_writes_every_row_and_the_targets(tmp_path, tiny_benchmark):
     assert [t["target"].split(",")[0] for t in document["targets"]] == [
         "pix2pix", "cyclegan", "dcgan", "dcgan"
     ]  # fmt: skip
-    assert len(list((tmp_path / "quality-grids").glob("*.png"))) == 9
+    grids = tmp_path / "quality-grids"
+    comparisons = sorted(p.name for p in grids.glob("*-comparison-*.png"))
+    assert comparisons == ["cyclegan-comparison-seed0.png", "pix2pix-comparison-seed0.png",
+                           "pix2pix-comparison-seed1.png"]  # fmt: skip
+    assert len(list(grids.glob("*.png"))) == 9 + len(comparisons)  # one per run, and those
+    # input | reference | genart | truth: four columns of the runs' own three
+    one_run = Image.open(grids / "pix2pix-genart-seed0.png")
+    side_by_side = Image.open(grids / "pix2pix-comparison-seed0.png")
+    assert side_by_side.height == one_run.height
+    assert side_by_side.width > one_run.width * 4 // 3 - 4
 
 
 def test_results_do_not_depend_on_running_side_by_side(tmp_path, monkeypatch):

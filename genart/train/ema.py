@@ -1,0 +1,85 @@
+"""An exponential moving average of the exported networks' weights, what a run serves.
+
+A GAN generator's weights keep moving between modes and artefacts as G and D chase each
+other; the average over the last few hundred steps is a better generator than any one step's
+(Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"; Karras et al.
+2018 sample from such an average). The loop updates it after every optimizer step, scores,
+samples and exports it, and keeps it in every checkpoint; training itself never reads it.
+
+The decay warms up as ``min(decay, (1 + t) / (10 + t))`` after ``t`` updates, so early steps,
+whose weights are far from the end's, are forgotten quickly instead of lingering for
+``1 / (1 - decay)`` steps in a short run. Floating-point buffers (batch-norm running
+statistics) are averaged like the weights; integer ones (batch counts) are copied.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def warmed_decay(decay: float, updates: int) -> float:
+    """The decay of the ``updates``-th update (0-based) of an average with ``decay``."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def for_spec(spec, nets: dict[str, nn.Module], params) -> WeightAverage | None:
+    """The average a ``spec`` (a ``registry.TrainedSpec``) keeps of its exported ``nets`` under
+    ``params``, or None where its ``ema_decay`` is 0."""
+    decay = spec.ema_decay(params)
+    return WeightAverage(nets, spec.export, decay) if decay > 0 else None
+
+
+class WeightAverage:
+    """Averaged copies of some of a run's networks (``names``), updated from the live ones."""
+
+    def __init__(self, nets: dict[str, nn.Module], names: tuple[str, ...], decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"an average's decay must lie in (0, 1), got {decay}")
+        self.live = {name: nets[name] for name in names}
+        self.nets = {name: copy.deepcopy(live) for name, live in self.live.items()}
+        for net in self.nets.values():
+            net.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move every average towards its live network by one step."""
+        weight = 1 - warmed_decay(self.decay, self.updates)
+        for name, live in self.live.items():
+            average = self.nets[name]
+            # One fused kernel per net, not one per tensor (a GPU step may take milliseconds);
+            # torch.optim's own foreach implementations call the same function.
+            torch._foreach_lerp_(_averaged(average), _averaged(live), weight)
+            for mine, theirs in zip(average.buffers(), live.buffers()):
+                if not mine.is_floating_point():
+                    mine.copy_(theirs)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        """The averaged weights and the number of updates (part of a checkpoint's state)."""
+        return {"updates": self.updates, "nets": {k: v.state_dict() for k, v in self.nets.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s averages."""
+        self.updates = state["updates"]
+        for name, net in self.nets.items():
+            net.load_state_dict(state["nets"][name])
+
+    def restart(self) -> None:
+        """Start the averages again from the live weights (a state saved without averages)."""
+        for name, net in self.nets.items():
+            net.load_state_dict(self.live[name].state_dict())
+        self.updates = 0
+
+    def serving(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+        """``nets`` with each averaged network in place of its live one."""
+        return {**nets, **self.nets}
+
+
+def _averaged(net: nn.Module) -> list[torch.Tensor]:
+    """The tensors of ``net`` an average follows: its weights and floating-point buffers."""
+    return [*net.parameters(), *(b for b in net.buffers() if b.is_floating_point())]

@@ -1,0 +1,108 @@
+"""The moving average of the exported nets: its arithmetic, what it leaves alone, and that the
+Train loop's state, checkpoints and exports carry it."""
+
+import pytest
+import torch
+from torch import nn
+
+from genart import config, registry
+from genart.train import checkpoint
+from genart.train.ema import WeightAverage, for_spec, warmed_decay
+from genart.train.state import TrainState, Worker
+
+
+def test_the_decay_warms_up_to_its_ceiling():
+    assert warmed_decay(0.999, 0) == pytest.approx(0.1)
+    assert warmed_decay(0.999, 90) == pytest.approx(0.91)
+    assert warmed_decay(0.999, 100_000) == 0.999
+
+
+def test_each_update_moves_the_average_towards_the_live_weights():
+    live = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    average = WeightAverage({"G": live, "D": nn.Linear(1, 1)}, ("G",), decay=0.5)
+    assert set(average.nets) == {"G"}  # only the named nets are averaged
+    start = average.nets["G"][0].weight.clone()
+    with torch.no_grad():
+        live[0].weight.add_(1.0)
+        live[1].running_mean.fill_(4.0)
+        live[1].num_batches_tracked.fill_(7)
+    average.update()  # first update: decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(average.nets["G"][0].weight, start + 0.9)
+    assert torch.allclose(average.nets["G"][1].running_mean, torch.full((2,), 3.6))
+    assert int(average.nets["G"][1].num_batches_tracked) == 7  # integers are copied
+    assert not any(p.requires_grad for p in average.nets["G"].parameters())
+    assert average.serving({"G": live, "D": 1})["G"] is average.nets["G"]
+
+
+def test_a_decay_outside_the_unit_interval_is_refused():
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage({"G": nn.Linear(1, 1)}, ("G",), decay=1.0)
+
+
+def cyclegan_cfg(*overrides):
+    return config.load("cyclegan", overrides=[
+        "data.size=16", "cyclegan.ngf=4", "cyclegan.ndf=4", "cyclegan.n_blocks=1",
+        "cyclegan.d_layers=1", "cyclegan.pool_size=2", "train.steps=3", "run.name=t", *overrides,
+    ])  # fmt: skip
+
+
+def trained_state(cfg, steps: int = 3) -> TrainState:
+    """A state after ``steps`` steps of the loop's order: step, average, schedulers."""
+    torch.manual_seed(0)
+    spec = registry.trained(cfg.model)
+    state = TrainState.create(spec, cfg, Worker())
+    for step in range(steps):
+        batch = {k: torch.rand(2, 3, 16, 16) * 2 - 1 for k in "AB"}
+        state.ctx.step = step
+        spec.train_step(state.nets, state.opts, batch, cfg.params, state.ctx)
+        if state.average is not None:
+            state.average.update()
+        state.pos.step += 1
+    return state
+
+
+def test_only_a_spec_that_asks_for_an_average_gets_one():
+    spec = registry.trained("cyclegan")
+    nets = {"G_AB": nn.Linear(1, 1), "G_BA": nn.Linear(1, 1)}
+    on, off = cyclegan_cfg("cyclegan.ema_decay=0.9"), cyclegan_cfg("cyclegan.ema_decay=0")
+    assert set(for_spec(spec, nets, on.params).nets) == set(spec.export)
+    assert for_spec(spec, nets, off.params) is None
+    assert TrainState.create(spec, off, Worker()).average is None
+
+
+def test_checkpoints_keep_the_average_and_exports_serve_it(tmp_path):
+    cfg = cyclegan_cfg("cyclegan.ema_decay=0.9")
+    state = trained_state(cfg)
+    averaged = state.average.nets["G_AB"].state_dict()
+    live = state.nets["G_AB"].state_dict()
+    assert any(not torch.equal(averaged[k], live[k]) for k in averaged)
+
+    ckpt = tmp_path / "run" / "checkpoint_000003"
+    checkpoint.write(ckpt, state.state_dict(), cfg, [])
+    restored = TrainState.create(registry.trained("cyclegan"), cfg, Worker())
+    saved, _, _ = checkpoint.load(ckpt)
+    restored.load(saved)
+    assert restored.average.updates == 3
+    for key, value in averaged.items():
+        assert torch.equal(restored.average.nets["G_AB"].state_dict()[key], value)
+
+    checkpoint.export(str(ckpt), str(tmp_path / "export"))
+    for source in (tmp_path / "export", ckpt):  # an export, and a checkpoint read directly
+        nets, _ = checkpoint.load_exported(str(source))
+        for key, value in averaged.items():
+            assert torch.equal(nets["G_AB"].state_dict()[key], value), source
+
+
+def test_a_state_saved_without_an_average_starts_one_from_its_weights(tmp_path):
+    plain_cfg = cyclegan_cfg("cyclegan.ema_decay=0")
+    plain = trained_state(plain_cfg)
+    ckpt = tmp_path / "checkpoint_000003"
+    checkpoint.write(ckpt, plain.state_dict(), plain_cfg, [])
+    averaging = TrainState.create(
+        registry.trained("cyclegan"), cyclegan_cfg("cyclegan.ema_decay=0.9"), Worker()
+    )
+    saved, _, _ = checkpoint.load(ckpt)
+    averaging.load(saved, own=False)
+    assert averaging.average.updates == 0
+    for key, value in plain.nets["G_BA"].state_dict().items():
+        assert torch.equal(averaging.average.nets["G_BA"].state_dict()[key], value)
