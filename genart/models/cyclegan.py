@@ -68,6 +68,8 @@ class CycleGANConfig:
 
     def __post_init__(self):
         fraction(self, "cyclegan", "ema_decay")
+        if self.d_layers != "auto" and self.d_layers < 0:
+            raise ConfigError(f"'cyclegan.d_layers' must be auto or >= 0, got {self.d_layers}")
 
 
 class ResnetGenerator(nn.Sequential):

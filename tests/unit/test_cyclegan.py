@@ -62,6 +62,11 @@ def test_ema_decay_outside_the_unit_interval_is_a_config_error():
         tiny(ema_decay=1.0)
 
 
+def test_negative_d_layers_is_a_config_error():
+    with pytest.raises(ConfigError, match="d_layers"):
+        tiny(d_layers=-1)
+
+
 # --- image pool ---------------------------------------------------------------------------------
 
 
