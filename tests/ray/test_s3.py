@@ -156,7 +156,9 @@ def test_export_to_s3_and_load_for_serving(s3):
     nets, cfg = checkpoint.load_exported(export)
     state, _, _ = checkpoint.load(checkpoint.resolve(f"{RUNS}/digits"))
     assert state["step"] == 10 and cfg.model == "dcgan"
-    for key, value in state["nets"]["G"].items():
+    served = checkpoint.serving_weights(state, ("G",))["G"]
+    assert served is state["average"]["nets"]["G"]  # DCGAN serves its weight average
+    for key, value in served.items():
         assert torch.equal(nets["G"].state_dict()[key], value), key
     with torch.no_grad():
         images = nets["G"](torch.randn(2, cfg.params.latent_dim, 1, 1))
