@@ -31,6 +31,7 @@ import argparse
 import functools
 import multiprocessing
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -391,12 +392,13 @@ def run_one(model: str, implementation: str, s: Settings, seed: int, folder: Pat
     for name, out in outputs.items():
         scores = judge(out) if model == "dcgan" else score_translation(out, model, folder, seed)
         if grids is not None:
-            stem = grids / f"{model}-{name.replace('/', '_').replace(' ', '_')}-seed{seed}"
+            # Variant names may hold dots (a recipe's file name): no Path.with_suffix here.
+            stem = f"{model}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-seed{seed}"
             grids.mkdir(parents=True, exist_ok=True)
             shown = out[:64] if model == "dcgan" else translation_grid(out, model, folder)
-            save_grid(shown, stem.with_suffix(".png"), nrow=8 if model == "dcgan" else 3)
+            save_grid(shown, grids / f"{stem}.png", nrow=8 if model == "dcgan" else 3)
             if model != "dcgan":  # kept for the side-by-side grid (comparison_grids)
-                torch.save(shown, stem.with_suffix(".pt"))
+                torch.save(shown, grids / f"{stem}.pt")
         row = {"model": model, "implementation": name, "seed": seed, "steps": s.steps,
                "train_s": round(seconds)}  # fmt: skip
         rows.append(

@@ -19,6 +19,7 @@ Inputs are RGB tensors (B, 3, H, W) in [-1, 1] of any size (resized to 32x32, an
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -180,7 +181,8 @@ def mode_scores(
     ``images``: (B, 3, H, W) in [-1, 1]. ``coverage`` counts the modes that at least
     ``min_share`` of all samples are recognised as (softmax >= ``confidence``), and at least one.
     ``kl_uniform`` = sum_k p_k log(16 p_k) over the recognised samples' mode frequencies p (0 when
-    balanced, log 16 = 2.77 when one mode takes all; NaN when nothing is recognised).
+    balanced, log 16 = 2.77 when one mode takes all, and that worst value too when nothing is
+    recognised: a finite number keeps the metrics valid JSON and a Tune sweep's ordering sane).
     """
     classifier = classifier or load_classifier()
     features = judges.batched(classifier.features, images.cpu())
@@ -189,11 +191,10 @@ def mode_scores(
     sure = predicted[(best >= confidence) & (predicted < MODES)]
     counts = torch.bincount(sure, minlength=MODES).double()
     share = counts / len(images)
+    kl = math.log(MODES)
     if len(sure):
         p = counts / len(sure)
         kl = float((p[p > 0] * torch.log(p[p > 0] * MODES)).sum())
-    else:
-        kl = float("nan")
     mean, cov = feature_stats(features)
     reference = reference_stats(classifier, images.shape[-1])
     return {

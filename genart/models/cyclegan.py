@@ -31,6 +31,7 @@ from genart.models.layers import (
     ConvNormAct,
     PatchDiscriminator,
     ResidualBlock,
+    UpsampleConv,
     adam,
     forward_any_size,
     forward_split,
@@ -39,6 +40,8 @@ from genart.models.layers import (
 )
 from genart.models.pix2pix import TranslationLoss, discriminator_loss, schedulers
 from genart.registry import StepContext, TrainedSpec, frozen, register
+
+Upsample = Literal["transpose", "resize"]
 
 
 @dataclass
@@ -52,6 +55,9 @@ class CycleGANConfig:
     # 3 from 256 px up, fewer for smaller images
     d_layers: int | Literal["auto"] = "auto"
     norm: Literal["instance", "batch", "none"] = "instance"
+    # how G doubles its resolution: a stride-2 transposed conv (the paper's u-k layers) or
+    # nearest-neighbour resize then a 3x3 conv (Odena et al. 2016: no checkerboard artefacts)
+    upsample: Upsample = "transpose"
     sync_bn: bool = False  # batch norm statistics over all GPU workers (only with norm=batch)
     dropout: float = 0.0  # inside the residual blocks (off in the paper's CycleGAN)
     gan_loss: TranslationLoss = "lsgan"  # least squares, section 4
@@ -81,15 +87,21 @@ class ResnetGenerator(nn.Sequential):
 
     stride = 4
 
-    def __init__(self, in_ch: int, out_ch: int, ngf=64, n_blocks=9, norm="instance", dropout=0.0):
+    def __init__(self, in_ch: int, out_ch: int, ngf=64, n_blocks=9, norm="instance", dropout=0.0,
+                 upsample: Upsample = "transpose"):  # fmt: skip
         reflect = {"padding_mode": "reflect", "norm": norm}
+
+        def up(c_in: int, c_out: int) -> nn.Module:
+            if upsample == "resize":
+                return UpsampleConv(c_in, c_out, 3, **reflect)
+            return ConvNormAct(c_in, c_out, 3, 2, 1, norm, transpose=True, output_padding=1)
+
         super().__init__(
             ConvNormAct(in_ch, ngf, 7, **reflect),
             ConvNormAct(ngf, 2 * ngf, 3, stride=2, padding=1, norm=norm),
             ConvNormAct(2 * ngf, 4 * ngf, 3, stride=2, padding=1, norm=norm),
             *[ResidualBlock(4 * ngf, norm, "reflect", dropout) for _ in range(n_blocks)],
-            ConvNormAct(4 * ngf, 2 * ngf, 3, 2, 1, norm, transpose=True, output_padding=1),
-            ConvNormAct(2 * ngf, ngf, 3, 2, 1, norm, transpose=True, output_padding=1),
+            *[up(c, c // 2) for c in (4 * ngf, 2 * ngf)],
             ConvNormAct(ngf, out_ch, 7, padding_mode="reflect", norm="none", act="tanh"),
         )
 
@@ -102,7 +114,7 @@ def build(p: CycleGANConfig, data) -> dict[str, nn.Module]:
     c = data.channels
 
     def generator() -> nn.Module:
-        return init_weights(ResnetGenerator(c, c, p.ngf, blocks, p.norm, p.dropout))
+        return init_weights(ResnetGenerator(c, c, p.ngf, blocks, p.norm, p.dropout, p.upsample))
 
     d_layers = patch_layers(data.size) if p.d_layers == "auto" else p.d_layers
 

@@ -37,6 +37,16 @@ def test_resnet_generator_layout():
     assert G.stride == 4
 
 
+@pytest.mark.parametrize("shape", [(32, 32), (48, 80)])
+def test_resize_upsampling_replaces_the_transposed_convs(shape):
+    G = cyclegan.ResnetGenerator(3, 3, ngf=4, n_blocks=1, upsample="resize")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in G.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in G.modules()) == 2
+    convs = [m for m in G.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 8, 16, 16, 16, 8, 4, 3]  # same widths
+    assert G(torch.randn(1, 3, *shape)).shape == (1, 3, *shape)
+
+
 def test_block_count_follows_image_size():
     assert sum(isinstance(m, cyclegan.ResidualBlock) for m in
                cyclegan.build(cyclegan.CycleGANConfig(ngf=4), DataConfig(size=256))["G_AB"]

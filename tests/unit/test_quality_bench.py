@@ -168,7 +168,7 @@ def tiny_benchmark(monkeypatch):
     # An untrained classifier: the scores are only checked for their shape here.
     monkeypatch.setattr(modes_classifier, "load_classifier", modes_classifier.ModesClassifier)
     monkeypatch.setitem(quality.GENART, "dcgan", {"genart": (None, []),
-                        "genart minibatch stddev": (None, ["dcgan.d_mbstd_group=4"])})  # fmt: skip
+                        "genart, mbstd.yaml": (None, ["dcgan.d_mbstd_group=4"])})  # fmt: skip
 
 
 def test_quick_run_writes_every_row_and_the_targets(tmp_path, tiny_benchmark):
@@ -179,7 +179,7 @@ def test_quick_run_writes_every_row_and_the_targets(tmp_path, tiny_benchmark):
     runs = [(r["model"], r["implementation"], r["seed"]) for r in document["runs"]]
     assert runs[:4] == [("pix2pix", "reference", 0), ("pix2pix", "genart", 0),
                         ("pix2pix", "reference", 1), ("pix2pix", "genart", 1)]  # fmt: skip
-    assert ("dcgan", "genart minibatch stddev", 0) in runs and len(runs) == 9
+    assert ("dcgan", "genart, mbstd.yaml", 0) in runs and len(runs) == 9
     summary = {(r["model"], r["implementation"]): r for r in result["rows"]}
     assert summary[("pix2pix", "genart")]["seeds"] == 2
     assert {"psnr", "ssim", "identity_psnr"} <= set(summary[("cyclegan", "reference")])
@@ -192,6 +192,7 @@ def test_quick_run_writes_every_row_and_the_targets(tmp_path, tiny_benchmark):
     assert comparisons == ["cyclegan-comparison-seed0.png", "pix2pix-comparison-seed0.png",
                            "pix2pix-comparison-seed1.png"]  # fmt: skip
     assert len(list(grids.glob("*.png"))) == 9 + len(comparisons)  # one per run, and those
+    assert (grids / "dcgan-genart_mbstd.yaml-seed0.png").exists()  # named in full, seed kept
     # input | reference | genart | truth: four columns of the runs' own three
     one_run = Image.open(grids / "pix2pix-genart-seed0.png")
     side_by_side = Image.open(grids / "pix2pix-comparison-seed0.png")
