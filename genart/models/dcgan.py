@@ -61,8 +61,10 @@ class DCGANConfig:
     clip_value: float = 0.01  # wgan critic weight clipping range
     gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
     # Decay of the moving average of G's weights that a run scores, samples and exports
-    # (genart.train.ema); 0 = the weights of the last step, as the reference
-    ema_decay: float = 0.999
+    # (genart.train.ema); 0 = the weights of the last step, as the reference. Shorter than
+    # CycleGAN's: at a constant learning rate G moves on quickly, and averaging over 1,000
+    # steps mixes generators that draw different modes (docs/models.md)
+    ema_decay: float = 0.995
     eval_digits: bool = False  # add the digit classifier's coverage/Frechet to the final metrics
     # add the 16-mode classifier's scores (genart.modes_classifier: modes covered, ...) for
     # data drawn by `genart data synth modes`

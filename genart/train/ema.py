@@ -6,9 +6,13 @@ other; the average over the last few hundred steps is a better generator than an
 2018 sample from such an average). The loop updates it after every optimizer step, scores,
 samples and exports it, and keeps it in every checkpoint; training itself never reads it.
 
-The decay warms up as ``min(decay, (1 + t) / (10 + t))`` after ``t`` updates, so early steps,
-whose weights are far from the end's, are forgotten quickly instead of lingering for
-``1 / (1 - decay)`` steps in a short run. Floating-point buffers (batch-norm running
+The decay warms up as ``min(decay, (1 + t) / (2 + t))`` after ``t`` updates: until the run
+has made ``1 / (1 - decay)`` updates the average is the plain mean of every weight so far, then
+an exponential average with that horizon, so the first steps' weights do not linger with an
+outsized share of a short run. A faster warm-up, ``(1 + t) / (10 + t)`` as in TensorFlow's
+ExponentialMovingAverage, never reaches a 0.999 decay in a few thousand steps (its horizon is
+a ninth of the steps so far) and averaged too little: CycleGAN's held-out PSNR rose by 0.8 dB
+over four seeds with this one (docs/models.md). Floating-point buffers (batch-norm running
 statistics) are averaged like the weights; integer ones (batch counts) are copied.
 """
 
@@ -22,7 +26,7 @@ from torch import nn
 
 def warmed_decay(decay: float, updates: int) -> float:
     """The decay of the ``updates``-th update (0-based) of an average with ``decay``."""
-    return min(decay, (1 + updates) / (10 + updates))
+    return min(decay, (1 + updates) / (2 + updates))
 
 
 def for_spec(spec, nets: dict[str, nn.Module], params) -> WeightAverage | None:

@@ -12,9 +12,21 @@ from genart.train.state import TrainState, Worker
 
 
 def test_the_decay_warms_up_to_its_ceiling():
-    assert warmed_decay(0.999, 0) == pytest.approx(0.1)
-    assert warmed_decay(0.999, 90) == pytest.approx(0.91)
+    assert warmed_decay(0.999, 0) == pytest.approx(0.5)
+    assert warmed_decay(0.999, 98) == pytest.approx(0.99)
     assert warmed_decay(0.999, 100_000) == 0.999
+
+
+def test_until_the_ceiling_the_average_is_the_plain_mean():
+    live = nn.Linear(1, 1, bias=False).requires_grad_(False)
+    average = WeightAverage({"G": live}, ("G",), decay=0.9)  # ceiling after 9 updates
+    seen = [float(live.weight)]  # the average starts as a copy of the weights
+    for value in range(1, 9):
+        with torch.no_grad():
+            live.weight.fill_(float(value))
+        average.update()
+        seen.append(float(value))
+        assert float(average.nets["G"].weight) == pytest.approx(sum(seen) / len(seen))
 
 
 def test_each_update_moves_the_average_towards_the_live_weights():
@@ -26,9 +38,9 @@ def test_each_update_moves_the_average_towards_the_live_weights():
         live[0].weight.add_(1.0)
         live[1].running_mean.fill_(4.0)
         live[1].num_batches_tracked.fill_(7)
-    average.update()  # first update: decay min(0.5, 1/10) = 0.1
-    assert torch.allclose(average.nets["G"][0].weight, start + 0.9)
-    assert torch.allclose(average.nets["G"][1].running_mean, torch.full((2,), 3.6))
+    average.update()  # first update: decay min(0.5, 1/2) = 0.5
+    assert torch.allclose(average.nets["G"][0].weight, start + 0.5)
+    assert torch.allclose(average.nets["G"][1].running_mean, torch.full((2,), 2.0))
     assert int(average.nets["G"][1].num_batches_tracked) == 7  # integers are copied
     assert not any(p.requires_grad for p in average.nets["G"].parameters())
     assert average.serving({"G": live, "D": 1})["G"] is average.nets["G"]
