@@ -191,10 +191,11 @@ def mode_scores(
     sure = predicted[(best >= confidence) & (predicted < MODES)]
     counts = torch.bincount(sure, minlength=MODES).double()
     share = counts / len(images)
-    kl = math.log(MODES)
     if len(sure):
         p = counts / len(sure)
         kl = float((p[p > 0] * torch.log(p[p > 0] * MODES)).sum())
+    else:
+        kl = math.log(MODES)
     mean, cov = feature_stats(features)
     reference = reference_stats(classifier, images.shape[-1])
     return {

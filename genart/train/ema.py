@@ -7,9 +7,9 @@ other; the average over the last few hundred steps is a better generator than an
 samples and exports it, and keeps it in every checkpoint; training itself never reads it.
 
 The decay warms up as ``min(decay, (1 + t) / (2 + t))`` after ``t`` updates: until the run
-has made ``1 / (1 - decay)`` updates the average is the plain mean of every weight so far, then
-an exponential average with that horizon, so the first steps' weights do not linger with an
-outsized share of a short run. A faster warm-up, ``(1 + t) / (10 + t)`` as in TensorFlow's
+has made ``1 / (1 - decay)`` updates the average is the plain mean of every weight so far (no
+step, the first included, weighs more than another), then an exponential average with that
+horizon. A faster warm-up, ``(1 + t) / (10 + t)`` as in TensorFlow's
 ExponentialMovingAverage, never reaches a 0.999 decay in a few thousand steps (its horizon is
 a ninth of the steps so far) and averaged too little: CycleGAN's held-out PSNR rose by 0.8 dB
 over four seeds with this one (docs/models.md). Floating-point buffers (batch-norm running

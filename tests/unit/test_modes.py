@@ -107,9 +107,9 @@ def test_scores_see_a_collapsed_or_broken_generator(classifier):
     assert modes_classifier.mode_scores(mostly_one, classifier)["coverage"] <= 3
     noise = modes_classifier.mode_scores(torch.rand(300, 3, 32, 32) * 2 - 1, classifier)
     assert noise["coverage"] == 0 and noise["recognised"] < 0.05
+    assert noise["frechet"] > 100
     flat = modes_classifier.mode_scores(torch.zeros(50, 3, 32, 32), classifier)
     assert flat["recognised"] == 0 and flat["kl_uniform"] == pytest.approx(np.log(16))
-    assert noise["frechet"] > 100
     # Blurred shapes (a GAN's half-learnt samples) are mostly not recognised with confidence.
     blurred = torch.nn.functional.avg_pool2d(images, 9, 1, 4, count_include_pad=False)
     assert modes_classifier.mode_scores(blurred, classifier)["recognised"] < 0.5
