@@ -55,6 +55,7 @@ from genart.pipelines.runner import image_files
 from genart.pipelines.translate import TranslationPipeline
 from genart.registry import StepContext
 from genart.train import ema
+from genart.train.evaluation import Evaluation
 
 MODELS = ("pix2pix", "cyclegan", "dcgan")
 EVAL_SEED = 1234  # the real images SWD compares with, and the latents of the DCGAN samples
@@ -202,11 +203,14 @@ def epochs(images: dict[str, np.ndarray], batch: int, seed: int, flip: bool,
 # --- training -----------------------------------------------------------------------------------
 
 
-def genart_config(model: str, s: Settings, variant: Variant):
-    """The variant's config with the benchmark's sizes applied over it."""
+def genart_config(model: str, s: Settings, variant: Variant, folder: Path | None = None):
+    """The variant's config with the benchmark's sizes applied over it (and ``folder`` as its
+    data, where the loop's evaluation reads a held-out split)."""
     recipe, overrides = variant
     recipe = REPO / recipe if recipe else None  # named from the repository, run from anywhere
     sizes = [f"data.size={s.size}", f"data.batch_size={s.batch}"]
+    if folder is not None:
+        sizes.append(f"data.uri={folder}")
     if model == "dcgan":
         sizes += [f"dcgan.g_width={s.ngf}", f"dcgan.d_width={s.ndf}"]
     else:
@@ -216,25 +220,44 @@ def genart_config(model: str, s: Settings, variant: Variant):
     return config.load(model, recipe=recipe, overrides=[*overrides, *sizes])
 
 
-def train_genart(model: str, images: dict, s: Settings, seed: int, variant: Variant):
-    """Train genart's ``model`` with a plain loop over its spec; returns (nets, cfg), the nets
-    as the Train loop scores and exports them (weight averages where the spec keeps them)."""
-    cfg = genart_config(model, s, variant)
+@dataclass
+class Trained:
+    """A genart run's nets as exported (``served``: what the loop's final evaluation chose) and,
+    where the run kept a weight average, both sides (``live``, ``average``)."""
+
+    served: dict
+    cfg: object
+    sides: dict[str, dict] = field(default_factory=dict)
+    choice: str = "live (no average)"
+
+
+def train_genart(model: str, images: dict, s: Settings, seed: int, variant: Variant,
+                 folder: Path) -> Trained:  # fmt: skip
+    """Train genart's ``model`` with a plain loop over its spec and the Train loop's own final
+    evaluation (``genart.train.evaluation``: the held-out split of ``folder`` where the family
+    reads one, else the first training rows), which picks the weights the run exports."""
+    cfg = genart_config(model, s, variant, folder)
     spec = registry.trained(model)
     torch.manual_seed(seed)
     nets = spec.build(cfg.params, cfg.data)
     opts = spec.optimizers(nets, cfg.params)
     scheds = spec.schedulers(opts, cfg.params, s.steps) if spec.schedulers else {}
     average = ema.for_spec(spec, nets, cfg.params)
+    evaluation = Evaluation(spec, cfg, torch.device("cpu"), enabled=True)
     ctx = StepContext()
     batches = epochs(images, s.batch, seed, cfg.data.flip, paired=model == "pix2pix")
     for ctx.step, batch in zip(range(s.steps), batches):
+        evaluation.add(batch)
         spec.train_step(nets, opts, batch, cfg.params, ctx)
         if average is not None:
             average.update()
         for sched in scheds.values():
             sched.step()
-    return (average.serving(nets) if average else nets), cfg
+    if average is None:
+        return Trained(nets, cfg)
+    evaluation.scores(nets, average)  # the final evaluation: sets which weights serve
+    sides = {"live": nets, "average": average.averaged(nets)}
+    return Trained(average.serving(nets), cfg, sides, average.serves)
 
 
 def reference_options(model: str, s: Settings) -> ref_translation.Options:
@@ -365,11 +388,13 @@ def comparison_grids(grids: Path, models, seeds) -> list[Path]:
 
 def run_one(model: str, implementation: str, s: Settings, seed: int, folder: Path, images,
             judge, variant: Variant | None = None, grids: Path | None = None,
-            test_time: dict[str, list[str]] | None = None) -> list[dict]:  # fmt: skip
+            test_time: dict[str, list[str]] | None = None,
+            sides: bool = False) -> list[dict]:  # fmt: skip
     """Train and score one implementation from one seed: one result row, or with ``test_time``
     (genart translation only) one per set of test-time overrides, all scoring the same trained
-    weights. With ``grids``, a PNG of the first outputs is written there (DCGAN samples; test
-    inputs | outputs | targets)."""
+    weights; with ``sides``, genart runs that keep a weight average also score its live and
+    averaged weights apart. With ``grids``, a PNG of the first outputs is written there (DCGAN
+    samples; test inputs | outputs | targets)."""
     start = time.perf_counter()
     if variant is None:
         ref = train_reference(model, images, s, seed)
@@ -380,14 +405,20 @@ def run_one(model: str, implementation: str, s: Settings, seed: int, folder: Pat
             translate = lambda ims, d: ref_translation.translate(ref, d, ims)  # noqa: E731
             outputs = {implementation: _Translator(translate)}
     else:
-        nets, cfg = train_genart(model, images, s, seed, variant)
+        trained = train_genart(model, images, s, seed, variant, folder)
         seconds = time.perf_counter() - start
+        cfg = trained.cfg
+        # The export, then (with ``sides``) each side of a weight average on its own.
+        candidates = {implementation: trained.served}
+        if sides:
+            candidates |= {f"{implementation} [{k}]": v for k, v in trained.sides.items()}
         if model == "dcgan":
-            outputs = {implementation: dcgan_samples(nets, cfg, judge.z)}
+            outputs = {name: dcgan_samples(nets, cfg, judge.z) for name, nets in candidates.items()}
         else:
-            outputs = {f"{implementation}, test {name}" if test_time else implementation:
+            outputs = {f"{name}, test {t}" if test_time else name:
                        genart_pipeline(model, s, variant, nets, extra)
-                       for name, extra in (test_time or {"": []}).items()}  # fmt: skip
+                       for name, nets in candidates.items()
+                       for t, extra in (test_time or {"": []}).items()}  # fmt: skip
     rows = []
     for name, out in outputs.items():
         scores = judge(out) if model == "dcgan" else score_translation(out, model, folder, seed)
@@ -401,6 +432,8 @@ def run_one(model: str, implementation: str, s: Settings, seed: int, folder: Pat
                 torch.save(shown, grids / f"{stem}.pt")
         row = {"model": model, "implementation": name, "seed": seed, "steps": s.steps,
                "train_s": round(seconds)}  # fmt: skip
+        if variant is not None:
+            row["served"] = trained.choice  # which weights the loop would export
         rows.append(
             row | {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
         )
@@ -471,21 +504,26 @@ def _inputs(model: str, s: Settings, root: Path):
 
 
 def _task(model: str, name: str, s: Settings, seed: int, variant, out_dir: Path, grids: bool,
-          test_time: dict | None = None) -> list[dict]:  # fmt: skip
+          test_time: dict | None = None, sides: bool = False) -> list[dict]:  # fmt: skip
     """One training run and its scores, in whichever process runs it (one torch thread)."""
     with one_thread(torch.device("cpu")):
         folder, images, judge = _inputs(model, s, Path(out_dir) / "data")
         grid_dir = Path(out_dir) / "quality-grids" if grids else None
-        rows = run_one(model, name, s, seed, folder, images, judge, variant, grid_dir, test_time)
+        rows = run_one(
+            model, name, s, seed, folder, images, judge, variant, grid_dir, test_time, sides
+        )
     for row in rows:
         print(row, flush=True)
     return rows
 
 
 def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=None,
-        grids: bool = False, jobs: int | None = None) -> dict:  # fmt: skip
+        grids: bool = False, jobs: int | None = None, sizes: dict | None = None,
+        sides: bool = False) -> dict:  # fmt: skip
     """Train, score, print the tables and write ``quality.json`` (``quality_ablations.json``);
-    with ``grids``, sample images of every run under ``out_dir/quality-grids``.
+    with ``grids``, sample images of every run under ``out_dir/quality-grids``. ``sizes``
+    replaces settings fields of every model (e.g. ``{"size": 64, "steps": 1500}``); with
+    ``sides``, genart's live and averaged weights are scored apart too.
 
     ``jobs`` runs train side by side in that many processes (default: 2, or 1 on a one-core
     machine), each on one torch thread; every run seeds its own generators, so the figures do
@@ -495,6 +533,8 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
     settings = {m: SETTINGS[scale][m] for m in only}
     if seeds:
         settings = {m: replace(s, seeds=tuple(seeds)) for m, s in settings.items()}
+    if sizes:
+        settings = {m: replace(s, **sizes) for m, s in settings.items()}
     jobs = jobs or min(2, os.cpu_count() or 1)
     started = time.perf_counter()
     tasks = []
@@ -504,7 +544,8 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
         if not ablate:
             variants.insert(0, ("reference", None))
         test_time = TEST_TIME.get(model) if ablate else None
-        tasks += [(model, name, s, seed, variant, out_dir, grids, test_time if variant else None)
+        tasks += [(model, name, s, seed, variant, out_dir, grids,
+                   test_time if variant else None, sides)
                   for seed in s.seeds for name, variant in variants]  # fmt: skip
     if any(model == "dcgan" for model in settings):
         modes_classifier.load_classifier()  # trained and cached before the workers read it
@@ -552,8 +593,14 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="instead of the settings' seeds")
     parser.add_argument("--grids", action="store_true", help="PNG grids of every run's outputs")
     parser.add_argument("--jobs", type=int, help="runs side by side (default: 2)")
+    parser.add_argument("--sides", action="store_true",
+                        help="also score genart's live and averaged weights apart")  # fmt: skip
+    for name in ("size", "steps", "batch", "n", "ngf", "ndf"):
+        parser.add_argument(f"--{name}", type=int, help=f"instead of the settings' {name}")
     args = parser.parse_args()
-    run(args.out, args.quick, tuple(args.only), args.ablate, args.seeds, args.grids, args.jobs)
+    sizes = {k: getattr(args, k) for k in ("size", "steps", "batch", "n", "ngf", "ndf")}
+    run(args.out, args.quick, tuple(args.only), args.ablate, args.seeds, args.grids, args.jobs,
+        {k: v for k, v in sizes.items() if v is not None}, args.sides)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -194,6 +194,7 @@ def export(source: str, out: str) -> Path:
         "model": cfg.model,
         "nets": list(spec.export),
         "step": state["step"],
+        "weights": served_weights(state),
         "checkpoint": str(source),
         "format": "state_dict+config",
     }
@@ -202,10 +203,19 @@ def export(source: str, out: str) -> Path:
     return staging
 
 
+def served_weights(state: dict) -> str:
+    """Which weights a checkpoint's ``state`` serves: "average", "live", or "live (no
+    average)" for a run that kept none."""
+    average = state.get("average")
+    return average.get("serves", "average") if average else "live (no average)"
+
+
 def serving_weights(state: dict, names: tuple[str, ...]) -> dict[str, dict]:
     """The state dicts a checkpoint's ``state`` serves for ``names``: the moving averages
-    where the run kept them (``genart.train.ema``), else the live weights."""
-    averages = (state.get("average") or {}).get("nets", {})
+    where the run kept them (``genart.train.ema``) and its last evaluation did not score the
+    live weights better, else the live weights."""
+    average = state.get("average") or {}
+    averages = average.get("nets", {}) if served_weights(state) == "average" else {}
     return {name: averages.get(name, state["nets"][name]) for name in names}
 
 

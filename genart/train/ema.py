@@ -19,6 +19,9 @@ statistics) are averaged like the weights; integer ones (batch counts) are copie
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -48,6 +51,8 @@ class WeightAverage:
             net.requires_grad_(False)
         self.decay = decay
         self.updates = 0
+        # Which weights serve: the average until an evaluation finds the live ones better.
+        self.serves: Literal["average", "live"] = "average"
 
     @torch.no_grad()
     def update(self) -> None:
@@ -64,12 +69,18 @@ class WeightAverage:
         self.updates += 1
 
     def state_dict(self) -> dict:
-        """The averaged weights and the number of updates (part of a checkpoint's state)."""
-        return {"updates": self.updates, "nets": {k: v.state_dict() for k, v in self.nets.items()}}
+        """The averaged weights, the number of updates and which weights serve (part of a
+        checkpoint's state)."""
+        return {
+            "updates": self.updates,
+            "serves": self.serves,
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s averages."""
         self.updates = state["updates"]
+        self.serves = state.get("serves", "average")  # saved before the choice existed
         for name, net in self.nets.items():
             net.load_state_dict(state["nets"][name])
 
@@ -78,10 +89,44 @@ class WeightAverage:
         for name, net in self.nets.items():
             net.load_state_dict(self.live[name].state_dict())
         self.updates = 0
+        self.serves = "average"
 
-    def serving(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    def averaged(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
         """``nets`` with each averaged network in place of its live one."""
         return {**nets, **self.nets}
+
+    def serving(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+        """``nets`` as they serve: :meth:`averaged` unless the live weights scored better."""
+        return self.averaged(nets) if self.serves == "average" else nets
+
+
+def judge(
+    average: WeightAverage,
+    score: Callable[[dict[str, nn.Module]], dict[str, float]],
+    nets: dict[str, nn.Module],
+    metric: str,
+    mode: Literal["min", "max"],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Score the live ``nets`` and their average with ``score``; make the better by ``metric``
+    (``mode``: lower or higher is better) serve, the average on a tie. Returns (the serving
+    weights' scores, what to record beside them: each side's ``metric`` and which served).
+    """
+    live, averaged = score(nets), score(average.averaged(nets))
+    better = _no_worse(averaged[metric], live[metric], mode)
+    average.serves = "average" if better else "live"
+    record = {
+        f"live_{metric}": live[metric],
+        f"average_{metric}": averaged[metric],
+        "served": average.serves,
+    }
+    return (averaged if better else live), record
+
+
+def _no_worse(mine: float, theirs: float, mode: Literal["min", "max"]) -> bool:
+    """Whether score ``mine`` is at least as good as ``theirs``; a NaN is worse than any."""
+    if math.isnan(theirs):
+        return True
+    return mine >= theirs if mode == "max" else mine <= theirs  # False for a NaN ``mine``
 
 
 def _averaged(net: nn.Module) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 
 from genart import images, registry
 from genart.config import Config
+from genart.train import ema
 from genart.train.rng import side_effect_free
 
 TRAINING_SPLIT = "train"
@@ -59,14 +60,25 @@ class Evaluation:
             self.joined = {k: torch.cat(v) for k, v in self.rows.items()}
         return self.joined, TRAINING_SPLIT
 
-    def scores(self, nets: registry.Nets) -> dict[str, float | str]:
-        """``eval_`` prefixed scores of ``nets`` (single-device modules) and the ``eval_split``
-        they were computed on, without side effects on training; {} where nothing is scored
-        (rank > 0, no ``evaluate`` hook, no reference rows)."""
+    def scores(
+        self, nets: registry.Nets, average: ema.WeightAverage | None = None
+    ) -> dict[str, float | str]:
+        """``eval_`` prefixed scores of the serving weights and the ``eval_split`` they were
+        computed on, without side effects on training; {} where nothing is scored (rank > 0, no
+        ``evaluate`` hook, no reference rows). ``nets`` are the live single-device modules;
+        with their ``average``, both are scored and the better serves from now on
+        (:func:`genart.train.ema.judge`), each side's score recorded."""
         found = self.reference() if self.n else None
         if found is None:
             return {}
         batch, split = found
-        with side_effect_free(self.device):
-            scores = self.spec.evaluate(nets, self.cfg.params, batch)
-        return {f"eval_{k}": v for k, v in scores.items()} | {"eval_split": split}
+
+        def score(candidate: registry.Nets) -> dict[str, float]:
+            with side_effect_free(self.device):
+                return self.spec.evaluate(candidate, self.cfg.params, batch)
+
+        if average is None:
+            scores, record = score(nets), {}
+        else:
+            scores, record = ema.judge(average, score, nets, self.spec.metric, self.spec.mode)
+        return {f"eval_{k}": v for k, v in (scores | record).items()} | {"eval_split": split}

@@ -281,7 +281,7 @@ class Attempt:
         metrics = self.window.read(self.images_per_step)
         self.window = Window(self.clock)
         if due.evaluate:
-            metrics |= self.evaluation.scores(self.state.serving)
+            metrics |= self.evaluation.scores(self.state.nets, self.state.average)
         self.out.record(self.state.pos.step, metrics)
         if due.report:
             self._report(metrics, save=due.checkpoint)
@@ -307,7 +307,7 @@ class Attempt:
             self.out.log(_skip_summary(complete=False))
         metrics = self.window.read(self.images_per_step) if self.window.steps else {}
         # Scores go into the history too: a run resumed at its end has no batches to score on.
-        metrics |= self.evaluation.scores(self.state.serving)
+        metrics |= self.evaluation.scores(self.state.nets, self.state.average)
         self.out.record(pos.step, metrics)
         self._report(metrics, save=True)
         return self.out.finish(metrics) if self.out.enabled else {}

@@ -90,7 +90,9 @@ class RunOutputs:
             return ""
         name = f"eval_{self.metric}"
         value = f"{name} {metrics[name]:.4g} " if name in metrics else ""
-        return f"{value}on {metrics['eval_split']} | "
+        # Where a weight average is kept, which weights the score (and the export) is of.
+        served = f"({metrics['eval_served']} weights) " if "eval_served" in metrics else ""
+        return f"{value}{served}on {metrics['eval_split']} | "
 
     def sample_grid(self, step: int, images: torch.Tensor) -> None:
         if not self.enabled:

@@ -74,7 +74,8 @@ class TrainState:
 
     @property
     def serving(self) -> registry.Nets:
-        """The nets as scored, sampled and exported: the averaged ones where there are."""
+        """The nets as sampled and exported: the averaged ones where there are, unless the last
+        evaluation scored the live ones better (:func:`genart.train.ema.judge`)."""
         return self.average.serving(self.nets) if self.average else self.nets
 
     @classmethod

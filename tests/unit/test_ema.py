@@ -1,13 +1,15 @@
 """The moving average of the exported nets: its arithmetic, what it leaves alone, and that the
 Train loop's state, checkpoints and exports carry it."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
 from genart import config, registry
 from genart.train import checkpoint
-from genart.train.ema import WeightAverage, for_spec, warmed_decay
+from genart.train.ema import WeightAverage, for_spec, judge, warmed_decay
 from genart.train.state import TrainState, Worker
 
 
@@ -118,3 +120,97 @@ def test_a_state_saved_without_an_average_starts_one_from_its_weights(tmp_path):
     assert averaging.average.updates == 0
     for key, value in plain.nets["G_BA"].state_dict().items():
         assert torch.equal(averaging.average.nets["G_BA"].state_dict()[key], value)
+
+
+# --- which weights serve: the better of the average and the live ones ---------------------------
+
+
+def constant_average(live_value: float, average_value: float) -> tuple[dict, WeightAverage]:
+    """Live nets {"G"} whose one weight is ``live_value`` and an average at ``average_value``."""
+    live = nn.Linear(1, 1, bias=False)
+    nn.init.constant_(live.weight, live_value)
+    average = WeightAverage({"G": live}, ("G",), decay=0.9)
+    nn.init.constant_(average.nets["G"].weight, average_value)
+    return {"G": live}, average
+
+
+def weight_score(nets) -> dict[str, float]:
+    """A score that is the net's weight itself (so the test picks which side is better)."""
+    return {"err": nets["G"].weight.item(), "other": 7.0}
+
+
+@pytest.mark.parametrize(
+    ("live_value", "average_value", "mode", "serves"),
+    [
+        (1.0, 2.0, "min", "live"),  # a blended average that scores worse: the live weights serve
+        (2.0, 1.0, "min", "average"),
+        (1.0, 2.0, "max", "average"),
+        (1.0, 1.0, "min", "average"),  # a tie keeps the average
+        (float("nan"), 5.0, "min", "average"),  # a NaN score loses
+        (5.0, float("nan"), "max", "live"),
+    ],
+)
+def test_the_better_scoring_weights_serve(live_value, average_value, mode, serves):
+    nets, average = constant_average(live_value, average_value)
+    scores, record = judge(average, weight_score, nets, "err", mode)
+    assert average.serves == serves
+    assert record == {
+        "live_err": pytest.approx(live_value, nan_ok=True),
+        "average_err": pytest.approx(average_value, nan_ok=True),
+        "served": serves,
+    }
+    chosen = average.serving(nets)["G"]
+    assert chosen is (nets["G"] if serves == "live" else average.nets["G"])
+    assert scores == weight_score({"G": chosen})
+
+
+def test_the_average_keeps_averaging_while_the_live_weights_serve():
+    nets, average = constant_average(1.0, 3.0)
+    judge(average, weight_score, nets, "err", "min")
+    assert average.serves == "live"
+    average.update()  # still moves towards the live weights, and may serve again later
+    assert float(average.nets["G"].weight) == pytest.approx(2.0)
+    judge(average, weight_score, nets, "err", "max")
+    assert average.serves == "average"
+
+
+def test_the_loop_scores_both_and_a_checkpoint_exports_the_better(tmp_path):
+    """The evaluation hands the choice to the state; checkpoints keep it; the export and a
+    checkpoint read for serving carry the weights that scored better, meta.json says which."""
+    from genart.train.evaluation import Evaluation
+
+    cfg = cyclegan_cfg("cyclegan.ema_decay=0.9", "train.eval_samples=2")
+    state = trained_state(cfg)
+    spec = registry.trained("cyclegan")
+    evaluation = Evaluation(spec, cfg, torch.device("cpu"), enabled=True)
+    evaluation.add({k: torch.rand(2, 3, 16, 16) * 2 - 1 for k in "AB"})
+    torch.manual_seed(1)
+    with torch.no_grad():  # an average wrecked: its weights drowned in noise
+        for net in state.average.nets.values():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 5)
+    scores = evaluation.scores(state.nets, state.average)
+    assert scores["eval_served"] == "live" and state.average.serves == "live"
+    assert scores["eval_live_psnr"] > scores["eval_average_psnr"]
+    assert scores["eval_psnr"] == scores["eval_live_psnr"]
+    assert state.serving["G_AB"] is state.nets["G_AB"]
+
+    ckpt = tmp_path / "run" / "checkpoint_000003"
+    checkpoint.write(ckpt, state.state_dict(), cfg, [])
+    restored = TrainState.create(spec, cfg, Worker())
+    restored.load(checkpoint.load(ckpt)[0])
+    assert restored.average.serves == "live"
+    checkpoint.export(str(ckpt), str(tmp_path / "export"))
+    meta = json.loads((tmp_path / "export" / "meta.json").read_text())
+    assert meta["weights"] == "live"
+    live = state.nets["G_AB"].state_dict()
+    for source in (tmp_path / "export", ckpt):
+        nets, _ = checkpoint.load_exported(str(source))
+        assert all(torch.equal(nets["G_AB"].state_dict()[k], v) for k, v in live.items())
+
+
+def test_a_checkpoint_saved_before_the_choice_serves_its_average():
+    state = {"nets": {"G": {"w": 1}}, "average": {"updates": 3, "nets": {"G": {"w": 2}}}}
+    assert checkpoint.serving_weights(state, ("G",)) == {"G": {"w": 2}}
+    assert checkpoint.served_weights(state) == "average"
+    assert checkpoint.served_weights({"nets": {}, "average": None}) == "live (no average)"

@@ -208,3 +208,18 @@ def test_results_do_not_depend_on_running_side_by_side(tmp_path, monkeypatch):
     two = quality.run(tmp_path / "two", quick=True, only=("pix2pix",), jobs=2)
     assert one["runs"] == [r | {"train_s": one["runs"][i]["train_s"]}
                            for i, r in enumerate(two["runs"])]  # fmt: skip
+
+
+def test_sides_score_the_live_and_averaged_weights_and_the_export_is_the_chosen_one(
+    tmp_path, tiny_benchmark
+):
+    result = quality.run(tmp_path, quick=True, only=("cyclegan", "dcgan"), jobs=1, sides=True,
+                         sizes={"steps": 3})  # fmt: skip
+    assert result["settings"]["dcgan"]["steps"] == 3
+    runs = {(r["model"], r["implementation"]): r for r in result["runs"]}
+    for model, score in (("cyclegan", "psnr"), ("dcgan", "swd")):
+        served = runs[(model, "genart")]["served"]
+        assert served in ("live", "average")
+        chosen = runs[(model, f"genart [{served}]")]
+        assert runs[(model, "genart")][score] == chosen[score]
+        assert "served" not in runs[(model, "reference")]
