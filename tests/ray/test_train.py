@@ -60,6 +60,9 @@ def test_outputs_and_exact_resume(ray_local, digits, storage):
     assert list((out / "tb").iterdir())
     assert "eval_swd" in first.metrics and first.metrics["eval_swd"] > 0
     assert first.metrics["eval_split"] == "train"  # images/ only: scored on training rows
+    # With a weight average both sides are scored; the served one's score is the eval_ score.
+    served = first.metrics["eval_served"]
+    assert first.metrics["eval_swd"] == first.metrics[f"eval_{served}_swd"]
     assert first.return_value["files"]["metrics"] == str(out / "metrics.json")
 
     resumed = run(digits, storage, "split", 8, "run.resume=true")
