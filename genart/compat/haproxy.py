@@ -81,14 +81,15 @@ def main(argv: list[str] | None = None) -> None:
 def install(environ: MutableMapping[str, str]) -> None:
     """Have the HAProxy of a Ray started with ``environ`` run through :func:`main`.
 
-    Leaves a binary the user chose alone. The script is written once per Python interpreter
-    (it runs this module with the interpreter that genart runs on).
+    Leaves a binary the user chose alone. The script runs this file by its path (no need for
+    genart to be importable where Serve starts HAProxy) with the interpreter genart runs on.
     """
     if BINARY_ENV in environ:
         return
-    digest = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
+    command = f"'{sys.executable}' '{Path(__file__).resolve()}'"
+    digest = hashlib.sha256(command.encode()).hexdigest()[:12]
     script = Path(tempfile.gettempdir()) / f"genart-{os.getuid()}" / f"haproxy-{digest}"
-    text = f"#!/bin/sh\nexec '{sys.executable}' -m genart.compat.haproxy \"$@\"\n"
+    text = f'#!/bin/sh\nexec {command} "$@"\n'
     if not script.exists() or script.read_text() != text:
         script.parent.mkdir(parents=True, exist_ok=True)
         partial = script.with_suffix(f".{os.getpid()}")
