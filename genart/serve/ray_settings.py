@@ -65,7 +65,8 @@ CONNECTION_ENV = {"RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "10", "RAY_SERVE_HAPROXY
 
 def bound_connections(environ: MutableMapping[str, str]) -> None:
     """Bound slow clients at HAProxy: :data:`CONNECTION_ENV` (values already set are kept) and
-    :mod:`genart.compat.haproxy` (header timeout, JSON refusals, ``Connection: close``)."""
+    :mod:`genart.compat.haproxy` (a header timeout, ``Connection: close`` on 408 and 413, no
+    ``100 Continue`` before the app reads a body)."""
     for key, value in CONNECTION_ENV.items():
         environ.setdefault(key, value)
     haproxy.install(environ)
