@@ -10,6 +10,9 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Worker groups start in ~4 s on an idle 2-core machine; under heavy load they have taken over
 # 60 s, the default limit, and failed the run.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+# Short connection timeouts at Serve's HAProxy, so that the tests of slow clients wait seconds.
+os.environ.setdefault("GENART_HAPROXY_HEADER_TIMEOUT_S", "2")
+os.environ.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "5")
 # Serve on the data path genart serve ships for a local Ray (HAProxy, direct ingress, gRPC).
 use_local_haproxy()
 

@@ -12,6 +12,9 @@ while the installed Ray's major.minor differs from :data:`RAY_TARGET`.
   cleaner asks its own cluster's GCS (not whichever cluster the State API finds), genart
   joins only ``RAY_ADDRESS`` or a live ``ray start`` cluster, private Rays use their own temp
   dir, and token auth is set up without Ray's notice.
+* :mod:`genart.compat.haproxy`: adds what Serve's HAProxy config has no setting for (a request
+  header timeout, ``Connection: close`` on 408 and 413, no ``100 Continue`` before the app
+  reads a body) through the HAProxy binary Serve starts.
 """
 
 RAY_TARGET = "2.60"  # major.minor of the Ray whose sources these modules were checked against

@@ -12,6 +12,8 @@ import os
 import socket
 from collections.abc import MutableMapping
 
+from genart.compat import haproxy
+
 # Values up to 1 MiB travel inside the actor call instead of through the object store (Ray's
 # default threshold is 100 KiB). A request's image crosses several calls between processes; a
 # 256x256 one is ~200 KB, and each trip through the object store instead costs milliseconds
@@ -48,7 +50,26 @@ def use_local_haproxy(environ: MutableMapping[str, str] = os.environ) -> bool:
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", LOCAL_DRAIN_S)
     unset = [key for key in PORT_VARIABLES if key not in environ]
     environ.update({key: str(port) for key, port in zip(unset, free_ports(len(unset)))})
+    bound_connections(environ)
     return True
+
+
+# HTTP connections through HAProxy (docs/serving.md, "Connections"). Ray's defaults suit a
+# cluster's front door: an hour of client inactivity and 4,096 connections, with no bound on
+# how long request headers may take. A local server needs neither: 10 s without a byte from a
+# client that owes one (a request head, the rest of a body, reading the answer) ends its
+# connection; waiting for a slow answer is not inactivity. 512 connections hold over a hundred
+# clients with a few connections each, and take ~32 MiB of buffers at most.
+CONNECTION_ENV = {"RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "10", "RAY_SERVE_HAPROXY_MAXCONN": "512"}
+
+
+def bound_connections(environ: MutableMapping[str, str]) -> None:
+    """Bound slow clients at HAProxy: :data:`CONNECTION_ENV` (values already set are kept) and
+    :mod:`genart.compat.haproxy` (a header timeout, ``Connection: close`` on 408 and 413, no
+    ``100 Continue`` before the app reads a body)."""
+    for key, value in CONNECTION_ENV.items():
+        environ.setdefault(key, value)
+    haproxy.install(environ)
 
 
 def free_ports(n: int) -> list[int]:

@@ -8,6 +8,7 @@ this process from the same exports and compared with what came back over HTTP.
 import base64
 import io
 import json
+import os
 import re
 import socket
 import struct
@@ -22,6 +23,7 @@ import torch
 import yaml
 from PIL import Image
 
+from genart.compat import haproxy
 from genart.images import png_bytes
 from genart.models import dcgan
 from genart.models.layers import forward_any_size
@@ -35,6 +37,9 @@ pytestmark = pytest.mark.ray
 TOKEN = "test-token-123"
 MAX_BODY = 2 * 2**20
 BODY_TIMEOUT_S = 2.0
+# Set for Serve's HAProxy where the tests start Ray (tests/conftest.py).
+HEADER_TIMEOUT_S = int(os.environ[haproxy.HEADER_TIMEOUT_ENV])
+CLIENT_TIMEOUT_S = int(os.environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"])
 TINY = {
     "dcgan": ("dcgan", ["data.size=16", "data.channels=1", "dcgan.latent_dim=8",
                         "dcgan.g_width=8", "dcgan.d_width=8"]),
@@ -395,19 +400,71 @@ def read_response(sock: socket.socket) -> bytes:
     return reply
 
 
-def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline(served):
+def raw_connection(served: Client) -> socket.socket:
+    """A socket to the served app, with a timeout well past every connection timeout here."""
     host, port = served.url.removeprefix("http://").split(":")
-    head = (f"POST /style/mosaic HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n").encode()  # fmt: skip
+    return socket.create_connection((host, int(port)), timeout=CLIENT_TIMEOUT_S + 10)
+
+
+def post_head(length: int, *extra: str) -> bytes:
+    """The head of an authenticated PNG upload to /style/mosaic declaring ``length`` bytes."""
+    lines = ["POST /style/mosaic HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}",
+             "Content-Type: image/png", f"Content-Length: {length}", *extra]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def says_close(reply: bytes) -> bool:
+    """Whether an HTTP response's head has ``Connection: close``."""
+    return b"connection: close" in reply.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+
+
+def seconds_until_closed(sock: socket.socket, start: float) -> float:
+    """Reads until the server closes ``sock``; the seconds from ``start`` until it did."""
+    while sock.recv(65536):
+        pass
+    return time.monotonic() - start
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline(served):
     start = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head + png(16, 16)[:50])  # and then nothing more
+    with raw_connection(served) as sock:
+        sock.sendall(post_head(100000) + png(16, 16)[:50])  # and then nothing more
         reply = read_response(sock)
-    elapsed = time.monotonic() - start
+        elapsed = time.monotonic() - start
+        closed = seconds_until_closed(sock, start)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
     assert BODY_TIMEOUT_S <= elapsed < BODY_TIMEOUT_S + 3, elapsed
     assert b"body_timeout_s" in reply
+    # Said, and done: the socket ends once the client has sent nothing for the client timeout.
+    assert says_close(reply), reply[:300]
+    assert closed < elapsed + CLIENT_TIMEOUT_S + 2, (elapsed, closed)
     assert served.post("/style/mosaic", data=png(16, 16)).status_code == 200  # still healthy
+
+
+def test_half_sent_headers_are_refused_at_the_header_timeout(served):
+    start = time.monotonic()
+    with raw_connection(served) as sock:
+        sock.sendall(post_head(100)[:60])  # a request line and part of a header, then nothing
+        reply = sock.recv(65536)
+        closed = seconds_until_closed(sock, start)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
+    assert HEADER_TIMEOUT_S <= closed < HEADER_TIMEOUT_S + 2, closed
+
+
+def test_an_over_cap_body_is_refused_before_100_continue_and_the_close_is_said(served):
+    for expect in ([], ["Expect: 100-continue"]):
+        with raw_connection(served) as sock:
+            sock.sendall(post_head(MAX_BODY + 1, *expect))  # no body: the answer comes first
+            reply = read_response(sock)
+        assert reply.startswith(b"HTTP/1.1 413"), (expect, reply[:300])  # not "100 Continue"
+        assert says_close(reply), (expect, reply[:300])
+    # An upload that fits still gets its 100 Continue once the app reads it, and its answer.
+    data = png(16, 16)
+    with raw_connection(served) as sock:
+        sock.sendall(post_head(len(data), "Expect: 100-continue"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(data)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
 
 
 def test_overload_beyond_the_queue_gets_503(served):

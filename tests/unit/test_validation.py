@@ -440,9 +440,12 @@ def test_local_haproxy_settings_respect_the_users_choice():
     assert environ[SWITCH] == "1" and environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     ports = [int(environ[name]) for name in PORT_VARIABLES]
     assert len(set(ports)) == 2 and all(1024 < port < 65536 for port in ports)
+    assert environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "10"  # not Ray's hour
+    assert Path(environ["RAY_SERVE_HAPROXY_BINARY_PATH"]).stat().st_mode & 0o100  # the script
 
-    kept = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
+    kept = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404", "RAY_SERVE_HAPROXY_MAXCONN": "64"}
     assert use_local_haproxy(kept) and kept["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
+    assert kept["RAY_SERVE_HAPROXY_MAXCONN"] == "64"
 
     off = {SWITCH: "0"}
     assert not use_local_haproxy(off)
