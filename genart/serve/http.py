@@ -27,8 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genart.serve import validation as v
 from genart.serve.settings import TOKEN_ENV
 
-MAX_ECHOED_CHARS = 100  # of a refused string value quoted back in a 422 (base64 images are MBs)
-
 
 def serve_refusal(path: str, err: Exception) -> v.RequestError:
     """The 503 for a Serve error met while calling a deployment, with a reason."""
@@ -168,8 +166,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, str):
-        cut = len(value) > MAX_ECHOED_CHARS
-        return value[:MAX_ECHOED_CHARS] + ("..." if cut else "")
+        return v.echo(value)
     if isinstance(value, bool | int | float) or value is None:
         return value
     return None

@@ -56,6 +56,14 @@ HEADER_PARSERS = {
 }
 
 
+MAX_ECHOED_CHARS = 100  # of a client's string quoted back in a refusal (it may be megabytes)
+
+
+def echo(text: str) -> str:
+    """A client's string as a refusal may quote it: cut after ``MAX_ECHOED_CHARS``."""
+    return text[:MAX_ECHOED_CHARS] + ("..." if len(text) > MAX_ECHOED_CHARS else "")
+
+
 class RequestError(Exception):
     """A request the app refuses, with the HTTP status and a reason for the client."""
 

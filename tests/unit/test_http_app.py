@@ -20,7 +20,7 @@ from PIL import Image
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
-from genart.serve import app, http
+from genart.serve import app, validation
 
 MAX_BODY = 64 * 1024
 CALL_TIMEOUT_S = 10  # an app that never answers fails its test instead of hanging it
@@ -124,10 +124,17 @@ def test_validation_errors_quote_refused_values_briefly():
     size, seed = reply.json()["detail"]  # in the order the fields are declared
     assert seed["loc"] == ["body", "settings", "seed"] and seed["input"] == -1
     assert seed["ctx"] == {"ge": 0}
-    assert size["input"] == "9" * http.MAX_ECHOED_CHARS + "..."  # a string for an int: quoted
+    assert size["input"] == "9" * validation.MAX_ECHOED_CHARS + "..."  # a string for an int: quoted
     blend = {"content": "x", "styles": ["y", "z"], "settings": {"style_blend": [1.0]}}
     (error,) = call(api(), "POST", "/gatys/jobs", json.dumps(blend).encode(), JSON).json()["detail"]
     assert "2 styles" in error["msg"] and "2 styles" in error["ctx"]["error"]
+
+
+@pytest.mark.parametrize("route", ["/style/", "/translate/"])
+def test_an_unknown_name_is_quoted_briefly_in_its_404(route):
+    reply = call(api(style=Handle(stylize=stylize)), "POST", route + "n" * 5000, png(16, 16))
+    assert reply.status == 404 and len(reply.body) < 300
+    assert f"'{'n' * validation.MAX_ECHOED_CHARS}...'" in reply.json()["detail"]
 
 
 def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline():
