@@ -250,7 +250,14 @@ def create_api(app: Gateway) -> FastAPI:
 
 
 def _service_routes(api: FastAPI) -> None:
-    """The playground page and the health check (no auth)."""
+    """The playground page and the health check (no auth).
+
+    Public too, outside the token's router: the API's description (``/openapi.json``) and its
+    pages (``/docs``, ``/redoc``, their scripts). The browser loads ``/docs`` and then fetches
+    the description before a token can be given (Swagger's Authorize button adds it to the
+    requests tried from the page), and the description holds routes and bounds, never
+    configured model names or data.
+    """
     playground = resources.files("genart.serve").joinpath("playground.html").read_text()
 
     @api.get("/", include_in_schema=False)

@@ -12,6 +12,7 @@ import struct
 import time
 import types
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from fastapi.responses import PlainTextResponse
 from PIL import Image
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
+from starlette.routing import Mount
 
 from genart.serve import app, validation
 
+REPO = Path(__file__).resolve().parents[2]
 MAX_BODY = 64 * 1024
 CALL_TIMEOUT_S = 10  # an app that never answers fails its test instead of hanging it
 
@@ -232,3 +235,28 @@ def test_docs_need_no_other_host():
         served = call(asgi, "GET", url)
         assert url.startswith("/") and served.status == 200 and served.body, url
     assert call(asgi, "GET", "/openapi.json").status == 200
+
+
+def answering_without_a_token(asgi) -> set[str]:
+    """Every path of the app (a mount as its prefix + "/") that answers a request without a
+    token other than 401."""
+    paths = {route.path: route.methods - {"HEAD"} for route in asgi.routes
+             if getattr(route, "methods", None)}  # fmt: skip
+    paths |= {path: set(ops) for path, ops in asgi.openapi()["paths"].items()}
+    asked = {path: path.format(name="mosaic", model="m", job_id="abc") for path in paths}
+    for mount in (route for route in asgi.routes if isinstance(route, Mount)):
+        paths[mount.path + "/"], asked[mount.path + "/"] = {"get"}, mount.path + "/swagger-ui.css"
+    return {path for path, methods in paths.items() for method in methods
+            if call(asgi, method.upper(), asked[path]).status != 401}  # fmt: skip
+
+
+def test_with_a_token_set_only_the_documented_public_paths_answer_without_it():
+    settings = {"dcgan": "d", "styles": {"secret-style": "m"}, "limits": {"retry_after_s": 3}}
+    asgi = app.create_api(app.Gateway(settings, api_token="t0ken"))
+    auth = (REPO / "docs" / "serving.md").read_text().split("## Authentication and exposure")[1]
+    documented = set(re.findall(r"`(/[^`]*)`", auth.split("\n\n")[1]))
+    assert answering_without_a_token(asgi) == documented
+    assert {"/openapi.json", "/docs", "/models"} - documented == {"/models"}
+    schema = call(asgi, "GET", "/openapi.json")  # public: it carries no configured names
+    assert schema.status == 200 and "secret-style" not in schema.body.decode()
+    assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
