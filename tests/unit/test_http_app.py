@@ -204,6 +204,25 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
+def webp_declaring(width: int, height: int, chunk: str = "VP8X") -> bytes:
+    """A 16x16 WebP made by Pillow (lossy "VP8 ", lossless "VP8L" or extended "VP8X"), its
+    header patched to declare ``width`` x ``height``: a valid file when that is 16x16."""
+    exif = Image.Exif()
+    exif[0x0112] = 1  # orientation: upright (any metadata makes Pillow write "VP8X")
+    params = {"VP8 ": {}, "VP8L": {"lossless": True}, "VP8X": {"exif": exif.tobytes()}}
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buffer, "WEBP", **params[chunk])
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == chunk.encode()
+    if chunk == "VP8X":  # the canvas: 24-bit sides less one
+        data[24:30] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif chunk == "VP8 ":  # the key frame's sides
+        data[26:30] = struct.pack("<HH", width, height)
+    else:  # 14-bit sides less one, then the alpha and version bits kept
+        data[21:25] = struct.pack("<I", (width - 1) | (height - 1) << 14 | data[24] >> 4 << 28)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("data", "status", "words"),
     [
@@ -213,8 +232,9 @@ def png_declaring(width: int, height: int) -> bytes:
         (png(64, 64)[:-30], 400, "truncated or corrupt"),
         (png_declaring(20_000, 20_000), 413, "the limit is 4194304 pixels and 4096 per side"),
         (png_declaring(60_000, 60_000), 413, "the limit is 4194304 pixels"),
+        (webp_declaring(16383, 12000), 413, "image is 16383x12000; the limit is 4194304"),
     ],
-    ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp"],
+    ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp", "webp-197-mp"],
 )
 def test_image_refusals_are_sentences_of_the_apps_own(data, status, words):
     reply = call(api(style=Handle(stylize=stylize)), "POST", "/style/mosaic", data)
