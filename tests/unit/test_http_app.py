@@ -120,6 +120,17 @@ def test_non_finite_json_numbers_are_422_in_valid_json(number):
     assert error["input"] == ("Infinity" if number == "1e999" else number)
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_json_sent_as_a_form_is_422_saying_what_to_send(content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    reply = call(api(), "POST", "/dcgan/sample", b'{"n": 1}', headers)  # what curl -d sends
+    assert reply.status == 422, reply.body
+    (error,) = reply.json()["detail"]
+    assert error["loc"] == ["header", "content-type"]
+    assert "send the body as JSON with Content-Type: application/json" in error["msg"]
+    assert (content_type or "the request has none") in error["msg"]
+
+
 def test_validation_errors_quote_refused_values_briefly():
     body = {"content": "A" * 50_000, "styles": ["x"], "settings": {"size": "9" * 900, "seed": -1}}
     reply = call(api(), "POST", "/gatys/jobs", json.dumps(body).encode(), JSON)
@@ -178,6 +189,10 @@ def test_bodies_over_the_cap_are_413_naming_the_limit():
                    chunks=chunks)  # fmt: skip
     assert chunked.status == 413 and str(MAX_BODY) in chunked.json()["detail"]
     assert call(asgi, "POST", "/style/mosaic", png(16, 16)).status == 200  # under the cap
+    assert "send a smaller image" in declared.json()["detail"]
+    as_json = JSON | {"content-length": str(10**9)}
+    json_body = call(asgi, "POST", "/gatys/jobs", headers=as_json).json()["detail"]
+    assert "send smaller images (base64 adds a third)" in json_body
 
 
 def test_full_model_queues_are_503_with_retry_after_and_a_reason():
