@@ -59,7 +59,33 @@ def image_size(data: bytes) -> tuple[int, int]:
     Costs microseconds (no pixel is decoded), so callers can reject or cap huge images before
     paying for :func:`decode`. Raises :class:`DecodeError` if the header is unreadable.
     """
-    return _open(data).size
+    return webp_canvas_size(data) or _open(data).size
+
+
+def webp_canvas_size(data: bytes) -> tuple[int, int] | None:
+    """The ``(width, height)`` a WebP file's first chunk declares, read from its bytes; None
+    for bytes that are not a WebP or too short to say.
+
+    Read without Pillow, whose WebP parser applies its decompression-bomb check itself: a
+    canvas over ~179 MP fails to open there, with Pillow's error rather than the caller's
+    caps, so callers check this size first. Layouts from the WebP container specification
+    (RFC 9649).
+    """
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+
+    def number(start: int, end: int) -> int:  # little-endian, as every RIFF field
+        return int.from_bytes(data[start:end], "little")
+
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: the canvas, 24-bit sides less one
+        return number(24, 27) + 1, number(27, 30) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: after the frame's start code
+        return number(26, 28) & 0x3FFF, number(28, 30) & 0x3FFF  # 14-bit sides, 2-bit scales
+    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: signature, then 14-bit sides less one
+        bits = number(21, 25)
+        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    return None
 
 
 def check_jpeg_scans(data: bytes) -> None:

@@ -39,6 +39,9 @@ CONTENT_LAYER = "relu4_1"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 FEATURES = 512  # channels of VGG-19's relu4_1: the decoder's input
 STRIDE = 8  # image pixels per relu4_1 position and side: VGG's three 2x poolings
+# The decoder's first conv reflection-pads its input by one position a side, which needs two:
+# a smaller content image is padded up to this side and the result cropped back.
+MIN_CONTENT_SIDE = 2 * STRIDE
 EPS = 1e-5  # added to variances before the square root: flat feature maps have sigma = 0
 
 
@@ -146,7 +149,8 @@ class Decoder(nn.Module):
 class Stylizer(nn.Module):
     """Encoder, AdaIN and decoder as one module: (content, style, alpha) -> image in [-1, 1].
 
-    Content sides must be multiples of ``STRIDE``; the style may have any size. What
+    Content sides must be multiples of ``STRIDE``, at least ``MIN_CONTENT_SIDE``; the style may
+    have any size. What
     the ONNX export holds (its inputs ``content``, ``style`` and a scalar ``alpha``).
     """
 
@@ -235,15 +239,21 @@ def stylize(
     """``content`` (B, 3, H, W) in [-1, 1], any H and W, in a blend of ``styles`` (each a batch
     of B or 1 images, any size): float32 (B, 3, H, W) in [-1, 1] on ``content``'s device.
 
-    The content is padded (reflection) to a multiple of ``STRIDE`` and the result cropped
-    back: the decoder gives ``STRIDE`` pixels per feature position.
+    The content is padded (reflection; edge replication where the pad is wider than the
+    image) to a multiple of ``STRIDE``, at least ``MIN_CONTENT_SIDE``, and the result cropped
+    back: the decoder gives ``STRIDE`` pixels per feature position and needs two positions a
+    side, so an 8x8 content works too. A style under ``STRIDE`` a side is padded up to it.
     """
     if not 0.0 <= alpha <= 1.0:  # checked before any work, as the weights are
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     weights = blend_weights(len(styles), weights)
     height, width = content.shape[-2:]
-    fc = vgg(pad_to_multiple(content, STRIDE), (CONTENT_LAYER,))[CONTENT_LAYER]
-    fs = [vgg(style, (CONTENT_LAYER,))[CONTENT_LAYER] for style in styles]
+    padded = pad_to_multiple(content, STRIDE, MIN_CONTENT_SIDE)
+    fc = vgg(padded, (CONTENT_LAYER,))[CONTENT_LAYER]
+    # A style under STRIDE pixels a side would pool away to nothing: padded to one position.
+    fs = [
+        vgg(pad_to_multiple(style, 1, STRIDE), (CONTENT_LAYER,))[CONTENT_LAYER] for style in styles
+    ]
     with evaluating(decoder) as module:
         out = module(mix(fc, blend(fc, fs, weights), alpha))
     return out[..., :height, :width].float().clamp(-1, 1)

@@ -367,15 +367,19 @@ def stride_of(net: nn.Module) -> int:
     return getattr(unwrap(net), "stride", 1)
 
 
-def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (B, C, H, W) on the bottom/right up to sides divisible by ``multiple``.
+def pad_to_multiple(images: torch.Tensor, multiple: int, min_side: int = 1) -> torch.Tensor:
+    """Pad (B, C, H, W) on the bottom/right up to sides divisible by ``multiple`` and at least
+    ``min_side`` long.
 
     Reflection padding continues the image's texture (zeros would add a dark border that the
     network then "translates"); a pad wider than the image falls back to edge replication,
     which reflection cannot do.
     """
     height, width = images.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
+    # The smallest multiple of ``multiple`` that is >= both the side and min_side, less the side.
+    pad_h, pad_w = (
+        -(-max(side, min_side) // multiple) * multiple - side for side in (height, width)
+    )
     if pad_h == 0 and pad_w == 0:
         return images
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"

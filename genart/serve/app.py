@@ -59,6 +59,10 @@ IMAGE_BODY = {
     }
 }
 IMAGE_REPLY = {200: {"content": {"image/png": {}}, "description": "the result as PNG"}}
+# How long a poll waits for the job store's answer, a dictionary lookup. When its replica has
+# died, a call waits until Serve has started another (seconds): a client polling a job is
+# better served by a quick 503 with Retry-After.
+STORE_TIMEOUT_S = 0.5
 
 
 class Gateway:
@@ -98,6 +102,24 @@ class Gateway:
             )
 
         return await asyncio.to_thread(decode)
+
+    async def job(self, job_id: str) -> dict:
+        """A Gatys job's state from the job store: 404 for an unknown job, 503 when the store
+        does not answer within ``STORE_TIMEOUT_S`` (it is being restarted)."""
+        jobs = self.backend("jobs")
+        try:
+            job = await asyncio.wait_for(jobs.get.remote(job_id), STORE_TIMEOUT_S)
+        except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+            raise v.RequestError(
+                503,
+                "the Gatys job store did not answer (after a failure Serve restarts it, which "
+                "takes seconds; jobs kept in jobs_dir survive); retry later (see Retry-After)",
+            ) from None
+        if job is None:
+            raise v.RequestError(
+                404, f"no job '{v.echo(job_id)}' (unknown, or evicted when finished)"
+            )
+        return job
 
     async def gatys_inputs(self, body: v.GatysRequest) -> tuple[np.ndarray, list[np.ndarray]]:
         """Decoded content and styles, resized to the requested long side."""
@@ -228,7 +250,14 @@ def create_api(app: Gateway) -> FastAPI:
 
 
 def _service_routes(api: FastAPI) -> None:
-    """The playground page and the health check (no auth)."""
+    """The playground page and the health check (no auth).
+
+    Public too, outside the token's router: the API's description (``/openapi.json``) and its
+    pages (``/docs``, ``/redoc``, their scripts). The browser loads ``/docs`` and then fetches
+    the description before a token can be given (Swagger's Authorize button adds it to the
+    requests tried from the page), and the description holds routes and bounds, never
+    configured model names or data.
+    """
     playground = resources.files("genart.serve").joinpath("playground.html").read_text()
 
     @api.get("/", include_in_schema=False)
@@ -273,7 +302,7 @@ def _image_routes(models: APIRouter, app: Gateway) -> None:
         """The body image in fast style ``name`` (see ``GET /models``), at its own size."""
         if name not in app.settings.styles:
             raise v.RequestError(
-                404, f"unknown style '{name}'; available: {sorted(app.settings.styles)}"
+                404, f"unknown style '{v.echo(name)}'; available: {sorted(app.settings.styles)}"
             )
         image = await app.read_image(request)
         return image_response(await app.backend("style").stylize.remote(name, image))
@@ -288,7 +317,7 @@ def _image_routes(models: APIRouter, app: Gateway) -> None:
         """The body image translated by Pix2Pix/CycleGAN ``model`` (CycleGAN: either way)."""
         if model not in app.settings.translators:
             names = sorted(app.settings.translators)
-            raise v.RequestError(404, f"unknown model '{model}'; available: {names}")
+            raise v.RequestError(404, f"unknown model '{v.echo(model)}'; available: {names}")
         image = await app.read_image(request)
         return image_response(
             await app.backend("translate").translate.remote(model, direction, image)
@@ -309,22 +338,24 @@ def _gatys_routes(models: APIRouter, app: Gateway) -> None:
     @models.get("/gatys/jobs/{job_id}", tags=["gatys"], name="gatys_job")
     async def gatys_job(job_id: str, request: Request) -> dict:
         """Status, progress (evaluations of total) and, once done, the result as base64 PNG."""
-        jobs = app.backend("jobs")
-        job = await jobs.get.remote(job_id)
-        if job is None:
-            raise v.RequestError(404, f"no job '{job_id}' (unknown, or evicted when finished)")
+        job = await app.job(job_id)
         if job["status"] == "done":
+            # The store just answered: no short timeout for the result, which may be large.
+            png = await app.backend("jobs").result.remote(job_id)
             job["result_url"] = request.url_for("gatys_result", job_id=job_id).path
-            job["result_png"] = base64.b64encode(await jobs.result.remote(job_id)).decode()
+            job["result_png"] = base64.b64encode(png).decode()
         return job
 
     @models.get("/gatys/jobs/{job_id}/result", tags=["gatys"], name="gatys_result",
                 responses=IMAGE_REPLY)  # fmt: skip
     async def gatys_result(job_id: str) -> Response:
         """The finished job's image as PNG (404 until it is done)."""
+        job = await app.job(job_id)
+        if job["status"] != "done":
+            raise v.RequestError(404, f"job '{v.echo(job_id)}' is {job['status']}: no result")
         png = await app.backend("jobs").result.remote(job_id)
-        if png is None:
-            raise v.RequestError(404, f"no result for job '{job_id}' (yet)")
+        if png is None:  # evicted since
+            raise v.RequestError(404, f"no result for job '{v.echo(job_id)}' any more")
         return Response(png, media_type="image/png")
 
     @models.post("/gatys/stylize", tags=["gatys"], responses=IMAGE_REPLY)

@@ -29,7 +29,8 @@ def build(
 
     ``options`` maps deployment names to ``Deployment.options`` overrides (what the
     ``deployments:`` list of a Serve config file does for ``serve run``/``serve deploy``).
-    ``api_token`` turns on bearer-token auth for every endpoint but /, /docs and /healthz.
+    ``api_token`` turns on bearer-token auth for every endpoint but the playground, /healthz
+    and the API's description and docs pages (``genart.serve.app._service_routes``).
     """
     s = AppSettings.model_validate(settings) if isinstance(settings, dict) else settings
     options = dict(options or {})

@@ -184,7 +184,9 @@ class ImageModels:
     def _pipe(self, name: str):
         if name not in self.pipes:
             available = sorted(self.pipes)
-            raise v.RequestError(404, f"unknown {self.WHAT} '{name}'; available: {available}")
+            raise v.RequestError(
+                404, f"unknown {self.WHAT} '{v.echo(name)}'; available: {available}"
+            )
         return self.pipes[name]
 
     # Each subclass defines its own ``@serve.batch`` ``_run`` calling this: serve.batch keeps

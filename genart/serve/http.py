@@ -27,8 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from genart.serve import validation as v
 from genart.serve.settings import TOKEN_ENV
 
-MAX_ECHOED_CHARS = 100  # of a refused string value quoted back in a 422 (base64 images are MBs)
-
 
 def serve_refusal(path: str, err: Exception) -> v.RequestError:
     """The 503 for a Serve error met while calling a deployment, with a reason."""
@@ -109,11 +107,14 @@ class BodyGuard:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
 
-    def too_large(self, size: str) -> HTTPException:
+    def too_large(self, size: str, scope: Scope) -> HTTPException:
+        # A JSON body's size is that of its images, as base64: a third larger than the files.
+        is_json = "json" in Headers(scope=scope).get("content-type", "")
+        advice = "send smaller images (base64 adds a third)" if is_json else "send a smaller image"
         return HTTPException(
             413,
             f"request body is {size} bytes; the limit is {self.max_bytes} bytes "
-            f"({self.max_bytes / 2**20:g} MiB): send a smaller image",
+            f"({self.max_bytes / 2**20:g} MiB): {advice}",
             {"Connection": "close"},
         )
 
@@ -123,7 +124,7 @@ class BodyGuard:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            err = self.too_large(declared)
+            err = self.too_large(declared, scope)
             response = JSONResponse({"detail": err.detail}, err.status_code, err.headers)
             await response(scope, receive, send)
             return
@@ -150,7 +151,7 @@ class BodyGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise self.too_large(f"over {self.max_bytes}")
+                    raise self.too_large(f"over {self.max_bytes}", scope)
                 complete = not message.get("more_body", False)
             return message
 
@@ -168,8 +169,7 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, str):
-        cut = len(value) > MAX_ECHOED_CHARS
-        return value[:MAX_ECHOED_CHARS] + ("..." if cut else "")
+        return v.echo(value)
     if isinstance(value, bool | int | float) or value is None:
         return value
     return None
@@ -208,4 +208,22 @@ def error_answers(api: FastAPI, limits: v.Limits) -> None:
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler fails on a refused NaN or infinity (strict JSON has no such
         # numbers) and would answer 500; it also quotes refused values whole.
+        if isinstance(err.body, bytes):  # a JSON route's body, left unparsed: see not_json
+            return JSONResponse({"detail": [not_json(request)]}, status_code=422)
         return JSONResponse({"detail": validation_errors(err.errors())}, status_code=422)
+
+
+def not_json(request: Request) -> dict:
+    """The validation error for a JSON route's body sent without a JSON Content-Type.
+
+    FastAPI then hands the body to validation as bytes, and the error would say only that it
+    is not "a valid dictionary": ``curl -d`` sends JSON as a form unless told otherwise.
+    """
+    sent = request.headers.get("content-type")
+    said = f"the request's is '{v.echo(sent)}'" if sent else "the request has none"
+    return {
+        "type": "json_content_type",
+        "loc": ["header", "content-type"],
+        "msg": f"send the body as JSON with Content-Type: application/json ({said}); with curl, "
+        f"add -H 'Content-Type: application/json' to -d",
+    }

@@ -9,7 +9,9 @@ model. Images are checked in order of cost:
 2. the declared width and height, read from the header (no pixel decoded) against
    :class:`Limits`: a 20,000 x 20,000 PNG of a few kilobytes is refused here with the app's
    own caps in the reason (they take the place of Pillow's decompression-bomb check, which
-   would refuse it first with a message about Pillow's own ~179 MP limit);
+   would refuse it first with a message about Pillow's own ~179 MP limit); a WebP's size is
+   read from its bytes before Pillow's parser sees them, as that parser applies the bomb
+   check itself;
 3. for JPEG (anything starting with a JPEG start-of-image marker, MPO included), the number
    of scans, counted in the raw bytes (no pixel decoded): each scan of a progressive JPEG is
    decoded over the whole image, so a few kilobytes of repeated scans would cost seconds of
@@ -54,6 +56,14 @@ HEADER_PARSERS = {
     "JPEG": JpegImagePlugin.jpeg_factory,
     "WEBP": WebPImagePlugin.WebPImageFile,
 }
+
+
+MAX_ECHOED_CHARS = 100  # of a client's string quoted back in a refusal (it may be megabytes)
+
+
+def echo(text: str) -> str:
+    """A client's string as a refusal may quote it: cut after ``MAX_ECHOED_CHARS``."""
+    return text[:MAX_ECHOED_CHARS] + ("..." if len(text) > MAX_ECHOED_CHARS else "")
 
 
 class RequestError(Exception):
@@ -135,6 +145,8 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     if not data:
         raise RequestError(400, "empty request body: send the image bytes as the body")
     fmt = sniff_format(data)
+    if fmt == "WEBP" and (declared := transforms.webp_canvas_size(data)):
+        check_size(*declared, limits)  # before Pillow's parser refuses it with its own error
     image = open_header(data, fmt)
     check_size(*image.size, limits)
     try:

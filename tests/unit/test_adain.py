@@ -153,6 +153,17 @@ def test_pipeline_keeps_the_content_size_and_says_the_weights_are_random(pipe):
         pipe(picture(16, 16, 0), [picture(16, 16, 1)], weights=[1, 2])
 
 
+@pytest.mark.parametrize(
+    ("content", "style"),
+    [((8, 8), (64, 64)), ((8, 16), (16, 8)), ((16, 8), (8, 8)), ((24, 40), (3, 5))],
+)
+def test_images_down_to_the_served_minimum_side_are_stylised(pipe, content, style):
+    # 8 px a side is the server's minimum; the decoder needs 16 (two relu4_1 positions for its
+    # reflection padding), so small contents are padded up and the result cropped back.
+    out = pipe(picture(*content, 0), [picture(*style, 1)])
+    assert out.shape == (*content, 3) and out.dtype == np.uint8
+
+
 def test_alpha_zero_decodes_the_content_features(pipe, exported):
     content = picture(20, 30, 0)
     got = pipe(content, [picture(16, 16, 1)], alpha=0.0)

@@ -2,9 +2,12 @@
 and the 4xx answers (with reasons) for what never should."""
 
 import base64
+import io
 import json
 
 import pytest
+from exports import make_export
+from PIL import Image
 from test_http_app import JSON, Handle, call, png
 
 from genart.serve import app
@@ -72,3 +75,22 @@ def test_bad_requests_never_reach_the_model(fields, status, words):
 def test_a_server_without_adain_answers_404():
     reply = call(api(), "POST", "/adain/stylize", body(style_name="waves"), JSON)
     assert reply.status == 404 and "'adain' is not configured" in reply.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def adain_replica(tmp_path_factory):
+    """The AdaIN deployment's class itself (no Ray) over a tiny random decoder."""
+    from genart.serve.deployments import AdaIN
+
+    tiny = ["adain.vgg_weights=random", "adain.width=8"]
+    export = make_export(tmp_path_factory.mktemp("adain"), "adain", tiny)
+    return AdaIN.func_or_class({"model": export, "max_side": 64})
+
+
+@pytest.mark.parametrize(("content", "style"), [((8, 8), (8, 8)), ((16, 8), (8, 16))])
+def test_images_of_the_minimum_side_are_stylised(adain_replica, content, style):
+    asgi = api(adain=Handle(stylize=adain_replica.stylize))
+    sent = {"content": b64(*content), "style": b64(*style)}
+    reply = call(asgi, "POST", "/adain/stylize", json.dumps(sent).encode(), JSON)
+    assert reply.status == 200, reply.body
+    assert Image.open(io.BytesIO(reply.body)).size == content

@@ -12,6 +12,7 @@ import struct
 import time
 import types
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ from fastapi.responses import PlainTextResponse
 from PIL import Image
 from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
+from starlette.routing import Mount
 
-from genart.serve import app, http
+from genart.serve import app, validation
 
+REPO = Path(__file__).resolve().parents[2]
 MAX_BODY = 64 * 1024
 CALL_TIMEOUT_S = 10  # an app that never answers fails its test instead of hanging it
 
@@ -117,6 +120,17 @@ def test_non_finite_json_numbers_are_422_in_valid_json(number):
     assert error["input"] == ("Infinity" if number == "1e999" else number)
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_json_sent_as_a_form_is_422_saying_what_to_send(content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    reply = call(api(), "POST", "/dcgan/sample", b'{"n": 1}', headers)  # what curl -d sends
+    assert reply.status == 422, reply.body
+    (error,) = reply.json()["detail"]
+    assert error["loc"] == ["header", "content-type"]
+    assert "send the body as JSON with Content-Type: application/json" in error["msg"]
+    assert (content_type or "the request has none") in error["msg"]
+
+
 def test_validation_errors_quote_refused_values_briefly():
     body = {"content": "A" * 50_000, "styles": ["x"], "settings": {"size": "9" * 900, "seed": -1}}
     reply = call(api(), "POST", "/gatys/jobs", json.dumps(body).encode(), JSON)
@@ -124,10 +138,17 @@ def test_validation_errors_quote_refused_values_briefly():
     size, seed = reply.json()["detail"]  # in the order the fields are declared
     assert seed["loc"] == ["body", "settings", "seed"] and seed["input"] == -1
     assert seed["ctx"] == {"ge": 0}
-    assert size["input"] == "9" * http.MAX_ECHOED_CHARS + "..."  # a string for an int: quoted
+    assert size["input"] == "9" * validation.MAX_ECHOED_CHARS + "..."  # a string for an int: quoted
     blend = {"content": "x", "styles": ["y", "z"], "settings": {"style_blend": [1.0]}}
     (error,) = call(api(), "POST", "/gatys/jobs", json.dumps(blend).encode(), JSON).json()["detail"]
     assert "2 styles" in error["msg"] and "2 styles" in error["ctx"]["error"]
+
+
+@pytest.mark.parametrize("route", ["/style/", "/translate/"])
+def test_an_unknown_name_is_quoted_briefly_in_its_404(route):
+    reply = call(api(style=Handle(stylize=stylize)), "POST", route + "n" * 5000, png(16, 16))
+    assert reply.status == 404 and len(reply.body) < 300
+    assert f"'{'n' * validation.MAX_ECHOED_CHARS}...'" in reply.json()["detail"]
 
 
 def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline():
@@ -168,6 +189,10 @@ def test_bodies_over_the_cap_are_413_naming_the_limit():
                    chunks=chunks)  # fmt: skip
     assert chunked.status == 413 and str(MAX_BODY) in chunked.json()["detail"]
     assert call(asgi, "POST", "/style/mosaic", png(16, 16)).status == 200  # under the cap
+    assert "send a smaller image" in declared.json()["detail"]
+    as_json = JSON | {"content-length": str(10**9)}
+    json_body = call(asgi, "POST", "/gatys/jobs", headers=as_json).json()["detail"]
+    assert "send smaller images (base64 adds a third)" in json_body
 
 
 def test_full_model_queues_are_503_with_retry_after_and_a_reason():
@@ -194,6 +219,25 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
+def webp_declaring(width: int, height: int, chunk: str = "VP8X") -> bytes:
+    """A 16x16 WebP made by Pillow (lossy "VP8 ", lossless "VP8L" or extended "VP8X"), its
+    header patched to declare ``width`` x ``height``: a valid file when that is 16x16."""
+    exif = Image.Exif()
+    exif[0x0112] = 1  # orientation: upright (any metadata makes Pillow write "VP8X")
+    params = {"VP8 ": {}, "VP8L": {"lossless": True}, "VP8X": {"exif": exif.tobytes()}}
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buffer, "WEBP", **params[chunk])
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == chunk.encode()
+    if chunk == "VP8X":  # the canvas: 24-bit sides less one
+        data[24:30] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif chunk == "VP8 ":  # the key frame's sides
+        data[26:30] = struct.pack("<HH", width, height)
+    else:  # 14-bit sides less one, then the alpha and version bits kept
+        data[21:25] = struct.pack("<I", (width - 1) | (height - 1) << 14 | data[24] >> 4 << 28)
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("data", "status", "words"),
     [
@@ -203,8 +247,9 @@ def png_declaring(width: int, height: int) -> bytes:
         (png(64, 64)[:-30], 400, "truncated or corrupt"),
         (png_declaring(20_000, 20_000), 413, "the limit is 4194304 pixels and 4096 per side"),
         (png_declaring(60_000, 60_000), 413, "the limit is 4194304 pixels"),
+        (webp_declaring(16383, 12000), 413, "image is 16383x12000; the limit is 4194304"),
     ],
-    ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp"],
+    ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp", "webp-197-mp"],
 )
 def test_image_refusals_are_sentences_of_the_apps_own(data, status, words):
     reply = call(api(style=Handle(stylize=stylize)), "POST", "/style/mosaic", data)
@@ -225,3 +270,28 @@ def test_docs_need_no_other_host():
         served = call(asgi, "GET", url)
         assert url.startswith("/") and served.status == 200 and served.body, url
     assert call(asgi, "GET", "/openapi.json").status == 200
+
+
+def answering_without_a_token(asgi) -> set[str]:
+    """Every path of the app (a mount as its prefix + "/") that answers a request without a
+    token other than 401."""
+    paths = {route.path: route.methods - {"HEAD"} for route in asgi.routes
+             if getattr(route, "methods", None)}  # fmt: skip
+    paths |= {path: set(ops) for path, ops in asgi.openapi()["paths"].items()}
+    asked = {path: path.format(name="mosaic", model="m", job_id="abc") for path in paths}
+    for mount in (route for route in asgi.routes if isinstance(route, Mount)):
+        paths[mount.path + "/"], asked[mount.path + "/"] = {"get"}, mount.path + "/swagger-ui.css"
+    return {path for path, methods in paths.items() for method in methods
+            if call(asgi, method.upper(), asked[path]).status != 401}  # fmt: skip
+
+
+def test_with_a_token_set_only_the_documented_public_paths_answer_without_it():
+    settings = {"dcgan": "d", "styles": {"secret-style": "m"}, "limits": {"retry_after_s": 3}}
+    asgi = app.create_api(app.Gateway(settings, api_token="t0ken"))
+    auth = (REPO / "docs" / "serving.md").read_text().split("## Authentication and exposure")[1]
+    documented = set(re.findall(r"`(/[^`]*)`", auth.split("\n\n")[1]))
+    assert answering_without_a_token(asgi) == documented
+    assert {"/openapi.json", "/docs", "/models"} - documented == {"/models"}
+    schema = call(asgi, "GET", "/openapi.json")  # public: it carries no configured names
+    assert schema.status == 200 and "secret-style" not in schema.body.decode()
+    assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -1,11 +1,14 @@
-"""The Gatys job store without Ray: jobs kept in ``jobs_dir`` outlive the replica keeping them."""
+"""The Gatys job store without Ray: jobs kept in ``jobs_dir`` outlive the replica keeping them,
+and polls through the ingress answer at once while the store is away."""
 
 import asyncio
 import json
 
 import pytest
+from ray.exceptions import ActorDiedError
+from test_http_app import Handle, api, call
 
-from genart.serve import jobs
+from genart.serve import jobs, validation
 
 Store = jobs.JobStore.func_or_class  # the class itself, not its Serve deployment
 SETTINGS = {"size": 32, "iterations": 20}
@@ -94,3 +97,34 @@ def test_without_a_jobs_dir_nothing_is_written(tmp_path, monkeypatch):
         return await store.result(job_id)
 
     assert asyncio.run(scenario()) == b"png" and not list(tmp_path.iterdir())
+
+
+# --- polling through the ingress while the store is away ---------------------------------------
+
+
+async def never_answers(*args, **kwargs):
+    await asyncio.Event().wait()  # a store replica that died: Serve waits for its successor
+
+
+async def replica_died(*args, **kwargs):
+    raise ActorDiedError()
+
+
+@pytest.mark.parametrize("store", [never_answers, replica_died], ids=["restarting", "died"])
+@pytest.mark.parametrize("path", ["/gatys/jobs/abc", "/gatys/jobs/abc/result"])
+def test_polls_while_the_store_is_away_are_503_with_retry_after(store, path):
+    reply = call(api(jobs=Handle(get=store, result=store)), "GET", path)
+    assert reply.status == 503 and reply.headers["retry-after"] == "3"
+    assert "retry later" in reply.json()["detail"]
+
+
+def test_polls_name_the_job_briefly_and_say_what_it_is_doing():
+    async def get(job_id):
+        return {"id": job_id, "status": "running"} if job_id == "abc" else None
+
+    asgi = api(jobs=Handle(get=get))
+    reply = call(asgi, "GET", "/gatys/jobs/abc/result")
+    assert reply.status == 404 and reply.json()["detail"] == "job 'abc' is running: no result"
+    reply = call(asgi, "GET", "/gatys/jobs/" + "x" * 5000)
+    assert reply.status == 404 and len(reply.body) < 300
+    assert f"'{'x' * validation.MAX_ECHOED_CHARS}...'" in reply.json()["detail"]

@@ -109,3 +109,15 @@ def test_has_batch_norm():
     assert not layers.has_batch_norm(layers.PatchDiscriminator(3, norm="instance"))
     synced = nn.SyncBatchNorm.convert_sync_batchnorm(layers.PatchDiscriminator(3, norm="batch"))
     assert layers.has_batch_norm(synced)
+
+
+def test_pad_to_multiple_reaches_a_minimum_side_replicating_where_reflection_cannot():
+    image = torch.arange(6, dtype=torch.float32).view(1, 1, 2, 3)
+    padded = layers.pad_to_multiple(image, 8, min_side=16)
+    assert padded.shape[-2:] == (16, 16)
+    torch.testing.assert_close(padded[..., :2, :3], image)  # the image stays top left
+    assert (padded[..., 2:, :3] == image[..., 1:, :]).all()  # its last row, repeated
+    assert layers.pad_to_multiple(torch.zeros(1, 1, 20, 17), 8, 16).shape[-2:] == (24, 24)
+    square = torch.arange(9, dtype=torch.float32).view(1, 1, 3, 3)
+    reflected = layers.pad_to_multiple(square, 4)  # a pad narrower than the image reflects
+    assert reflected.shape[-2:] == (4, 4) and reflected[0, 0, 3, 0] == square[0, 0, 1, 0]

@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
+from test_http_app import webp_declaring
 
 from genart.data import transforms
 from genart.models import deepdream, gatys
@@ -123,6 +124,18 @@ def test_pixel_bombs_are_413_from_the_header_alone():
     assert status_of(jpeg_declaring(20_000, 20_000)) == 413
     assert status_of(jpeg_declaring(5_000, 5_000)) == 413
     assert time.perf_counter() - start < 0.5  # nothing was decoded
+
+
+@pytest.mark.parametrize("chunk", ["VP8 ", "VP8L", "VP8X"])
+def test_webps_over_the_caps_are_413_from_their_declared_size(chunk):
+    # Over Pillow's own decompression-bomb limit too, which its WebP parser applies itself.
+    huge = webp_declaring(16383, 12000, chunk)
+    assert transforms.image_size(huge) == (16383, 12000)
+    with pytest.raises(RequestError) as caught:
+        validation.decode_image(huge, Limits())
+    assert caught.value.status == 413 and "image is 16383x12000" in caught.value.reason
+    assert transforms.webp_canvas_size(webp_declaring(16, 16, chunk)) == (16, 16)
+    assert validation.decode_image(webp_declaring(16, 16, chunk), Limits()).shape == (16, 16, 3)
 
 
 def test_side_caps():
