@@ -118,7 +118,7 @@ def demo(args) -> int:
     """Generate digits, train DCGAN on local Ray workers, write and list what people look at."""
     from pathlib import Path
 
-    from genart import config
+    from genart import config, recipes
     from genart.data import synthetic
     from genart.train import checkpoint
     from genart.train.launch import fit
@@ -127,10 +127,9 @@ def demo(args) -> int:
     data = out / "data" / "digits"
     if not (data / "labels.csv").exists():
         synthetic.generate("digits", data, n=6000, size=32, seed=0)
-    recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-digits.yaml"
     cfg = config.load(
         "dcgan",
-        recipe,
+        recipes.path("dcgan-digits"),
         [
             f"data.uri={data}",
             f"train.steps={args.steps}",
