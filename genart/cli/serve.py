@@ -242,9 +242,8 @@ def serve_command(args) -> int:
         from genart.serve import demo
 
         demo.prepare(args.demo_dir)
-        # serve_config.yaml names the exports of the default folder; others need --demo-dir.
-        then = ("genart serve --config serve_config.yaml" if args.demo_dir == DEFAULT_DEMO_DIR
-                else f"genart serve --demo-dir {args.demo_dir}")  # fmt: skip
+        then = "genart serve" + ("" if args.demo_dir == DEFAULT_DEMO_DIR
+                                 else f" --demo-dir {args.demo_dir}")  # fmt: skip
         print(f"demo exports ready in {args.demo_dir}; now: {then}")
         return 0
     from ray.serve.schema import ServeDeploySchema
