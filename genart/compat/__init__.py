@@ -12,6 +12,8 @@ while the installed Ray's major.minor differs from :data:`RAY_TARGET`.
   cleaner asks its own cluster's GCS (not whichever cluster the State API finds), genart
   joins only ``RAY_ADDRESS`` or a live ``ray start`` cluster, private Rays use their own temp
   dir, and token auth is set up without Ray's notice.
+* :mod:`genart.compat.notices`: Ray's notice that a worker died becomes genart's one line naming
+  the actor (a Serve replica: its deployment), Ray's coloured text only with ``--verbose``.
 """
 
 RAY_TARGET = "2.60"  # major.minor of the Ray whose sources these modules were checked against
