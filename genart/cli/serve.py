@@ -36,12 +36,13 @@ def register(sub) -> None:
 
 
 def default_config(demo_dir: str) -> dict:
-    """The embedded default: one genart application over the demo exports, on localhost."""
+    """The embedded default: one genart application over the demo exports, on localhost; the
+    application serve_config.yaml describes (a unit test compares them)."""
     from genart.serve import demo
 
     return {
         "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": 8000},
+        "http_options": {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 300},
         "applications": [{"name": "genart", "route_prefix": "/", "import_path": IMPORT_PATH,
                           "args": demo.prepare(demo_dir)}],
     }  # fmt: skip
