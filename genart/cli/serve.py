@@ -333,11 +333,12 @@ def announce(url: str, app) -> None:
         print(f"genart: warning: {url}/healthz did not answer from here; the app is "
               "deployed, but check that this machine can reach Serve's HTTP port")  # fmt: skip
     print(f"\ngenart is serving at {url}/ (the playground; API docs at {url}/docs). Try:")
-    print("\n".join("  " + line for line in curl_examples(url, app.args)))
+    # Flushed: the examples are what the user waits for, in a log file too.
+    print("\n".join("  " + line for line in curl_examples(url, app.args)), flush=True)
     # The ingress answered; Serve's status may not say so yet.
     if pending := [d for d in starting(app.name) if d != Ingress.name]:
-        print(f"Still starting: {', '.join(pending)}; requests for them wait until they run.")
-    sys.stdout.flush()  # the examples are what the user waits for, also in a log file
+        print(f"Still starting: {', '.join(pending)}; requests for them wait until they run.",
+              flush=True)  # fmt: skip
 
 
 def watch(names: list[str]) -> None:
