@@ -172,8 +172,9 @@ _actor = None  # a worker's handle on the console actor, looked up on first emit
 
 
 def start(context=None, relay: bool = True) -> None:
-    """In the driver, once Ray is up: quiet Ray's loggers (unless verbose), say where Ray's
-    logs are, and start the console actor and its printing thread (once per process).
+    """In the driver, once Ray is up: quiet Ray's loggers (unless verbose), tell Ray's notice
+    of a dead worker in genart's words (:mod:`genart.compat.notices`), say where Ray's logs are,
+    and start the console actor and its printing thread (once per process).
 
     ``context``: what ``ray.init`` returned; its session dir names the logs. ``relay=False``:
     no worker of this job emits lines (``genart serve``), so no console actor.
@@ -182,10 +183,13 @@ def start(context=None, relay: bool = True) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from genart.compat import notices
+
     if _relay is not None:
         return
     if not verbose():
         _quiet_ray_loggers()
+    notices.install(lambda line: emit(f"genart: warning: {line}"), verbose())
     session = (getattr(context, "address_info", None) or {}).get("session_dir")
     if session:
         hint = "" if verbose() else " (genart --verbose prints them here)"

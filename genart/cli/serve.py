@@ -10,11 +10,15 @@ this machine, else starts a private local Ray that ends with it.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
 IMPORT_PATH = "genart.serve.builder:build_app"
 DEFAULT_DEMO_DIR = "runs/serve-demo"
+PROGRESS_EVERY_S = 10  # while the application starts, say what it waits for this often
+ROUTE_TIMEOUT_S = 30  # Serve runs the application, but its /healthz does not answer from here
 
 
 def register(sub) -> None:
@@ -32,12 +36,13 @@ def register(sub) -> None:
 
 
 def default_config(demo_dir: str) -> dict:
-    """The embedded default: one genart application over the demo exports, on localhost."""
+    """The embedded default: one genart application over the demo exports, on localhost; the
+    application serve_config.yaml describes (a unit test compares them)."""
     from genart.serve import demo
 
     return {
         "proxy_location": "HeadOnly",
-        "http_options": {"host": "127.0.0.1", "port": 8000},
+        "http_options": {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 300},
         "applications": [{"name": "genart", "route_prefix": "/", "import_path": IMPORT_PATH,
                           "args": demo.prepare(demo_dir)}],
     }  # fmt: skip
@@ -159,7 +164,8 @@ def connect() -> None:
 
 
 def deploy(schema) -> list[str]:
-    """Start Serve with the config's HTTP options and run each application; returns their URLs.
+    """Start Serve with the config's HTTP options and submit each application; returns their
+    URLs at once, while the replicas start (:func:`wait_until_answering` waits for them).
 
     Each application's ``deployments`` entries become ``Deployment.options`` overrides, as
     ``serve run``/``serve deploy`` apply them.
@@ -176,21 +182,64 @@ def deploy(schema) -> list[str]:
         options = {d.name: d.model_dump(exclude_unset=True, exclude={"name"})
                    for d in app.deployments}  # fmt: skip
         application = build(absolute_paths(app.args), options, token)
-        serve.run(application, name=app.name, route_prefix=app.route_prefix,
-                  logging_config=app.logging_config)  # fmt: skip
+        target = serve.RunTarget(application, name=app.name, route_prefix=app.route_prefix,
+                                 logging_config=app.logging_config)  # fmt: skip
+        # Not waiting for every replica: the ingress answers long before the slowest model
+        # deployment is up, and requests for that one wait in its queue meanwhile.
+        serve.run_many([target], wait_for_applications_running=False)
         prefix = (app.route_prefix or "/").rstrip("/")
         urls.append(f"http://{schema.http_options.host}:{schema.http_options.port}{prefix}")
-        if not wait_until_routed(urls[-1]):
-            print(f"genart: warning: {urls[-1]}/healthz did not answer from here; the app is "
-                  "deployed, but check that this machine can reach Serve's HTTP port")  # fmt: skip
     return urls
 
 
-def wait_until_routed(url: str, timeout_s: float = 30.0) -> bool:
+class DeployFailed(RuntimeError):
+    """Serve gave up deploying an application (a replica's constructor keeps failing)."""
+
+
+def starting(name: str) -> list[str]:
+    """The deployments of application ``name`` with no replica running yet (``["all"]`` before
+    Serve knows the application); raises :class:`DeployFailed` with Serve's reason."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus, ReplicaState
+
+    app = serve.status().applications.get(name)
+    if app is None:
+        return ["all"]
+    if app.status == ApplicationStatus.DEPLOY_FAILED:
+        raise DeployFailed(f"application {name} failed to deploy: {app.message}")
+    # A replica running is what counts: an autoscaled deployment reports UPSCALING, not
+    # HEALTHY, until Serve's next look at its load.
+    return sorted(d for d, status in app.deployments.items()
+                  if not status.replica_states.get(ReplicaState.RUNNING))  # fmt: skip
+
+
+def wait_until_answering(url: str, name: str) -> bool:
+    """Wait until application ``name`` answers ``url``/healthz over HTTP, saying every
+    ``PROGRESS_EVERY_S`` which deployments are still starting; False if Serve runs them all
+    but no answer comes within ``ROUTE_TIMEOUT_S`` (this machine cannot reach Serve's port)."""
+    started = time.monotonic()
+    running_since = None
+    while not wait_until_routed(url, timeout_s=PROGRESS_EVERY_S):
+        pending, now = starting(name), time.monotonic()
+        if not pending:
+            running_since = running_since or now
+            if now - running_since >= ROUTE_TIMEOUT_S:
+                return False
+            continue
+        running_since = None
+        print(
+            f"genart: application {name} is starting ({now - started:.0f} s); waiting for "
+            f"{', '.join(pending)}",
+            flush=True,
+        )
+    return True
+
+
+def wait_until_routed(url: str, timeout_s: float = ROUTE_TIMEOUT_S) -> bool:
     """Poll ``url``/healthz until the application answers it over HTTP; False on timeout.
 
-    serve.run returns once the replicas run; the HTTP proxy learns the new route a moment
-    later (~0.1 s here), and a request in between would reach another application or get 404.
+    The ingress runs before its route is known to the HTTP proxy (~0.1 s here), and a request
+    in between would reach another application or get 404.
     """
     import urllib.error
     import urllib.request
@@ -242,9 +291,8 @@ def serve_command(args) -> int:
         from genart.serve import demo
 
         demo.prepare(args.demo_dir)
-        # serve_config.yaml names the exports of the default folder; others need --demo-dir.
-        then = ("genart serve --config serve_config.yaml" if args.demo_dir == DEFAULT_DEMO_DIR
-                else f"genart serve --demo-dir {args.demo_dir}")  # fmt: skip
+        then = "genart serve" + ("" if args.demo_dir == DEFAULT_DEMO_DIR
+                                 else f" --demo-dir {args.demo_dir}")  # fmt: skip
         print(f"demo exports ready in {args.demo_dir}; now: {then}")
         return 0
     from ray.serve.schema import ServeDeploySchema
@@ -259,32 +307,65 @@ def serve_command(args) -> int:
         schema.http_options.port = args.port
     connect()
     urls = deploy(schema)
-    for url, app in zip(urls, schema.applications):
-        print(f"\ngenart is serving at {url}/ (the playground; API docs at {url}/docs). Try:")
-        print("\n".join("  " + line for line in curl_examples(url, app.args)))
+    names = [app.name for app in schema.applications]
     if not args.no_block:
-        wait_then_delete([app.name for app in schema.applications])
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for url, app in zip(urls, schema.applications):
+            announce(url, app)
+        if not args.no_block:
+            print("\nCtrl-C stops it.", flush=True)
+            watch(names)
+    except KeyboardInterrupt:
+        stop(names)
+    except DeployFailed as err:
+        print(f"genart: error: {err}", file=sys.stderr)
+        stop(names)
+        return 1
     return 0
 
 
-def wait_then_delete(names: list[str]) -> None:
-    """Block until Ctrl-C or SIGTERM, then delete these applications (and only these).
+def announce(url: str, app) -> None:
+    """Once ``app`` answers over HTTP (see :func:`wait_until_answering`), print how to call it."""
+    from genart.serve.app import Ingress
+
+    if not wait_until_answering(url, app.name):
+        print(f"genart: warning: {url}/healthz did not answer from here; the app is "
+              "deployed, but check that this machine can reach Serve's HTTP port")  # fmt: skip
+    print(f"\ngenart is serving at {url}/ (the playground; API docs at {url}/docs). Try:")
+    # Flushed: the examples are what the user waits for, in a log file too.
+    print("\n".join("  " + line for line in curl_examples(url, app.args)), flush=True)
+    # The ingress answered; Serve's status may not say so yet.
+    if pending := [d for d in starting(app.name) if d != Ingress.name]:
+        print(f"Still starting: {', '.join(pending)}; requests for them wait until they run.",
+              flush=True)  # fmt: skip
+
+
+def watch(names: list[str]) -> None:
+    """Block until Ctrl-C or SIGTERM (as KeyboardInterrupt); meanwhile say once each
+    application runs every deployment."""
+    waiting = {name for name in names if starting(name)}
+    while True:
+        for name in sorted(waiting):
+            if not starting(name):
+                print(f"genart: application {name} runs every deployment", flush=True)
+                waiting.discard(name)
+        time.sleep(2 if waiting else 3600)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop(names: list[str]) -> None:
+    """Delete these applications (and only these), saying so.
 
     Other applications on a shared cluster keep running; `serve run` killed by SIGTERM, by
     contrast, leaves its applications behind.
     """
-    import signal
-
     from ray import serve
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    print("\nCtrl-C stops it.")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        for name in names:
-            serve.delete(name)
+    print(f"\ngenart: stopping application {', '.join(names)} ...", flush=True)
+    for name in names:
+        serve.delete(name)
+    print("genart serve stopped", flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -281,12 +280,12 @@ def contact_sheet(contents: list[str], styles: list[str], results: Path, cell: i
     """A PIL grid: style images across the top, content images down the left, results inside."""
     from PIL import Image, ImageOps
 
-    from genart import storage
+    from genart import images
     from genart.pipelines.runner import stem
 
     def thumb(uri: str) -> Image.Image:
-        image = Image.open(io.BytesIO(storage.read_bytes(uri)))
-        return ImageOps.pad(image.convert("RGB"), (cell, cell), color="white")
+        # The one decoder: upright by EXIF orientation, as the results were computed.
+        return ImageOps.pad(images.array_to_pil(images.read(uri)), (cell, cell), color="white")
 
     sheet = Image.new("RGB", ((len(styles) + 1) * cell, (len(contents) + 1) * cell), "white")
     for si, style in enumerate(styles):

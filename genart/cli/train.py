@@ -18,8 +18,10 @@ SHORTCUTS = {
 
 
 def register(sub) -> None:
+    from genart.registry import TrainedSpec
+
     p = sub.add_parser("train", help="train a model with Ray Train (local Ray or RAY_ADDRESS)")
-    p.add_argument("model", help="registered model name (dcgan, fast_style, pix2pix, cyclegan)")
+    add_model_arg(p, "a trained family", TrainedSpec)
     add_config_args(p)
     p.set_defaults(func=train)
 
@@ -33,6 +35,30 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=demo)
+
+
+class RegisteredNames:
+    """The names of the registered families (of ``kind``, if given), looked up when printed.
+
+    A help text that reads the registry cannot fall behind it; looking the names up only when
+    the help is printed keeps the model modules (torchvision among them) out of every other
+    command's start-up.
+    """
+
+    def __init__(self, kind: type | None = None):
+        self.kind = kind
+
+    def __str__(self) -> str:
+        from genart import registry
+
+        return ", ".join(registry.names(self.kind))
+
+
+def add_model_arg(p: argparse.ArgumentParser, what: str, kind: type | None = None) -> None:
+    """The positional ``model`` argument, its help listing the registered families of ``kind``."""
+    action = p.add_argument("model", help=f"{what}: %(registered)s")
+    # argparse fills a help text's %(name)s from the action's attributes when it prints it.
+    action.registered = RegisteredNames(kind)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +118,7 @@ def demo(args) -> int:
     """Generate digits, train DCGAN on local Ray workers, write and list what people look at."""
     from pathlib import Path
 
-    from genart import config
+    from genart import config, recipes
     from genart.data import synthetic
     from genart.train import checkpoint
     from genart.train.launch import fit
@@ -101,10 +127,9 @@ def demo(args) -> int:
     data = out / "data" / "digits"
     if not (data / "labels.csv").exists():
         synthetic.generate("digits", data, n=6000, size=32, seed=0)
-    recipe = Path(__file__).resolve().parents[2] / "jobs" / "dcgan-digits.yaml"
     cfg = config.load(
         "dcgan",
-        recipe,
+        recipes.path("dcgan-digits"),
         [
             f"data.uri={data}",
             f"train.steps={args.steps}",

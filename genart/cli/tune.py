@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genart.cli.train import add_config_args, overrides
+from genart.cli.train import add_config_args, add_model_arg, overrides
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
         "--name/--storage place the sweep, --resume continues it, --steps/--budget is each "
         "trial's budget, --workers/--workers-per-trial and --gpus-per-worker size each trial.",
     )
-    p.add_argument("model", help="dcgan, fast_style, pix2pix, cyclegan, gatys or dream")
+    add_model_arg(p, "a registered family")
     add_config_args(p)
     p.add_argument(
         "--space",

@@ -15,6 +15,8 @@ while the installed Ray's major.minor differs from :data:`RAY_TARGET`.
 * :mod:`genart.compat.haproxy`: adds what Serve's HAProxy config has no setting for (a request
   header timeout, ``Connection: close`` on 408 and 413, no ``100 Continue`` before the app
   reads a body) through the HAProxy binary Serve starts.
+* :mod:`genart.compat.notices`: Ray's notice that a worker died becomes genart's one line naming
+  the actor (a Serve replica: its deployment), Ray's coloured text only with ``--verbose``.
 """
 
 RAY_TARGET = "2.60"  # major.minor of the Ray whose sources these modules were checked against

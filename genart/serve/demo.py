@@ -26,6 +26,7 @@ DEMO_MODELS = {
     "adain-demo": ("adain", ["adain.vgg_weights=random", "adain.width=16"]),
 }  # fmt: skip
 DEMO_STYLE = "adain-style.png"  # the named AdaIN style of the demo: a synthetic style image
+JOBS_DIR = "jobs"  # the Gatys jobs of the demo application, beside its exports
 
 
 def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 0) -> Path:
@@ -72,7 +73,8 @@ def vgg_weights() -> str:
 
 
 def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
-    """Create any missing demo export under ``directory``; returns the app's settings (args)."""
+    """Create any missing demo export under ``directory``; returns the app's settings (args),
+    which keep the Gatys jobs in ``directory/jobs``."""
     directory = Path(directory).resolve()
     for name, (model, overrides) in DEMO_MODELS.items():
         out = directory / name
@@ -92,7 +94,8 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
         "styles": {"demo": str(directory / "style-demo")},
         "translators": {"pix2pix-demo": str(directory / "pix2pix-demo"),
                         "cyclegan-demo": str(directory / "cyclegan-demo")},
-        "gatys": {"vgg_weights": weights},
+        # Jobs on disk: a restarted job store still knows them (docs/serving.md).
+        "gatys": {"vgg_weights": weights, "jobs_dir": str(directory / JOBS_DIR)},
         "dream": {"vgg_weights": weights},
         "adain": {"model": str(directory / "adain-demo"), "styles": {"demo": str(style)}},
     }  # fmt: skip

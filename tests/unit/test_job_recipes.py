@@ -25,6 +25,16 @@ def test_recipe_loads(recipe):
     assert cfg.train.steps > 0 and cfg.scaling.workers >= 1
 
 
+def test_packaged_recipes_are_their_jobs_namesakes():
+    """genart demo trains a recipe shipped in the package; users read and edit jobs/."""
+    from genart import recipes
+
+    packaged = sorted(Path(recipes.__file__).parent.glob("*.yaml"))
+    assert packaged, "no recipe in genart/recipes"
+    for recipe in packaged:
+        assert recipe.read_text() == (JOBS / recipe.name).read_text(), recipe.name
+
+
 def job_module(name: str):
     """A job script loaded from its file: they run as `python jobs/x.py`, jobs/ is no package."""
     spec = importlib.util.spec_from_file_location(f"jobs_{name}", JOBS / f"{name}.py")

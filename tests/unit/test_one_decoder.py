@@ -62,3 +62,18 @@ def test_cli_http_and_training_decode_the_same_upright_pixels(sideways_jpeg, tmp
     np.testing.assert_array_equal(from_cli, upright)
     np.testing.assert_array_equal(from_http, upright)
     np.testing.assert_array_equal(from_training, upright)
+
+
+def test_the_gatys_batch_contact_sheet_shows_photos_upright(sideways_jpeg, tmp_path):
+    from genart.cli.style import contact_sheet
+
+    path, upright = sideways_jpeg
+    style = tmp_path / "style.png"
+    Image.fromarray(np.full((SIDE, SIDE, 3), 128, np.uint8)).save(style)
+    Image.fromarray(upright).save(tmp_path / "phone__style.png")  # the result of the pair
+
+    sheet = np.asarray(contact_sheet([str(path)], [str(style)], tmp_path, cell=SIDE))
+    content_cell = sheet[SIDE:, :SIDE]  # content images down the left, below the styles
+    # As a viewer shows the photo: its red band on the right, not along the top.
+    assert content_cell[:, -SIDE // 8 :, 0].min() > 200
+    assert content_cell[: SIDE // 8, : SIDE // 2, 0].max() < 200
