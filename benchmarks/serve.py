@@ -65,8 +65,11 @@ ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
 SCENARIOS = ((256, 1), (256, 16), (16, 1))
 
 
-def settings(quick: bool) -> dict:
+def settings(quick: bool, tiny: bool = False) -> dict:
     """Interleaved rounds per scenario and requests per path in each round."""
+    if tiny:  # a dry run of the code (make gpu-check DEVICE=cpu)
+        return {"rounds": {1: 1, 16: 1}, "per_round": {1: 2, 16: 16}, "tiny_per_round": 2,
+                "overload_s": 1}  # fmt: skip
     if quick:
         return {"rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16}, "tiny_per_round": 10,
                 "overload_s": 15}  # fmt: skip
@@ -298,13 +301,13 @@ def measure(paths: dict[str, Callable], data: bytes, clients: int, rounds: int, 
     return rows
 
 
-def run(out_dir: Path, quick: bool) -> dict:
+def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
     """Measure every scenario; print the table and write ``serve.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
     from genart.serve.demo import export_initialised
     from genart.serve.ray_settings import SWITCH
 
-    s = settings(quick)
+    s = settings(quick, tiny)
     torch.set_num_threads(1)  # as the replica (one logical CPU -> OMP_NUM_THREADS=1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,7 +336,8 @@ def run(out_dir: Path, quick: bool) -> dict:
     print("\n".join(f"{k}: {v}" for k, v in derived.items()))
     data_path = "HAProxy" if os.environ.get(SWITCH) == "1" else "Python proxy"
     print(f"Serve's HTTP data path: {data_path}")
-    result = {"settings": s, "data_path": data_path, "rows": rows, "derived": derived}
+    result = {"quick": quick, "tiny": tiny, "settings": s, "data_path": data_path, "rows": rows,
+              "derived": derived}  # fmt: skip
     write_json("serve", result, out_dir)
     return result
 
