@@ -61,9 +61,9 @@ class Part:
 # In the order they run. Shares are a guess at each part's quick run on one GPU with a 16-core
 # host; the later parts inherit what the earlier ones leave.
 PARTS = (
-    Part("tests", 0.08),
+    Part("tests", 0.10),
     Part("dcgan", 0.28, "dcgan"),
-    Part("serve", 0.20, "serve"),
+    Part("serve", 0.18, "serve"),
     Part("style", 0.12, "style"),
     Part("multi_worker", 0.12, "multi_worker"),
     Part("quality", 0.20, "quality"),
