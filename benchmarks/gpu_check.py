@@ -42,11 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import print_table, write_json
+
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = {"cuda": 8 * 60, "cpu": 10 * 60}  # the dry run's is a cap for a loaded CI machine
 DEFAULT_RESULTS = {"cuda": REPO / "benchmarks" / "results", "cpu": REPO / "bench-results"}
 GRACE_S = 5  # from SIGTERM to SIGKILL, counted inside the part's limit
-QUALITY_RUNS = 7  # the quality benchmark's quick cells: runs that can go side by side
+# The quality benchmark's quick cells, which can train side by side: reference and genart for
+# Pix2Pix and CycleGAN, reference and two genart recipes for DCGAN.
+QUALITY_RUNS = 7
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, metavar="DIR",
                         help="where the <gpu>-<date> folder goes (default: benchmarks/results, "
                         "bench-results for the dry run)")  # fmt: skip
-    parser.add_argument(
-        "--budget",
-        type=float,
-        metavar="S",
-        help="seconds for all the parts together (default: 480; dry run 600)",
-    )
+    parser.add_argument("--budget", type=float, metavar="S",
+                        help=f"seconds for all the parts together (default: {BUDGET_S['cuda']}; "
+                        f"dry run {BUDGET_S['cpu']})")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="show each part's output")
     parser.add_argument("--multi-worker", type=Path, metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--gpus-per-worker", type=float, default=0, help=argparse.SUPPRESS)
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.multi_worker:  # the multi_worker part's own process
         multi_worker(args.multi_worker, args.gpus_per_worker, tiny)
         return 0
-    env = child_env(args.device)
+    if tiny:  # on a GPU host too: the dry run takes the CPU paths, and its JSON says so
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    env = child_env()
     count, gpu = gpus(env)
     if args.device == "cuda" and not count:
         print("gpu-check: no CUDA GPU here; `make gpu-check DEVICE=cpu` is the dry run")
@@ -104,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_parts(PARTS, folder, budget, env,
                      lambda name: command(name, folder, count, tiny), args.verbose)  # fmt: skip
     total = sum(row["seconds"] for row in rows)
-    from benchmarks.common import print_table, write_json
-
     print()
     print_table(rows)
     print(f"total {total:.0f} s of {budget:.0f}; JSON in {folder}")
@@ -115,12 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
-def child_env(device: str) -> dict[str, str]:
-    """The parts' environment: this one, unbuffered, and CUDA hidden for the dry run."""
+def child_env() -> dict[str, str]:
+    """The parts' environment: this one, unbuffered, with the repository importable."""
     env = os.environ | {"PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    if device == "cpu":  # on a GPU host too: the dry run must take the CPU paths
-        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
@@ -234,7 +233,6 @@ def multi_worker(out: Path, gpus_per_worker: float, tiny: bool) -> dict:
     import tempfile
 
     from benchmarks import dcgan
-    from benchmarks.common import print_table, write_json
 
     if tiny:
         n, overrides = 64, dcgan.loop_overrides(8, 32, 8, 6, 2)
