@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test check lint bench browser clean
+.PHONY: install demo test check lint bench gpu-check browser clean
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --out bench-results; status=$$?; \
 	$(BIN)/python -m benchmarks.report --results bench-results benchmarks/results/*/ \
 	  --out docs/benchmarks.md && exit $$status
+
+## The GPU check for a lent GPU (docs/benchmarks.md): tests/gpu and the quick benchmarks in at
+## most 8 minutes, JSON in benchmarks/results/<gpu>-<date>/ (RESULTS=DIR: DIR/<gpu>-<date>/).
+## DEVICE=cpu: the tiny dry run (under bench-results/) that the test suite runs.
+DEVICE ?= cuda
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check --device $(DEVICE) $(if $(RESULTS),--results $(RESULTS))
 
 clean:
 	rm -rf $(VENV) runs out bench-results

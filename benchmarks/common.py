@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -97,15 +98,23 @@ def loop_step(spec, params, nets: dict, device, cuda_graphs: str = "auto"):
     return run, ctx
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """The command line every benchmark takes: ``--out`` (JSON folder) and ``--quick``."""
+TINY_HELP = "dry-run sizes (make gpu-check DEVICE=cpu): the code runs, the figures mean nothing"
+
+
+def parser(doc: str, tiny: bool = False) -> argparse.ArgumentParser:
+    """The command line every benchmark takes: ``--out`` (JSON folder) and ``--quick``; with
+    ``tiny``, also ``--tiny``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON folder")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    if tiny:
+        parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     return parser
 
 
-def main(run: Callable[[Path, bool], Any], doc: str) -> None:
-    """Run one benchmark from its command line (``python -m benchmarks.NAME``)."""
-    args = parser(doc).parse_args()
-    run(args.out, args.quick)
+def main(run: Callable[..., Any], doc: str) -> None:
+    """Run one benchmark from its command line (``python -m benchmarks.NAME``); ``--tiny`` is
+    offered when ``run`` takes a ``tiny`` argument."""
+    tiny = "tiny" in inspect.signature(run).parameters
+    args = parser(doc, tiny).parse_args()
+    run(args.out, args.quick, **({"tiny": args.tiny} if tiny else {}))

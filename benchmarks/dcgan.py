@@ -100,18 +100,22 @@ def _loader_workers(device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
-def ray_loop(folder: Path, overrides: list[str], storage: Path) -> dict[str, float]:
-    """Steady-state images/s of the genart Ray Train loop with one worker, and the fraction
-    of its time spent waiting for input batches (medians over the reporting windows)."""
+def ray_loop(folder: Path, overrides: list[str], storage: Path, workers: int = 1,
+             gpus_per_worker: float | None = None) -> dict[str, float]:  # fmt: skip
+    """Steady-state images/s of the genart Ray Train loop with ``workers`` workers (default:
+    one GPU each where there is one), and the fraction of its time spent waiting for input
+    batches (medians over the reporting windows)."""
     from genart.train.launch import fit
 
+    if gpus_per_worker is None:
+        gpus_per_worker = 1 if torch.cuda.is_available() else 0
     cfg = config.load(
         "dcgan",
         overrides=[
             *overrides,
             f"data.uri={folder}",
-            "scaling.workers=1",
-            f"scaling.gpus_per_worker={1 if torch.cuda.is_available() else 0}",
+            f"scaling.workers={workers}",
+            f"scaling.gpus_per_worker={gpus_per_worker}",
             f"run.storage_path={storage}",
             f"run.name=bench-{len(list(storage.glob('bench-*')))}",
         ],
@@ -252,14 +256,11 @@ def compare_loops(tmp: Path, n: int, overrides: list[str], warmup: int) -> dict:
             "ray_input_wait_frac": ray["input_wait_frac"]}  # fmt: skip
 
 
-def run(out_dir: Path, quick: bool) -> dict:
-    """Both comparisons; prints a table and writes dcgan.json."""
-    from benchmarks.common import machine, print_table, write_json
-
-    # Ray Train workers run with OMP_NUM_THREADS=1 (one CPU each): the baselines get the same,
-    # else the plain loop's 2 torch threads fight its DataLoader worker for the 2 cores.
-    torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def loop_plans(device: torch.device, quick: bool, tiny: bool) -> tuple[int, int, dict]:
+    """The step benchmark's width and batch, and {name: (images, overrides, warm-up steps)}
+    of each loop pair to compare."""
+    if tiny:  # a dry run of the code: one small pair, no data.repeat variant
+        return 8, 8, {"tiny": (64, loop_overrides(8, 32, 8, 6, 2), 2)}
     width, batch = (32, 32) if quick else (64, 64)
     steps, warmup = (25, 5) if quick else (60, 10)
     n = 1024
@@ -276,10 +277,23 @@ def run(out_dir: Path, quick: bool) -> dict:
     name, repeat = ("64 px", 4) if device.type == "cuda" else ("fast step", 8)
     images, overrides, skip = loops[name]
     loops[f"{name}, data.repeat={repeat}"] = (images, [*overrides, f"data.repeat={repeat}"], skip)
+    return width, batch, loops
+
+
+def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
+    """Both comparisons; prints a table and writes dcgan.json."""
+    from benchmarks.common import machine, print_table, write_json
+
+    # Ray Train workers run with OMP_NUM_THREADS=1 (one CPU each): the baselines get the same,
+    # else the plain loop's 2 torch threads fight its DataLoader worker for the 2 cores.
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    width, batch, loops = loop_plans(device, quick, tiny)
     with tempfile.TemporaryDirectory() as tmp:
         measured = {name: compare_loops(Path(tmp), *args) for name, args in loops.items()}
-    per_round = 20 if device.type == "cuda" else 2
-    step = step_times(batch, rounds=3 if quick else 5, per_round=per_round, device=device)
+    per_round = 1 if tiny else 20 if device.type == "cuda" else 2
+    rounds = 1 if tiny else 3 if quick else 5
+    step = step_times(batch, rounds=rounds, per_round=per_round, device=device)
     rows = [
         {
             "comparison": f"Ray Train loop (1 worker) vs plain loop, {name}",
@@ -303,6 +317,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     payload = {
         "machine": machine(),
         "quick": quick,
+        "tiny": tiny,
         "device": str(device),
         "width": width,
         "batch": batch,

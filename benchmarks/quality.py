@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import print_table, write_json
+from benchmarks.common import TINY_HELP, print_table, write_json
 from benchmarks.reference import dcgan as ref_dcgan
 from benchmarks.reference import translation as ref_translation
 from benchmarks.translation import one_thread
@@ -91,6 +91,11 @@ SETTINGS = {
         "pix2pix": Settings("pairs", 80, 64, 4, 60, ngf=16, ndf=16, seeds=(0,)),
         "cyclegan": Settings("unpaired", 40, 64, 1, 40, ngf=8, ndf=16, n_blocks=6, seeds=(0,)),
         "dcgan": Settings("modes", 640, 32, 64, 60, ngf=16, ndf=16, samples=256, seeds=(0,)),
+    },
+    "tiny": {  # a dry run of the code (make gpu-check DEVICE=cpu)
+        "pix2pix": Settings("pairs", 20, 64, 2, 2, ngf=8, ndf=8, seeds=(0,)),
+        "cyclegan": Settings("unpaired", 20, 64, 1, 2, ngf=8, ndf=8, n_blocks=2, seeds=(0,)),
+        "dcgan": Settings("modes", 160, 32, 16, 2, ngf=8, ndf=8, samples=32, seeds=(0,)),
     },
 }
 
@@ -518,8 +523,8 @@ def _task(model: str, name: str, s: Settings, seed: int, variant, out_dir: Path,
 
 
 def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=None,
-        grids: bool = False, jobs: int | None = None, sizes: dict | None = None,
-        sides: bool = False) -> dict:  # fmt: skip
+        grids: bool = False, jobs: int | None = None, tiny: bool = False,
+        sizes: dict | None = None, sides: bool = False) -> dict:  # fmt: skip
     """Train, score, print the tables and write ``quality.json`` (``quality_ablations.json``);
     with ``grids``, sample images of every run under ``out_dir/quality-grids``. ``sizes``
     replaces settings fields of every model (e.g. ``{"size": 64, "steps": 1500}``); with
@@ -529,7 +534,7 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
     machine), each on one torch thread; every run seeds its own generators, so the figures do
     not depend on it.
     """
-    scale = "quick" if quick else "full"
+    scale = "tiny" if tiny else "quick" if quick else "full"
     settings = {m: SETTINGS[scale][m] for m in only}
     if seeds:
         settings = {m: replace(s, seeds=tuple(seeds)) for m, s in settings.items()}
@@ -570,6 +575,7 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
         print_table(checks)
     result = {
         "quick": quick,
+        "tiny": tiny,
         "settings": {m: asdict(s) for m, s in settings.items()},
         "threads_per_run": 1,
         "jobs": jobs,
@@ -593,6 +599,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="instead of the settings' seeds")
     parser.add_argument("--grids", action="store_true", help="PNG grids of every run's outputs")
     parser.add_argument("--jobs", type=int, help="runs side by side (default: 2)")
+    parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     parser.add_argument("--sides", action="store_true",
                         help="also score genart's live and averaged weights apart")  # fmt: skip
     for name in ("size", "steps", "batch", "n", "ngf", "ndf"):
@@ -600,7 +607,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = {k: getattr(args, k) for k in ("size", "steps", "batch", "n", "ngf", "ndf")}
     run(args.out, args.quick, tuple(args.only), args.ablate, args.seeds, args.grids, args.jobs,
-        {k: v for k, v in sizes.items() if v is not None}, args.sides)  # fmt: skip
+        args.tiny, {k: v for k, v in sizes.items() if v is not None}, args.sides)  # fmt: skip
 
 
 if __name__ == "__main__":

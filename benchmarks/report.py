@@ -31,9 +31,13 @@ WIDTH = 96  # wrap the prose of the page (tables stay one line per row)
 
 # ``python -m benchmarks.translation --quality M`` writes this one beside translation.json.
 # ``python -m benchmarks.quality --ablate`` writes quality_ablations.json beside quality.json.
-ORDER = [*BENCHMARKS[: BENCHMARKS.index("translation") + 1], "translation_quality"]
+# ``make gpu-check`` writes gpu_check.json (its table) and multi_worker.json beside the quick
+# benchmarks' files.
+GPU_CHECK = ("gpu_check", "multi_worker")
+ORDER = ["gpu_check", *BENCHMARKS[: BENCHMARKS.index("translation") + 1], "translation_quality"]
 ORDER += ["quality", "quality_ablations"]
 ORDER += [name for name in BENCHMARKS if name not in ORDER]
+ORDER.insert(ORDER.index("dcgan") + 1, "multi_worker")
 
 # Fields every file has that the section's header already shows (or that are the table).
 SHOWN = {"benchmark", "time", "machine", "rows"}
@@ -64,10 +68,41 @@ thread. The style benchmarks use a seeded random VGG (no ImageNet weights are ne
 time the work, not the look of the result. Read a CPU figure with the load average beside it:
 on a shared machine it moves from run to run. Results are not rerun automatically: a file
 describes the code as it was on the date it gives (`git log` shows what changed since).
+
+## The GPU check
+
+`make gpu-check` is the one command for a lent GPU: in at most 8 minutes on one GPU it runs
+`pytest tests/gpu`, the DCGAN, Serve and style benchmarks with `--quick`, a short DCGAN Ray
+Train run with two workers (a GPU each where the host has several, else
+`scaling.gpus_per_worker=0.5` on the one) and the quality benchmark's quick cells. Each part
+runs in its own process with a share of the 8 minutes (time one leaves passes to the next); a
+part still running when its share is spent is stopped, Ray and all, and recorded as `timed
+out`. It prints a table of the parts, the time each took and its figures beside the targets
+(Ray Train loop >= 0.98x the plain loop; Serve <= 3 ms p50 over a direct call; batching >= 2x
+at 16 clients; fast style at 512 px <= 5 ms per image), and writes every JSON, `gpu_check.json`
+(that table) and each part's log (`logs/`) into `benchmarks/results/<gpu name>-<date>/`, which
+this page reads.
+
+Lent a GPU: run `make gpu-check` first (`make gpu-check RESULTS=DIR` puts the folder under DIR,
+such as the folder a lent machine sends back); bring the folder into `benchmarks/results/`,
+commit its JSON (the logs are for reading: they name the machine's paths), regenerate this page
+(`python -m benchmarks.report`) and fix what falls short of the targets. Rerun a part that
+timed out on its own: `python -m benchmarks.NAME --quick --out FOLDER`. `make gpu-check
+DEVICE=cpu` is its dry run: CUDA hidden, tiny sizes, the folder under `bench-results/` (its
+figures mean nothing and stay off this page); the test suite runs it so that the command works
+the day a GPU is lent.
 """
 
 # What each benchmark compares and what it aims for (the full method: the module's docstring).
 ABOUT = {
+    "gpu_check": (
+        "`make gpu-check` (above): each part's status, time, time limit and headline figures "
+        "beside their targets; the figures' files are in the sections below."
+    ),
+    "multi_worker": (
+        "`make gpu-check`'s short DCGAN Ray Train run with two workers (a GPU each where the "
+        "host has several, else half of the one GPU each): that it runs, and its images/s."
+    ),
     "ingest": (
         "Ray Data ingest (`genart.data.pipelines.images`: decode, resize, batch) against a "
         "torch DataLoader with 2 workers over the same folder of 64x64 PNGs, both pinned to "
@@ -239,6 +274,8 @@ def section(path: Path, document: dict[str, Any]) -> str:
 def command(document: dict[str, Any]) -> tuple[str, str]:
     """The command that writes this file, and a note when the file leaves it uncertain."""
     name = document["benchmark"]
+    if name in GPU_CHECK:
+        return "make gpu-check", ""
     if name == "translation_quality":
         minutes = document.get("minutes_per_model")
         return command_line(name, minutes=cell(minutes) if minutes else "MINUTES"), ""
@@ -249,6 +286,8 @@ def command(document: dict[str, Any]) -> tuple[str, str]:
 
 def command_line(name: str, quick: bool = False, minutes: str = "MINUTES") -> str:
     """``python -m benchmarks.NAME`` with the options that produce benchmark ``name``'s file."""
+    if name in GPU_CHECK:
+        return "make gpu-check"
     if name == "translation_quality":
         return f"python -m benchmarks.translation --quality {minutes}"
     if name == "quality_ablations":

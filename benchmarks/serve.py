@@ -61,17 +61,25 @@ FLOOR = "http, echo app (Serve's floor)"
 OVERLOAD = "http, shipped queue caps, 64 clients retrying at once"
 OVERLOAD_CLIENTS = 64
 ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
-# (image side, concurrent clients): the measured scenarios
-SCENARIOS = ((256, 1), (256, 16), (16, 1))
+SIDE = 256  # of the images in the 1- and 16-client scenarios (--tiny: 32)
+FLOOR_SIDE = 16  # of the images where the model costs ~1 ms
 
 
-def settings(quick: bool) -> dict:
+def scenarios(side: int) -> tuple[tuple[int, int], ...]:
+    """(image side, concurrent clients) of each measured scenario."""
+    return (side, 1), (side, 16), (FLOOR_SIDE, 1)
+
+
+def settings(quick: bool, tiny: bool = False) -> dict:
     """Interleaved rounds per scenario and requests per path in each round."""
+    if tiny:  # a dry run of the code (make gpu-check DEVICE=cpu)
+        return {"side": 32, "rounds": {1: 1, 16: 1}, "per_round": {1: 2, 16: 16},
+                "tiny_per_round": 2, "overload_s": 1}  # fmt: skip
     if quick:
-        return {"rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16}, "tiny_per_round": 10,
-                "overload_s": 15}  # fmt: skip
-    return {"rounds": {1: 10, 16: 4}, "per_round": {1: 5, 16: 32}, "tiny_per_round": 30,
-            "overload_s": 45}  # fmt: skip
+        return {"side": SIDE, "rounds": {1: 3, 16: 2}, "per_round": {1: 3, 16: 16},
+                "tiny_per_round": 10, "overload_s": 15}  # fmt: skip
+    return {"side": SIDE, "rounds": {1: 10, 16: 4}, "per_round": {1: 5, 16: 32},
+            "tiny_per_round": 30, "overload_s": 45}  # fmt: skip
 
 
 def test_image(side: int) -> bytes:
@@ -298,13 +306,13 @@ def measure(paths: dict[str, Callable], data: bytes, clients: int, rounds: int, 
     return rows
 
 
-def run(out_dir: Path, quick: bool) -> dict:
+def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
     """Measure every scenario; print the table and write ``serve.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
     from genart.serve.demo import export_initialised
     from genart.serve.ray_settings import SWITCH
 
-    s = settings(quick)
+    s = settings(quick, tiny)
     torch.set_num_threads(1)  # as the replica (one logical CPU -> OMP_NUM_THREADS=1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -313,33 +321,36 @@ def run(out_dir: Path, quick: bool) -> dict:
             paths = {"direct": direct_path(export)}
             paths |= {f"http, batching {mode}": http_path(urls[mode]) for mode in BATCHING}
             paths[FLOOR] = http_path(urls["floor"])
-            for side, clients in SCENARIOS:
-                per_round = s["tiny_per_round"] if side < 256 else s["per_round"][clients]
+            for side, clients in scenarios(s["side"]):
+                per_round = s["tiny_per_round"] if side == FLOOR_SIDE else s["per_round"][clients]
                 scenario = measure(
                     paths, test_image(side), clients, s["rounds"][clients], per_round
                 )
                 rows += [{"image": f"{side}x{side}", "clients": clients, **row} for row in scenario]
                 print_table(rows[-len(paths) :])
                 print(flush=True)
-            data = test_image(256)
+            data = test_image(s["side"])
             hammer(urls["overload"], data, OVERLOAD_CLIENTS, 3)  # warm-up
             overload = hammer(urls["overload"], data, OVERLOAD_CLIENTS, s["overload_s"])
-            rows.append({"image": "256x256", "clients": OVERLOAD_CLIENTS, "path": OVERLOAD,
-                         **overload})  # fmt: skip
+            rows.append({"image": f"{s['side']}x{s['side']}", "clients": OVERLOAD_CLIENTS,
+                         "path": OVERLOAD, **overload})  # fmt: skip
             print_table(rows[-1:])
             print(flush=True)
     print_table(rows)
-    derived = summarise(rows)
+    derived = summarise(rows, s["side"])
     print("\n".join(f"{k}: {v}" for k, v in derived.items()))
     data_path = "HAProxy" if os.environ.get(SWITCH) == "1" else "Python proxy"
     print(f"Serve's HTTP data path: {data_path}")
-    result = {"settings": s, "data_path": data_path, "rows": rows, "derived": derived}
+    result = {"quick": quick, "tiny": tiny, "settings": s, "data_path": data_path, "rows": rows,
+              "derived": derived}  # fmt: skip
     write_json("serve", result, out_dir)
     return result
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Serving overhead at 1 client and the batching speed-up at 16, beside their targets."""
+def summarise(rows: list[dict], side: int = SIDE) -> dict:
+    """Serving overhead at 1 client and the batching speed-up at 16, beside their targets
+    (the figures named 256 are of ``side`` px images)."""
+    big = f"{side}x{side}"
 
     def get(image: str, clients: int, path: str, key: str) -> float:
         match = (image, clients, path)
@@ -349,14 +360,14 @@ def summarise(rows: list[dict]) -> dict:
         http = get(image, 1, f"http, batching {mode}", "p50_ms")
         return round(http - get(image, 1, "direct", "p50_ms"), 1)
 
-    speedup = get("256x256", 16, "http, batching on", "throughput_rps") / get(
-        "256x256", 16, "http, batching off", "throughput_rps"
+    speedup = get(big, 16, "http, batching on", "throughput_rps") / get(
+        big, 16, "http, batching off", "throughput_rps"
     )
-    capacity = get("256x256", 16, "http, batching on", "throughput_rps")
-    overload = get("256x256", OVERLOAD_CLIENTS, OVERLOAD, "throughput_rps")
+    capacity = get(big, 16, "http, batching on", "throughput_rps")
+    overload = get(big, OVERLOAD_CLIENTS, OVERLOAD, "throughput_rps")
     return {
-        "overhead_p50_ms_256_batching_off": overhead("256x256", "off"),
-        "overhead_p50_ms_256_batching_on": overhead("256x256", "on"),
+        "overhead_p50_ms_256_batching_off": overhead(big, "off"),
+        "overhead_p50_ms_256_batching_on": overhead(big, "on"),
         "overhead_p50_ms_16px_batching_off": overhead("16x16", "off"),
         "serve_floor_p50_ms_16px": get("16x16", 1, FLOOR, "p50_ms"),
         "serve_floor_cpu_ms_per_request_16px": get("16x16", 1, FLOOR, "serve_cpu_ms_per_request"),
@@ -367,9 +378,7 @@ def summarise(rows: list[dict]) -> dict:
         "batching_speedup_256_16_clients": round(speedup, 2),
         "batching_speedup_target": 2,
         "overload_ok_rps_64_clients": overload,
-        "overload_503_per_s_64_clients": get(
-            "256x256", OVERLOAD_CLIENTS, OVERLOAD, "refused_503_per_s"
-        ),
+        "overload_503_per_s_64_clients": get(big, OVERLOAD_CLIENTS, OVERLOAD, "refused_503_per_s"),
         "overload_goodput_vs_16_clients": round(overload / capacity, 2),
     }
 

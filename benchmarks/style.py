@@ -314,7 +314,7 @@ def _throughput_row(name: str, size: int, samples: list[tuple], eager: list[floa
 # --- entry points ---------------------------------------------------------------------------------
 
 
-def run(out_dir: Path, quick: bool) -> dict:
+def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
     """Both benchmarks; prints a table and writes style.json under ``out_dir``."""
     from benchmarks.common import print_table, write_json
 
@@ -322,7 +322,10 @@ def run(out_dir: Path, quick: bool) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if device.type == "cuda":  # the tutorial's GPU size, 512 px
+        if tiny:  # a dry run of the code (make gpu-check DEVICE=cpu)
+            rows = gatys_race((32, 48), evaluations=4, rounds=1, device=device)
+            rows += fast_style_throughput([64], rounds=1, compile_too=False, device=device)
+        elif device.type == "cuda":  # the tutorial's GPU size, 512 px
             rows = gatys_race((512, 512), 100 if quick else 200, rounds=3, device=device)
             rows += fast_style_throughput([256, 512], 3, compile_too=not quick, device=device)
         elif quick:
@@ -334,8 +337,8 @@ def run(out_dir: Path, quick: bool) -> dict:
     finally:
         torch.set_num_threads(threads)
     print_table(rows)
-    result = {"quick": quick, "device": str(device), "threads": 1, "vgg_weights": RANDOM_NOTE,
-              "rows": rows}  # fmt: skip
+    result = {"quick": quick, "tiny": tiny, "device": str(device), "threads": 1,
+              "vgg_weights": RANDOM_NOTE, "rows": rows}  # fmt: skip
     write_json("style", result, out_dir)
     return result
 

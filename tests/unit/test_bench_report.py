@@ -119,3 +119,30 @@ def test_the_committed_results_render():
     folders = [p for p in report.COMMITTED.iterdir() if p.is_dir()]
     page = report.render(report.load(folders))
     assert page.count("\n### ") >= len(folders)
+
+
+def test_a_gpu_check_folder_is_read_and_its_own_files_name_make_gpu_check(tmp_path, monkeypatch):
+    gpu = MACHINE | {"gpu": "NVIDIA Test GPU"}
+    folder = tmp_path / "results" / "nvidia-test-gpu-2026-01-02"
+    rows = [{"part": "dcgan", "status": "timed out", "seconds": 130.0, "limit_s": 134.4,
+             "result": "-"}]  # fmt: skip
+    write(folder, "gpu_check", {"device": "cuda", "tiny": False, "rows": rows})
+    write(folder, "multi_worker", {"rows": [{"workers": 2, "gpus_per_worker": 0.5}]})
+    write(folder, "dcgan", {"quick": True, "rows": [{"comparison": "x", "ratio": 1.0}]})
+    for name in ("gpu_check", "multi_worker", "dcgan"):  # measured on the GPU
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"machine": gpu}))
+    monkeypatch.setattr(report, "COMMITTED", tmp_path / "results")
+    monkeypatch.setattr(report, "LOCAL", tmp_path / "absent")
+    assert report.default_folders() == [folder]
+
+    page = report.render(report.load(report.default_folders()))
+    assert "## The GPU check" in page and "make gpu-check DEVICE=cpu" in " ".join(page.split())
+    sections = page.split("\n## `")[1:]
+    assert [s.split("`", 1)[0] for s in sections[:3]] == ["gpu_check", "ingest", "dcgan"]
+    check = sections[0]
+    assert "### NVIDIA Test GPU, 2026-01-02" in check and "- Command: `make gpu-check`\n" in check
+    assert "| dcgan | timed out | 130.0 | 134.4 | - |" in check
+    multi = page.split("## `multi_worker`", 1)[1].split("\n## ", 1)[0]
+    assert page.index("## `dcgan`") < page.index("## `multi_worker`")
+    assert "- Command: `make gpu-check`\n" in multi and "| 2 | 0.5 |" in multi
