@@ -93,6 +93,14 @@ def resolve_run(cfg: Config) -> Config:
     return cfg
 
 
+def process_group_backend(scaling: config.ScalingConfig) -> str | None:
+    """The torch.distributed backend of a run's workers, or None for Ray Train's own choice
+    (NCCL with GPUs, gloo without). Workers holding a fraction of a GPU may share one device
+    with another rank, which NCCL refuses ("Duplicate GPU detected"); gloo runs DDP's
+    collectives on CUDA tensors too, through the host."""
+    return "gloo" if scaling.workers > 1 and 0 < scaling.gpus_per_worker < 1 else None
+
+
 def fit(cfg: Config, callbacks: list | None = None):
     """Train ``cfg`` with Ray Train; returns the ``ray.train.Result``.
 
@@ -100,7 +108,7 @@ def fit(cfg: Config, callbacks: list | None = None):
     """
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from genart import console
     from genart.compat.isolation import use_own_cluster_cleaner
@@ -119,6 +127,7 @@ def fit(cfg: Config, callbacks: list | None = None):
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.workers, use_gpu=s.gpus_per_worker > 0, resources_per_worker=resources
         ),
+        torch_config=TorchConfig(backend=process_group_backend(s)),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
             **storage.ray_storage(cfg.run.storage_path),

@@ -8,6 +8,7 @@ import pytest
 
 from genart import config, registry
 from genart.data import pipelines
+from genart.train import launch
 
 
 @pytest.mark.parametrize(("model", "builder"), [("dcgan", "images"), ("pix2pix", "paired")])
@@ -161,3 +162,12 @@ def test_private_temp_dir_leaves_room_for_rays_socket_paths(monkeypatch):
     assert isolation.private_temp_dir() == "/tmp/genart-ray"
     monkeypatch.setattr(isolation, "get_default_ray_temp_dir", lambda: "/" + "x" * 60 + "/ray")
     assert isolation.private_temp_dir() is None  # Ray's default, whatever it makes of it
+
+
+@pytest.mark.parametrize(
+    ("workers", "gpus", "backend"),
+    [(2, 0.5, "gloo"), (4, 0.25, "gloo"), (2, 1.0, None), (1, 0.5, None), (2, 0.0, None)],
+)
+def test_workers_sharing_a_gpu_use_gloo_which_allows_it(workers, gpus, backend):
+    scaling = config.ScalingConfig(workers=workers, gpus_per_worker=gpus)
+    assert launch.process_group_backend(scaling) == backend
