@@ -143,7 +143,7 @@ def test_trainings_and_serving_side_by_side_keep_to_their_own_ray(tmp_path):
     titles = {title for _, _, title in sockets.seen}
     for process in ("gcs_server", "raylet", "ray::RayTrainWorker", "haproxy", "ray::ServeReplica"):
         assert any(title.startswith(process) for title in titles), (process, titles)
-    exposed = sorted(socket for socket in sockets.seen if not is_loopback(socket[0]))
+    exposed = {(ip, port): title for ip, port, title in sorted(sockets.seen) if not is_loopback(ip)}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert "started a private local Ray" in serving.output, serving.output
     sessions = [command.session() for command in commands]
