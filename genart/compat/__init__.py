@@ -12,6 +12,9 @@ while the installed Ray's major.minor differs from :data:`RAY_TARGET`.
   cleaner asks its own cluster's GCS (not whichever cluster the State API finds), genart
   joins only ``RAY_ADDRESS`` or a live ``ray start`` cluster, private Rays use their own temp
   dir, and token auth is set up without Ray's notice.
+* :mod:`genart.compat.loopback` (with :mod:`genart.compat.loopback_worker`, which Ray imports into
+  each worker): a private local Ray listens on loopback only, what its workers open included
+  (Serve's replica gRPC, HAProxy's stats and exporter, Ray Train's torch store).
 """
 
 RAY_TARGET = "2.60"  # major.minor of the Ray whose sources these modules were checked against
