@@ -29,8 +29,9 @@ address, and so would be reachable from the network it is on:
     :func:`address_and_port_with_store` starts the store there on a socket bound to the node's
     address, and the store torch's rendezvous then makes reuses it (``multi_tenant``:
     ``torch/distributed/rendezvous.py`` ``_create_c10d_store``). Gloo listens on the address
-    the host name resolves to unless ``GLOO_SOCKET_IFNAME`` names an interface:
-    :func:`start_on_loopback` names the loopback one.
+    the host name resolves to unless ``GLOO_SOCKET_IFNAME`` names an interface, and NCCL's
+    bootstrap (GPU runs) on a network interface unless ``NCCL_SOCKET_IFNAME`` does:
+    :func:`start_on_loopback` names the loopback one to both.
 
 Clusters (``ray start``, ``genart cluster``, ``RAY_ADDRESS``) are left as Ray's docs set them up.
 """
@@ -45,7 +46,7 @@ from collections.abc import Callable, MutableMapping
 
 WORKER_MODULE = "genart.compat.loopback_worker"
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's; "0": the node address is loopback
-GLOO_INTERFACE = "GLOO_SOCKET_IFNAME"
+INTERFACE_VARIABLES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")  # torch's and NCCL's
 LOOPBACK_INTERFACES = ("lo", "lo0")  # Linux, macOS and the BSDs
 # Ray's HAProxy template: the binds of its stats page and Prometheus exporter, every interface.
 HAPROXY_ADMIN_BINDS = {
@@ -63,15 +64,16 @@ def start_on_loopback(
     """Before starting a private local Ray: have it, and all it starts, listen on loopback only.
 
     Returns ``system_config`` (``ray.init``'s ``_system_config``) with the preload of
-    :data:`WORKER_MODULE` added. A ``GLOO_SOCKET_IFNAME`` the user set stands.
+    :data:`WORKER_MODULE` added. An interface the user named (:data:`INTERFACE_VARIABLES`)
+    stands.
     """
     from ray._private import ray_constants
 
     environ[CLUSTER_SWITCH] = "0"  # for Ray's processes: they read it when they start
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it when it imported Ray
     interface = loopback_interface()
-    if interface:
-        environ.setdefault(GLOO_INTERFACE, interface)
+    for variable in INTERFACE_VARIABLES if interface else ():
+        environ.setdefault(variable, interface)
     return {**(system_config or {}), "preload_python_modules": [WORKER_MODULE]}
 
 

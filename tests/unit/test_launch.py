@@ -38,7 +38,7 @@ class FakeRay:
         monkeypatch.setattr(ray, "init", lambda **kwargs: self.inits.append(kwargs) or "context")
         monkeypatch.setattr(console, "start", self.start)
         for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "GENART_VERBOSE", loopback.CLUSTER_SWITCH,
-                     loopback.GLOO_INTERFACE):  # fmt: skip
+                     *loopback.INTERFACE_VARIABLES):  # fmt: skip
             monkeypatch.setenv(name, "")  # a set-then-delete puts back what was there
             monkeypatch.delenv(name)
         # A local start has this process's Ray take loopback for the node address: put back.

@@ -44,13 +44,14 @@ def test_a_private_ray_takes_loopback_for_its_node_address(on_loopback):
     # What ray.init asks when it starts a node: the address its servers then bind.
     assert services.get_node_ip_address() == LOOPBACK
     interface = loopback.loopback_interface()
-    assert interface and environ[loopback.GLOO_INTERFACE] == interface
+    assert interface and all(environ[name] == interface for name in loopback.INTERFACE_VARIABLES)
 
 
-def test_a_chosen_gloo_interface_stands(on_loopback):
-    environ = {loopback.GLOO_INTERFACE: "eth1"}
+def test_a_chosen_interface_stands(on_loopback):
+    environ = {"GLOO_SOCKET_IFNAME": "eth1"}
     loopback.start_on_loopback(environ=environ)
-    assert environ[loopback.GLOO_INTERFACE] == "eth1"
+    assert environ["GLOO_SOCKET_IFNAME"] == "eth1"
+    assert environ["NCCL_SOCKET_IFNAME"] == loopback.loopback_interface()
 
 
 def test_haproxy_stats_and_exporter_bind_the_node_address(on_loopback):
@@ -93,7 +94,7 @@ def test_the_torch_process_group_listens_on_the_node_address_only(on_loopback, m
     import torch.distributed as dist
 
     monkeypatch.setattr(loopback, "_held_store", [])
-    monkeypatch.setenv(loopback.GLOO_INTERFACE, loopback.loopback_interface())
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", loopback.loopback_interface())
     before = listening()
     address, port = loopback.address_and_port_with_store()
     assert (address, listening(port)) == (LOOPBACK, {(LOOPBACK, port)})
