@@ -33,8 +33,10 @@ def listening(port: int | None = None) -> set[tuple[str, int]]:
             if c.status == psutil.CONN_LISTEN and port in (None, c.laddr.port)}  # fmt: skip
 
 
-def test_a_private_ray_takes_loopback_for_its_node_address(on_loopback):
-    from ray._private import services
+def test_a_private_ray_takes_loopback_for_its_node_address(on_loopback, monkeypatch):
+    from ray._private import services, worker
+
+    monkeypatch.setattr(worker, "_global_node", None)  # as before ray.init starts a node
 
     environ = {}
     system_config = loopback.start_on_loopback({"max_direct_call_object_size": 1}, environ)
