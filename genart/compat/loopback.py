@@ -33,7 +33,7 @@ address, and so would be reachable from the network it is on:
     bootstrap (GPU runs) on a network interface unless ``NCCL_SOCKET_IFNAME`` does:
     :func:`start_on_loopback` names the loopback one to both.
 
-Clusters (``ray start``, ``genart cluster``, ``RAY_ADDRESS``) are left as Ray's docs set them up.
+Clusters (``ray start``, ``cluster.yaml``, ``RAY_ADDRESS``) are left as Ray's docs set them up.
 """
 
 from __future__ import annotations
