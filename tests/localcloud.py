@@ -28,6 +28,21 @@ def descendants(pid: int) -> list:
     return _psutil().Process(pid).children(recursive=True)
 
 
+def listening(pid: int) -> set[tuple[str, int, str]]:
+    """(address, port, process title) of the TCP sockets listening in ``pid``'s process tree
+    now; empty once ``pid`` has ended."""
+    psutil = _psutil()
+    found = set()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for proc in [psutil.Process(pid), *descendants(pid)]:
+            with contextlib.suppress(psutil.Error, IndexError):
+                title = os.path.basename(proc.cmdline()[0])  # Ray's workers: ray::Class.method
+                sockets = proc.net_connections("inet")
+                found |= {(c.laddr.ip, c.laddr.port, title)
+                          for c in sockets if c.status == psutil.CONN_LISTEN}  # fmt: skip
+    return found
+
+
 def terminate_tree(pid: int, grace_s: float = 5) -> None:
     """SIGTERM ``pid`` and everything below it; SIGKILL what is left after ``grace_s``.
 

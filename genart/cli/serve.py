@@ -137,8 +137,9 @@ def absolute_paths(args: dict) -> dict:
 
 def connect() -> None:
     """Join the cluster RAY_ADDRESS names, else one ``ray start`` runs on this machine, else
-    start a private local Ray with genart's serving settings (``genart.serve.ray_settings``);
-    then start genart's console (:mod:`genart.console`).
+    start a private local Ray with genart's serving settings (``genart.serve.ray_settings``),
+    listening on loopback only (:mod:`genart.compat.loopback`); then start genart's console
+    (:mod:`genart.console`).
 
     Never ``address="auto"``: that joins any Ray it finds on the machine, another genart
     command's private one included, and the app would die with that command.
@@ -147,6 +148,7 @@ def connect() -> None:
 
     from genart import console
     from genart.compat.isolation import enable_token_auth, private_temp_dir, recorded_cluster
+    from genart.compat.loopback import start_on_loopback
     from genart.serve.ray_settings import RAY_SYSTEM_CONFIG, use_local_haproxy
 
     if ray.is_initialized():
@@ -157,7 +159,7 @@ def connect() -> None:
         return
     path = "HAProxy" if use_local_haproxy() else "Ray's Python proxy"
     enable_token_auth()
-    context = ray.init(address="local", _system_config=RAY_SYSTEM_CONFIG,
+    context = ray.init(address="local", _system_config=start_on_loopback(RAY_SYSTEM_CONFIG),
                        _temp_dir=private_temp_dir(), **console.ray_init_args())  # fmt: skip
     print(f"started a private local Ray; HTTP enters Serve through {path} (docs/serving.md)")
     console.start(context, relay=False)  # no worker of genart serve prints progress

@@ -17,6 +17,9 @@ while the installed Ray's major.minor differs from :data:`RAY_TARGET`.
   reads a body) through the HAProxy binary Serve starts.
 * :mod:`genart.compat.notices`: Ray's notice that a worker died becomes genart's one line naming
   the actor (a Serve replica: its deployment), Ray's coloured text only with ``--verbose``.
+* :mod:`genart.compat.loopback` (with :mod:`genart.compat.loopback_worker`, which Ray imports into
+  each worker): a private local Ray listens on loopback only, what its workers open included
+  (Serve's replica gRPC, HAProxy's stats and exporter, Ray Train's torch store).
 """
 
 RAY_TARGET = "2.60"  # major.minor of the Ray whose sources these modules were checked against

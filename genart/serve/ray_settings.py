@@ -32,8 +32,8 @@ SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"  # set it (to 0) to keep Ray's Python proxy
 # out (Ray's default: 30 s, which every redeploy and shutdown then waits). The only balancer
 # here is the HAProxy on the same node, which Serve updates itself.
 LOCAL_DRAIN_S = "2"
-# HAProxy's stats page and Prometheus exporter listen on all interfaces at fixed ports (8404,
-# 9101); a second local Ray on the machine would fail to start its HAProxy there.
+# HAProxy's stats page and Prometheus exporter listen at fixed ports (8404, 9101; on loopback in
+# genart's local Ray, genart.compat.loopback); a second local Ray would fail to start its HAProxy.
 PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 

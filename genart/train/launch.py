@@ -39,10 +39,12 @@ def local_ray_args(workers: int, cpus_per_worker: float) -> dict:
     """``ray.init`` arguments of a private local Ray for a run.
 
     Private: ``address="local"`` always starts a fresh instance, never joins one found on the
-    machine, and its own temp dir keeps it apart from a ``ray start`` cluster's files.
+    machine, and its own temp dir keeps it apart from a ``ray start`` cluster's files. It
+    listens on loopback only (:mod:`genart.compat.loopback`).
     """
     from genart import console
     from genart.compat.isolation import private_temp_dir
+    from genart.compat.loopback import start_on_loopback
 
     cpus = max(os.cpu_count() or 2, int(workers * cpus_per_worker) + 2)
     return {
@@ -50,6 +52,7 @@ def local_ray_args(workers: int, cpus_per_worker: float) -> dict:
         "num_cpus": cpus,
         "include_dashboard": False,
         "_temp_dir": private_temp_dir(),
+        "_system_config": start_on_loopback(),
         **console.ray_init_args(),
     }
 

@@ -1,22 +1,26 @@
-"""Several genart commands at once on one machine: each keeps to a Ray of its own.
+"""Several genart commands at once on one machine: each keeps to a Ray of its own, and to
+loopback.
 
 Two ``genart train`` runs and a ``genart serve`` start side by side, as separate processes; each
 must start its own private Ray (never join another's, whose end would take it down), finish,
 and leave Ray Train's placement group cleaner nothing to complain about: beside another Ray,
-Ray's own cleaner asked the wrong cluster and removed a live run's placement group.
+Ray's own cleaner asked the wrong cluster and removed a live run's placement group. Nothing they
+start may listen beyond loopback (genart.compat.loopback): sampled while they run.
 """
 
+import ipaddress
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from localcloud import terminate_tree
+from localcloud import listening, terminate_tree
 
 from genart.compat.isolation import get_default_ray_temp_dir
 from genart.data import synthetic
@@ -68,6 +72,36 @@ class Command:
             terminate_tree(self.process.pid)
 
 
+class Listeners(threading.Thread):
+    """Samples the listening TCP sockets of some commands' process trees until :meth:`stop`."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, commands: list[Command]):
+        super().__init__(daemon=True)
+        self.pids = [command.process.pid for command in commands]
+        self.seen: set[tuple[str, int, str]] = set()
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.INTERVAL_S):
+            for pid in self.pids:
+                self.seen |= listening(pid)
+
+    def stop(self) -> set[tuple[str, int, str]]:
+        self.stopping.set()
+        self.join()
+        return self.seen
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8 and ::1, also as an IPv4-mapped IPv6 address (a dual-stack socket's)."""
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or bool(getattr(address, "ipv4_mapped", None)
+                                       and address.ipv4_mapped.is_loopback)  # fmt: skip
+
+
 def healthy(url: str, serving: Command, timeout_s: float = TIMEOUT_S) -> bool:
     """Whether ``url`` answers /healthz before ``serving`` exits or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
@@ -91,17 +125,26 @@ def test_trainings_and_serving_side_by_side_keep_to_their_own_ray(tmp_path):
                     "--data", str(data), "--workers", "1", "--steps", "4", "--name", f"run-{i}",
                     "--storage", str(tmp_path / f"runs-{i}")) for i in range(2)]  # fmt: skip
     commands = [serving, *runs]
+    sockets = Listeners(commands)
     try:
         for i, run in enumerate(runs):
             assert run.wait() == 0, run.output
             assert f"[run-{i}] step 4/4" in run.output, run.output  # progress reaches the console
             assert (tmp_path / f"runs-{i}" / f"run-{i}" / "metrics.json").is_file()
         assert healthy(f"http://127.0.0.1:{port}", serving), serving.output
+        sockets.stop()
         serving.process.terminate()  # as Ctrl-C: deletes its application, then exits
         assert serving.wait(120) == 0, serving.output
     finally:
+        sockets.stop()
         for command in commands:
             command.stop()
+    # Sampled while Ray, the trainings' process groups and Serve's HAProxy and replicas listened.
+    titles = {title for _, _, title in sockets.seen}
+    for process in ("gcs_server", "raylet", "ray::RayTrainWorker", "haproxy", "ray::ServeReplica"):
+        assert any(title.startswith(process) for title in titles), (process, titles)
+    exposed = {(ip, port): title for ip, port, title in sorted(sockets.seen) if not is_loopback(ip)}
+    assert not exposed, f"listening beyond loopback: {exposed}"
     assert "started a private local Ray" in serving.output, serving.output
     sessions = [command.session() for command in commands]
     assert len(set(sessions)) == 3, sessions  # nobody joined anybody

@@ -26,9 +26,10 @@ class FakeRay:
 
     def __init__(self, monkeypatch):
         import ray
+        from ray._private import ray_constants
 
         from genart import console
-        from genart.compat import isolation
+        from genart.compat import isolation, loopback
 
         self.inits, self.consoles = [], []
         # As Ray's: sets the variable (and would refresh this process's cached Ray config).
@@ -37,16 +38,19 @@ class FakeRay:
         monkeypatch.setattr(ray, "is_initialized", lambda: False)
         monkeypatch.setattr(ray, "init", lambda **kwargs: self.inits.append(kwargs) or "context")
         monkeypatch.setattr(console, "start", self.start)
-        for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "GENART_VERBOSE"):
+        for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "GENART_VERBOSE", loopback.CLUSTER_SWITCH,
+                     *loopback.INTERFACE_VARIABLES):  # fmt: skip
             monkeypatch.setenv(name, "")  # a set-then-delete puts back what was there
             monkeypatch.delenv(name)
+        # A local start has this process's Ray take loopback for the node address: put back.
+        monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
 
     def start(self, context, relay=True):
         self.consoles.append((context, relay))
 
 
 def test_a_run_starts_a_private_quiet_local_ray(monkeypatch):
-    from genart.compat import isolation
+    from genart.compat import isolation, loopback
     from genart.train import launch
 
     fake = FakeRay(monkeypatch)
@@ -58,10 +62,14 @@ def test_a_run_starts_a_private_quiet_local_ray(monkeypatch):
     assert kwargs["_temp_dir"] == os.path.join(os.path.dirname(default), "genart-ray")
     assert kwargs["log_to_driver"] is False
     assert os.environ["RAY_AUTH_MODE"] == "token"  # Ray's default for a new local Ray, unsaid
+    # Loopback only: its workers import the module that binds what they open there.
+    assert kwargs["_system_config"] == {"preload_python_modules": [loopback.WORKER_MODULE]}
+    assert os.environ[loopback.CLUSTER_SWITCH] == "0"
     assert fake.consoles == [("context", True)]  # its workers' progress lines print here
 
 
 def test_a_run_joins_the_cluster_ray_address_names(monkeypatch):
+    from genart.compat import loopback
     from genart.train import launch
 
     fake = FakeRay(monkeypatch)
@@ -71,6 +79,7 @@ def test_a_run_joins_the_cluster_ray_address_names(monkeypatch):
     assert [sorted(kwargs) for kwargs in fake.inits] == [["log_to_driver", "logging_level"]]
     assert fake.inits[0]["log_to_driver"] is True
     assert "RAY_AUTH_MODE" not in os.environ  # the cluster chose its own
+    assert loopback.CLUSTER_SWITCH not in os.environ  # and its nodes' addresses
 
 
 @pytest.mark.parametrize(("recorded", "running", "joined"), [
@@ -80,7 +89,7 @@ def test_a_run_joins_the_cluster_ray_address_names(monkeypatch):
 ])  # fmt: skip
 def test_serve_joins_only_a_cluster_ray_start_runs(monkeypatch, recorded, running, joined):
     from genart.cli import serve as cli
-    from genart.compat import isolation
+    from genart.compat import isolation, loopback
     from genart.serve import ray_settings
 
     fake = FakeRay(monkeypatch)
@@ -95,10 +104,13 @@ def test_serve_joins_only_a_cluster_ray_start_runs(monkeypatch, recorded, runnin
     (kwargs,) = fake.inits
     if joined:
         assert kwargs["address"] == joined and "_system_config" not in kwargs
-    else:  # a private local Ray with genart's serving settings
+        assert loopback.CLUSTER_SWITCH not in os.environ
+    else:  # a private local Ray with genart's serving settings, on loopback
         assert kwargs["address"] == "local" and kwargs["_temp_dir"].endswith("genart-ray")
-        assert kwargs["_system_config"] == ray_settings.RAY_SYSTEM_CONFIG
+        preload = {"preload_python_modules": [loopback.WORKER_MODULE]}
+        assert kwargs["_system_config"] == {**ray_settings.RAY_SYSTEM_CONFIG, **preload}
         assert os.environ[ray_settings.SWITCH] == "1"
+        assert os.environ[loopback.CLUSTER_SWITCH] == "0"
     assert fake.consoles == [("context", False)]  # no worker of serve emits lines
 
 
