@@ -32,6 +32,11 @@ SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"  # set it (to 0) to keep Ray's Python proxy
 # out (Ray's default: 30 s, which every redeploy and shutdown then waits). The only balancer
 # here is the HAProxy on the same node, which Serve updates itself.
 LOCAL_DRAIN_S = "2"
+# Serve gives a new proxy actor three readiness checks of 5 s each, then kills it and starts
+# another. On a busy 2-core machine the HAProxy proxy actor alone took 15 s to import Serve and
+# spawn HAProxy, so it was killed while starting and `serve.start` failed with ActorDiedError.
+# A longer check only delays noticing a proxy that never starts.
+READY_CHECK_ENV, READY_CHECK_S = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30"
 # HAProxy's stats page and Prometheus exporter listen at fixed ports (8404, 9101; on loopback in
 # genart's local Ray, genart.compat.loopback); a second local Ray would fail to start its HAProxy.
 PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
@@ -48,6 +53,7 @@ def use_local_haproxy(environ: MutableMapping[str, str] = os.environ) -> bool:
     for key, value in HAPROXY_ENV.items():
         environ.setdefault(key, value)
     environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", LOCAL_DRAIN_S)
+    environ.setdefault(READY_CHECK_ENV, READY_CHECK_S)
     unset = [key for key in PORT_VARIABLES if key not in environ]
     environ.update({key: str(port) for key, port in zip(unset, free_ports(len(unset)))})
     bound_connections(environ)

@@ -455,6 +455,8 @@ def test_local_haproxy_settings_respect_the_users_choice():
     assert len(set(ports)) == 2 and all(1024 < port < 65536 for port in ports)
     assert environ["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] == "10"  # not Ray's hour
     assert Path(environ["RAY_SERVE_HAPROXY_BINARY_PATH"]).stat().st_mode & 0o100  # the script
+    # A proxy actor slow to start on a busy machine is waited for, not killed at 15 s.
+    assert float(environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) >= 30
 
     kept = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404", "RAY_SERVE_HAPROXY_MAXCONN": "64"}
     assert use_local_haproxy(kept) and kept["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
