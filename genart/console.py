@@ -44,6 +44,8 @@ RAY_CHATTER = (
     "worker processes have been started on node",
     # Tune's advice on an interrupted sweep: genart's report says "continue with --resume".
     "Resume experiment with: Tuner.restore(",
+    # Tune timing its own bookkeeping: on a busy machine, at every trial report.
+    "which may be a performance bottleneck",
 )
 
 

@@ -115,6 +115,10 @@ def test_the_worker_pool_count_the_raylet_pushes_prints_only_when_verbose(
 
 def test_chatter_is_rays_words_that_genart_replaces():
     assert console.chatter(POOL_WARNING) and console.chatter(TUNE_ADVICE)
+    assert console.chatter(
+        "Processing trial results took 0.766 s, which may be a performance bottleneck. Please "
+        "consider reporting results less frequently to Ray Tune."
+    )
     assert not console.chatter("genart tune: 2 trials unfinished: continue with --resume")
 
 
