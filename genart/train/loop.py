@@ -143,8 +143,9 @@ def first_within(batches: Iterable, seconds: float) -> Iterator:
 
     Only the first is timed: each epoch is a new Ray Data execution, and one whose decode
     tasks find no free CPU never delivers, so the wait for its first batch would never end.
-    It is taken in a helper thread (a blocked ``next`` cannot be interrupted); the rest come
-    from this one, at no cost per step.
+    (The wait also covers the other workers reaching the epoch: Ray Data starts it for all of
+    them at once.) It is taken in a helper thread (a blocked ``next`` cannot be interrupted);
+    the rest come from this one, at no cost per step.
     """
     iterator = iter(batches)
     if seconds <= 0:
