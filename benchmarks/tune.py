@@ -70,7 +70,9 @@ def genart_sweep(trials: int, steps: int, concurrency: int, storage: Path) -> di
     smoke = Path(__file__).resolve().parents[1] / "jobs" / "dcgan-smoke.yaml"
     overrides = [f"data.uri={data}", f"train.steps={steps}", "train.sample_every=1000",
                  "train.checkpoint_every=1000", "scaling.workers=1", "run.name=genart",
-                 f"run.storage_path={storage}"]  # fmt: skip
+                 # Half a logical CPU per worker: two trials, each with a CPU for its Ray Data
+                 # tasks, fit the 4 CPUs (settings.concurrency).
+                 "scaling.cpus_per_worker=0.5", f"run.storage_path={storage}"]  # fmt: skip
     cfg = config.load("dcgan", smoke, overrides)
     searched = space.parse("dcgan", {"dcgan.lr_g": {"loguniform": [1e-4, 1e-3]}})
     searching = settings.Settings(samples=trials, scheduler="fifo", max_concurrent=concurrency)
@@ -105,7 +107,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         rows = [
             bare_tune(*bare, concurrency=CPUS, reuse=False, storage=Path(tmp)),
             bare_tune(*bare, concurrency=CPUS, reuse=True, storage=Path(tmp)),
-            # One worker per trial and a CPU or two left for Ray Data (settings.max_concurrent).
+            # One worker per trial and a CPU for each trial's Ray Data (settings.concurrency).
             genart_sweep(*dcgan, concurrency=2, storage=Path(tmp)),
         ]
     print_table(rows)

@@ -44,10 +44,14 @@ class DataConfig:
     # Copies of the data per epoch (one Ray Data pass). Each pass starts with a pause of
     # ~0.1-0.2 s; raise this when an epoch takes only seconds (small datasets, fast models).
     repeat: int = 1
+    # A worker still waiting for an epoch's first batch after this long fails the run rather
+    # than hang: a pipeline with no CPU free for its decode tasks never delivers. 0 = no limit
+    # (a cluster that scales up for the data may take longer).
+    first_batch_timeout_s: float = 300.0
 
     def __post_init__(self):
         at_least(self, "data", 1, "size", "batch_size", "repeat")
-        at_least(self, "data", 0, "shuffle_buffer")
+        at_least(self, "data", 0, "shuffle_buffer", "first_batch_timeout_s")
 
 
 @dataclass
@@ -361,7 +365,7 @@ RESUMABLE: dict[str, set[str] | None] = {
         "channels_last",
         "cuda_graphs",
     },  # fmt: skip
-    "data": {"uri", "uri_b"},
+    "data": {"uri", "uri_b", "first_batch_timeout_s"},
     "scaling": None,  # None: every key
     "run": None,
 }

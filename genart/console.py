@@ -2,8 +2,10 @@
 Ray's logs are. Ray's own output only with ``genart --verbose`` (or ``GENART_VERBOSE=1``).
 
 Ray's output is hidden where it starts: worker and actor output stays in the session's log
-files (``log_to_driver=False``), and Ray's loggers in genart's own process print warnings and
-errors only (:func:`ray_init_args`, :func:`start`). Settings that Ray's processes read once,
+files (``log_to_driver=False``), Ray's loggers in genart's own process print warnings and
+errors only (:func:`ray_init_args`, :func:`start`), and Ray's words that genart says in its own
+(:data:`RAY_CHATTER`) are dropped, from those loggers and from the messages the raylet pushes
+to the driver (:mod:`genart.compat.notices`). Settings that Ray's processes read once,
 when they start, are set by :func:`configure` before Ray starts, never over what the user set.
 (Ray's token authentication notice: ``genart.compat.isolation.enable_token_auth``.)
 
@@ -34,6 +36,17 @@ BAR_WIDTH = 20
 # Read once by each process that imports Ray Data: its progress bars would be hidden anyway,
 # and in this process they warn that tqdm is missing.
 QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+# Ray's console messages a genart user has no use for, or that genart says in its own words;
+# dropped unless verbose (the raylet's own log keeps its warnings).
+RAY_CHATTER = (
+    # The raylet counting the worker processes it started: trials and their Ray Data tasks
+    # start many at once, and nothing in genart's flags is the cause or the cure.
+    "worker processes have been started on node",
+    # Tune's advice on an interrupted sweep: genart's report says "continue with --resume".
+    "Resume experiment with: Tuner.restore(",
+    # Tune timing its own bookkeeping: on a busy machine, at every trial report.
+    "which may be a performance bottleneck",
+)
 
 
 def verbose(environ: MutableMapping[str, str] = os.environ) -> bool:
@@ -64,9 +77,22 @@ def ray_init_args() -> dict:
     }
 
 
+def chatter(message: str) -> bool:
+    """Whether ``message`` is one of Ray's that genart's console drops (:data:`RAY_CHATTER`)."""
+    return any(words in message for words in RAY_CHATTER)
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not chatter(record.getMessage())
+
+
+_DROP_CHATTER = _DropChatter()
+
+
 def _quiet_ray_loggers() -> None:
     """Ray's loggers with console handlers of their own (Ray Data's, Serve's) print warnings and
-    errors only; their file handlers keep everything."""
+    errors only, and no chatter; their file handlers keep everything."""
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if not (name == "ray" or name.startswith("ray.")) or not isinstance(logger, logging.Logger):
             continue
@@ -75,6 +101,7 @@ def _quiet_ray_loggers() -> None:
                 handler, logging.FileHandler
             ):
                 handler.setLevel(max(handler.level, logging.WARNING))
+                handler.addFilter(_DROP_CHATTER)  # once: addFilter skips a filter it holds
 
 
 class Display:
@@ -189,7 +216,7 @@ def start(context=None, relay: bool = True) -> None:
         return
     if not verbose():
         _quiet_ray_loggers()
-    notices.install(lambda line: emit(f"genart: warning: {line}"), verbose())
+    notices.install(lambda line: emit(f"genart: warning: {line}"), verbose(), chatter=chatter)
     session = (getattr(context, "address_info", None) or {}).get("session_dir")
     if session:
         hint = "" if verbose() else " (genart --verbose prints them here)"

@@ -37,7 +37,8 @@ def register(sub) -> None:
         "--max-concurrent",
         type=int,
         default=0,
-        help="trials at once (default, 0: as many as the cluster's CPUs/GPUs hold)",
+        help="trials at once (default, 0: as many as the cluster holds, each trial with its "
+        "workers and a CPU for its Ray Data tasks; more is lowered to that)",
     )
     p.add_argument(
         "--workers-per-trial",

@@ -1,4 +1,5 @@
-"""Ray's notice that a worker process died, told on genart's console in genart's words.
+"""Ray's notice that a worker process died, told on genart's console in genart's words; the
+raylet's notices the console calls chatter shown only with ``--verbose``.
 
 Targets Ray 2.60 (see :mod:`genart.compat`). Depends on these Ray sources:
 
@@ -73,9 +74,15 @@ def _actor(actors: Actors, node: str, pid: int) -> dict | None:
     return found[-1] if found else None
 
 
-def install(say: Callable[[str], None], verbose: bool, actors: Actors = gcs_actors) -> None:
+def install(
+    say: Callable[[str], None],
+    verbose: bool,
+    actors: Actors = gcs_actors,
+    chatter: Callable[[str], bool] = lambda text: False,
+) -> None:
     """From now on, tell each worker-death notice of Ray's with ``say(genart's line)``; Ray's own
-    text as well only if ``verbose``. Other notices print as Ray prints them."""
+    text as well only if ``verbose``. Other notices print as Ray prints them, but for those
+    that ``chatter`` picks out: only if ``verbose``."""
     import ray._private.worker as ray_worker
 
     ray_print = ray_worker.print_to_stdstream
@@ -88,10 +95,10 @@ def install(say: Callable[[str], None], verbose: bool, actors: Actors = gcs_acto
         untold = []
         for line in data.get("lines", []):
             ours = describe(line, actors)
-            if ours is None:
-                untold.append(line)
-            else:
+            if ours is not None:
                 say(ours)
+            elif not chatter(line):
+                untold.append(line)
         shown = data.get("lines", []) if verbose else untold
         if shown:
             ray_print(data | {"lines": shown}, ignore_prefix)

@@ -15,7 +15,9 @@ resumed run skips the consumed batches and continues bit-identically on CPU.
 from __future__ import annotations
 
 import itertools
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -131,11 +133,60 @@ class Window:
 # --- data ---------------------------------------------------------------------------------
 
 
+class DataTimeoutError(RuntimeError):
+    """An epoch's first batch did not arrive in time (``data.first_batch_timeout_s``)."""
+
+
+def first_within(batches: Iterable, seconds: float) -> Iterator:
+    """``batches``, or DataTimeoutError if the first one takes longer than ``seconds``
+    (0: no limit).
+
+    Only the first is timed: each epoch is a new Ray Data execution, and one whose decode
+    tasks find no free CPU never delivers, so the wait for its first batch would never end.
+    (The wait also covers the other workers reaching the epoch: Ray Data starts it for all of
+    them at once.) It is taken in a helper thread (a blocked ``next`` cannot be interrupted);
+    the rest come from this one, at no cost per step.
+    """
+    iterator = iter(batches)
+    if seconds <= 0:
+        yield from iterator
+        return
+    arrived: queue.SimpleQueue = queue.SimpleQueue()
+    # A daemon: when the run fails, the thread still blocked in Ray Data ends with the process.
+    threading.Thread(target=_take_first, args=(iterator, arrived), daemon=True).start()
+    try:
+        first, error = arrived.get(timeout=seconds)
+    except queue.Empty:
+        raise DataTimeoutError(
+            f"no training batch within {seconds:g} s of the epoch's start: most likely Ray "
+            "Data found no free CPU for its decode tasks (workers or other jobs hold them all); "
+            "free CPUs, run fewer trials or workers at once, or raise data.first_batch_timeout_s"
+        ) from None
+    if error is not None:
+        raise error
+    if first is _END:
+        return
+    yield first
+    yield from iterator
+
+
+_END = object()  # the iterator was empty
+
+
+def _take_first(iterator: Iterator, arrived: queue.SimpleQueue) -> None:
+    """Put ``(first item or _END, None)``, or ``(None, error)``, on ``arrived``."""
+    try:
+        arrived.put((next(iterator, _END), None))
+    except BaseException as error:  # raised again by the consumer
+        arrived.put((None, error))
+
+
 def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int, gpu: bool = False):
     """The batches of one epoch, in an order fixed by (seed, epoch, rank); skips ``skip``.
 
     For a GPU, batches come in pinned memory (the copy to the device runs asynchronously) and
-    a few more are prefetched: a replayed step takes milliseconds.
+    a few more are prefetched: a replayed step takes milliseconds. A first batch that does not
+    come within ``data.first_batch_timeout_s`` fails the run (:func:`first_within`).
     """
     batches = shard.iter_torch_batches(
         batch_size=cfg.data.batch_size,
@@ -148,7 +199,8 @@ def epoch_batches(shard, cfg: Config, epoch: int, rank: int, skip: int, gpu: boo
         else None,
         device="cpu",
     )
-    return itertools.islice(batches, skip, None)
+    # Timed before the skip: skipping the batches a resumed run consumed is honest work.
+    return itertools.islice(first_within(batches, cfg.data.first_batch_timeout_s), skip, None)
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool, flip: bool) -> dict:

@@ -28,7 +28,7 @@ from genart.tune.settings import (
     Report,
     Settings,
     base_config,
-    max_concurrent,
+    concurrency,
     objective,
     sweep_run,
 )
@@ -60,6 +60,9 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
     bound = tune.with_parameters(
         trials.train_trial, base=base.to_dict(), metric=metric, relay=relay
     )
+    at_once, note = concurrency(base, ray.cluster_resources(), settings.max_concurrent)
+    if note:
+        print(note)
     plan = Plan(
         trainable=tune.with_resources(bound, {"CPU": DRIVER_CPU}),
         run=base.run,
@@ -67,7 +70,7 @@ def sweep(cfg: Config, space: Space, settings: Settings) -> Report:
         interval=base.train.eval_every,
         metric=metric,
         mode=mode,
-        max_concurrent=settings.max_concurrent or max_concurrent(base, ray.cluster_resources()),
+        max_concurrent=at_once,
         write_recipe=lambda params, path: config.save(report.best_recipe(base, params), path),
         janitor=janitor,
         stored={

@@ -18,6 +18,7 @@ from genart import config, registry, storage
 from genart.config import Config, ConfigError
 
 DRIVER_CPU = 0.01  # the Tune function only waits on its Train run; Tune rejects 0 CPUs
+DATA_CPU = 1.0  # kept free per trial for its Ray Data tasks, which take a whole CPU each
 SWEEP_FILE = "sweep.yaml"  # base config and trial settings, written when a sweep starts
 RUNS = "runs"  # sub-folder of a sweep holding each trial's Train run (or optimised image)
 Scheduler = Literal["asha", "pbt", "fifo"]
@@ -31,7 +32,8 @@ class Settings:
     samples: int | None = None  # trials, or repetitions of a grid; None: 1 with a grid, else 4
     scheduler: Scheduler = "asha"
     search: Search = "random"
-    max_concurrent: int = 0  # 0: as many trials as the cluster's CPUs (and GPUs) hold
+    # 0: as many trials as the cluster holds (settings.concurrency); more is lowered to that
+    max_concurrent: int = 0
     metric: str = ""  # default: eval_<the model's metric> (registry)
     mode: str = ""  # min | max; default: the model's
     # PBT compares trials at the same step (each perturbation then pauses and restarts every
@@ -234,22 +236,43 @@ def check_eval_every(train: config.TrainConfig, scheduler: str) -> None:
         )
 
 
-def max_concurrent(cfg: Config, resources: dict[str, float]) -> int:
-    """How many trials' worker groups fit at once, leaving a CPU for Ray Data.
+def trial_cpus(cfg: Config) -> float:
+    """CPUs one trial of ``cfg`` holds: its Train workers', its Tune function's and one for
+    its Ray Data tasks.
 
-    A Ray Data task takes a whole CPU: with less left beside the workers, training waits for
-    data forever, so a cluster too small for even one trial is an error.
+    A Ray Data task takes a whole CPU, and a trial's workers wait on their own dataset: with no
+    CPU free beside every trial's workers, the decode tasks never start and the sweep hangs.
     """
     s = cfg.scaling
+    return s.workers * s.cpus_per_worker + DRIVER_CPU + DATA_CPU
+
+
+def concurrency(cfg: Config, resources: dict[str, float], requested: int = 0) -> tuple[int, str]:
+    """How many trials of ``cfg`` run at once on a cluster of ``resources``, and a note.
+
+    ``requested`` (``--max-concurrent``; 0: as many as fit) is lowered to what the cluster
+    holds, :func:`trial_cpus` and GPUs per trial, and the note says so ("" when nothing was
+    lowered). A cluster too small for one trial is a ConfigError.
+    """
+    s = cfg.scaling
+    per_trial = trial_cpus(cfg)
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-    per_trial = s.workers * s.cpus_per_worker + DRIVER_CPU
-    fits = (cpus - 1) // per_trial
+    fits = int(cpus // per_trial)
+    needs = f"{per_trial:g} CPUs ({s.workers * s.cpus_per_worker:g} for its workers, "
+    needs += f"{DATA_CPU:g} for its Ray Data tasks, {DRIVER_CPU:g} for Tune)"
+    has = f"{cpus:g} CPUs"
     if s.gpus_per_worker:
-        fits = min(fits, gpus // (s.workers * s.gpus_per_worker))
+        fits = min(fits, int(gpus // (s.workers * s.gpus_per_worker)))
+        needs += f" and {s.workers * s.gpus_per_worker:g} GPUs"
+        has += f" and {gpus:g} GPUs"
     if fits < 1:
         raise ConfigError(
-            f"a trial needs {per_trial:g} CPUs and {s.workers * s.gpus_per_worker:g} GPUs, plus "
-            f"a CPU for Ray Data; the cluster has {cpus:g} CPUs and {gpus:g} GPUs: lower "
-            "--workers-per-trial or scaling.cpus_per_worker"
+            f"a trial needs {needs}; the cluster has {has}: lower --workers-per-trial or "
+            "scaling.cpus_per_worker"
         )
-    return int(fits)
+    if requested <= fits:
+        return requested or fits, ""
+    return fits, (
+        f"genart tune: {fits} trial{'s' if fits > 1 else ''} at a time, not {requested} "
+        f"(--max-concurrent): a trial needs {needs}; the cluster has {has}"
+    )

@@ -205,6 +205,47 @@ def test_pbt_exploit_restores_another_trials_checkpoint(ray_local, digits, tmp_p
     assert own_cfg.params.lr_d != pytest.approx(donor_cfg.params.lr_d)
 
 
+def test_more_trials_at_once_than_the_cluster_holds_run_one_after_another(
+    ray_local, digits, tmp_path, capsys
+):
+    # 1.5 CPUs a worker: two trials' workers would leave 0.98 of the 4 CPUs, less than one
+    # Ray Data task takes, and both would wait for data forever (a 2-core machine's hang).
+    cfg = base(digits, tmp_path, "crowded", 4, "scaling.cpus_per_worker=1.5",
+               "data.first_batch_timeout_s=120")  # fmt: skip
+    searched = space.parse("dcgan", {"dcgan.lr_g": {"grid": [2e-4, 4e-4]}})
+    searching = settings.Settings(scheduler="fifo", max_concurrent=2)
+    report = driver.sweep(cfg, searched, searching)
+    assert list(report.table["status"]) == ["done", "done"]
+    lowered = [line for line in capsys.readouterr().out.splitlines() if "--max-concurrent" in line]
+    assert lowered == [
+        "genart tune: 1 trial at a time, not 2 (--max-concurrent): a trial needs 2.51 CPUs "
+        "(1.5 for its workers, 1 for its Ray Data tasks, 0.01 for Tune); the cluster has 4 CPUs"
+    ]
+
+
+def test_a_trial_whose_data_gets_no_cpu_fails_in_one_line_instead_of_hanging(
+    ray_local, digits, tmp_path
+):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    # Another job holds 3 of the 4 CPUs: the trial's worker (0.5) starts, its data never does.
+    other_job = placement_group([{"CPU": 3}])
+    ray_local.get(other_job.ready())
+    try:
+        cfg = base(digits, tmp_path, "starved", 4, "data.first_batch_timeout_s=5")
+        searched = space.parse("dcgan", {"dcgan.lr_g": {"grid": [2e-4]}})
+        report = driver.sweep(cfg, searched, settings.Settings(scheduler="fifo"))
+    finally:
+        remove_placement_group(other_job)
+    assert list(report.table["status"]) == ["error"]
+    assert report.table["error"].iloc[0] == (
+        "genart.train.loop.DataTimeoutError: no training batch within 5 s of the epoch's start: "
+        "most likely Ray Data found no free CPU for its decode tasks (workers or other jobs "
+        "hold them all); free CPUs, run fewer trials or workers at once, or raise "
+        "data.first_batch_timeout_s"
+    )
+
+
 def test_gatys_sweep_from_the_command_line(ray_local, tmp_path):
     images = synthetic.generate("styles", tmp_path / "styles", n=1, size=32)
     content = next((images / "content").iterdir())

@@ -67,6 +67,61 @@ def test_rays_console_handlers_print_warnings_their_files_everything(tmp_path):
         file.close()
 
 
+# What a 2-core sweep's console carried beside genart's own lines (Ray 2.60).
+POOL_WARNING = (
+    "WARNING: 8 PYTHON worker processes have been started on node: b6b6 with address: "
+    "192.0.2.2, which is 4x the maximum expected startup concurrency (2). This could be a "
+    "result of using a large number of actors, tasks blocked in ray.get() calls, ..."
+)
+TUNE_ADVICE = (
+    "Experiment has been interrupted, but the most recent state was saved.\n"
+    'Resume experiment with: Tuner.restore(path="/tmp/sweeps/s", trainable=...)'
+)
+
+
+def test_rays_console_handlers_drop_tunes_resume_advice_and_keep_other_warnings():
+    logger = logging.getLogger("ray.genart_test_advice")
+    out = io.StringIO()
+    stream = logging.StreamHandler(out)
+    logger.addHandler(stream)
+    try:
+        console._quiet_ray_loggers()
+        logger.warning(TUNE_ADVICE)
+        logger.warning("Trial t1 errored")
+    finally:
+        logger.removeHandler(stream)
+    assert out.getvalue() == "Trial t1 errored\n"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_worker_pool_count_the_raylet_pushes_prints_only_when_verbose(
+    verbose, monkeypatch, capsys
+):
+    import ray._private.worker as worker
+
+    from genart.compat import notices
+
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # restored after
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "0")
+    notices.install(print, verbose, actors=dict, chatter=console.chatter)
+    # Worded apart from the other run's: Ray drops lines like recent ones.
+    other = f"The actor or task cannot be scheduled right now ({verbose})"
+    for line in (POOL_WARNING, other):
+        # What Ray's listen_error_messages thread calls for each notice pushed to the driver.
+        worker.print_to_stdstream({"lines": [line], "pid": "raylet", "is_err": False}, False)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"(raylet) {POOL_WARNING}"] * verbose + [f"(raylet) {other}"]
+
+
+def test_chatter_is_rays_words_that_genart_replaces():
+    assert console.chatter(POOL_WARNING) and console.chatter(TUNE_ADVICE)
+    assert console.chatter(
+        "Processing trial results took 0.766 s, which may be a performance bottleneck. Please "
+        "consider reporting results less frequently to Ray Tune."
+    )
+    assert not console.chatter("genart tune: 2 trials unfinished: continue with --resume")
+
+
 def test_lines_print_in_order_off_a_terminal():
     out = io.StringIO()
     display = console.Display(out)

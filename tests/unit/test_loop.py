@@ -1,9 +1,12 @@
 """What the training loop scores on and how scores are logged: a held-out split when the
 dataset has one (read once), else the first training rows kept as exact uint8; and the
-``eval_split`` label in the history, the console and metrics.json."""
+``eval_split`` label in the history, the console and metrics.json. An epoch whose first batch
+never comes fails the run."""
 
 import dataclasses
 import json
+import threading
+import time
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from genart.data import synthetic
 from genart.data.transforms import to_float
 from genart.train import outputs
 from genart.train.evaluation import Evaluation
+from genart.train.loop import DataTimeoutError, epoch_batches, first_within
 from genart.train.state import TrainState, Worker
 
 TINY = {"pix2pix": ["pix2pix.ngf=4", "pix2pix.ndf=4"],
@@ -104,3 +108,42 @@ def test_the_split_is_logged_beside_the_scores_but_not_plotted(tmp_path, capsys)
     assert logged == [{"step": 4, **report, "eval_psnr": 21.123457}] == out.history
     out.finish(report)
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["eval_split"] == "val"
+
+
+# --- a data pipeline that never delivers fails the run instead of hanging ----------------------
+
+
+class Stalled:
+    """A shard whose pipeline never delivers (its decode tasks got no CPU) until released."""
+
+    def __init__(self):
+        self.released = threading.Event()
+
+    def iter_torch_batches(self, **options):
+        self.released.wait()
+        yield {"image": torch.zeros(1)}
+
+
+def test_an_epoch_whose_first_batch_never_comes_fails_within_the_timeout():
+    shard = Stalled()
+    cfg = config.load("dcgan", overrides=["data.first_batch_timeout_s=0.2"])
+    started = time.perf_counter()
+    try:
+        with pytest.raises(DataTimeoutError, match=r"within 0.2 s .* data.first_batch_timeout_s"):
+            next(iter(epoch_batches(shard, cfg, epoch=0, rank=0, skip=0)))
+    finally:
+        shard.released.set()
+    assert time.perf_counter() - started < 5
+
+
+def test_first_within_passes_batches_errors_and_the_end_through():
+    assert list(first_within(iter(range(4)), 5)) == [0, 1, 2, 3]
+    assert list(first_within(iter(()), 5)) == []
+    assert list(first_within(iter(range(2)), 0)) == [0, 1]  # 0: no limit, no thread
+
+    def broken():
+        raise OSError("bucket gone")
+        yield
+
+    with pytest.raises(OSError, match="bucket gone"):
+        next(first_within(broken(), 5))

@@ -15,9 +15,10 @@ from genart.tune.settings import (
     SWEEP_FILE,
     Settings,
     base_config,
+    concurrency,
     eval_interval,
-    max_concurrent,
     optimisation_job,
+    trial_cpus,
 )
 
 MODELS = registry.names()
@@ -188,16 +189,34 @@ def test_pbt_perturbs_within_the_budget_at_checkpointed_scores():
     assert train.eval_every < train.steps
 
 
-def test_max_concurrent_leaves_a_cpu_for_ray_data_and_counts_gpus():
-    cfg = config.load("dcgan", overrides=["scaling.workers=2"])
-    assert max_concurrent(cfg, {"CPU": 4}) == 1
-    assert max_concurrent(cfg, {"CPU": 16}) == 7
+def test_every_trial_keeps_a_cpu_for_its_ray_data_tasks_and_gpus_count():
+    cfg = config.load("dcgan", overrides=["scaling.workers=2"])  # 2 + 1 + 0.01 CPUs a trial
+    assert concurrency(cfg, {"CPU": 4}) == (1, "")
+    assert concurrency(cfg, {"CPU": 16}) == (5, "")
     gpu = config.load("dcgan", overrides=["scaling.workers=2", "scaling.gpus_per_worker=1"])
-    assert max_concurrent(gpu, {"CPU": 16, "GPU": 4}) == 2
-    with pytest.raises(ConfigError, match="plus a CPU for Ray Data; the cluster has 2.5 CPUs"):
-        max_concurrent(cfg, {"CPU": 2.5})  # 2 workers and no CPU left for data
+    assert concurrency(gpu, {"CPU": 16, "GPU": 4}) == (2, "")
+    with pytest.raises(ConfigError, match="1 for its Ray Data tasks.*the cluster has 2.5 CPUs"):
+        concurrency(cfg, {"CPU": 2.5})  # 2 workers and no CPU left for data
     with pytest.raises(ConfigError, match="and 0 GPUs"):
-        max_concurrent(gpu, {"CPU": 16})
+        concurrency(gpu, {"CPU": 16})
+
+
+def test_more_trials_at_once_than_the_cluster_holds_are_lowered_with_a_note():
+    # The hang of a 2-core machine: a local Ray of 3 logical CPUs, 2 one-worker trials at
+    # once left 0.98 CPUs beside their workers, and no Ray Data task ever started.
+    cfg = config.load("dcgan", overrides=["scaling.workers=1"])
+    at_once, note = concurrency(cfg, {"CPU": 3}, requested=2)
+    assert at_once == 1
+    assert note == (
+        "genart tune: 1 trial at a time, not 2 (--max-concurrent): a trial needs 2.01 CPUs "
+        "(1 for its workers, 1 for its Ray Data tasks, 0.01 for Tune); the cluster has 3 CPUs"
+    )
+    assert "\n" not in note
+    assert concurrency(cfg, {"CPU": 8}, requested=2) == (2, "")  # what fits is kept as asked
+    assert concurrency(cfg, {"CPU": 8}, requested=5)[0] == 3
+    half = config.load("dcgan", overrides=["scaling.workers=1", "scaling.cpus_per_worker=0.5"])
+    assert concurrency(half, {"CPU": 4}, requested=2) == (2, "")
+    assert trial_cpus(half) == pytest.approx(1.51)
 
 
 def test_best_recipe_is_a_fresh_run_of_the_best_values(tmp_path):
