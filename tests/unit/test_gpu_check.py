@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py: parts within their time, stopped whole when over, headlines read
-from the benchmarks' JSON. (The dry run itself: tests/ray/test_gpu_check.py.)"""
+from the benchmarks' JSON. (The dry run itself: tests/ray/test_gpu_check_dry_run.py.)"""
 
 from __future__ import annotations
 
