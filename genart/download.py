@@ -123,7 +123,8 @@ class _Progress:
         if step > self.shown:
             self.shown = step
             rate = done / max(time.monotonic() - self.started, 1e-6)
-            line = f"{self.name}: {_mb(done)} of {_mb(self.total)} ({_mb(rate)}/s)"
+            percent = 100 * done // self.total
+            line = f"{self.name}: {percent}% of {_mb(self.total)} ({_mb(rate)}/s)"
             self.emit(line, (done, self.total))
 
 

@@ -93,7 +93,7 @@ def test_auto_downloads_into_the_hub_cache_with_progress_then_reuses_it(
     assert vgg.hub_cache_path("vgg16").read_bytes() == data
     out = capsys.readouterr().out
     assert f"genart: downloading {server.url(name)}" in out
-    assert f"{name}: " in out and " of " in out and "MB/s" in out  # progress lines
+    assert f"{name}: 100% of " in out and "MB/s" in out  # progress lines
     # A cache hit does no network.
     vgg.load_vgg("vgg16", "auto", layers=("relu1_1",))
     assert server.requests == [name]
@@ -119,6 +119,19 @@ def test_failed_downloads_leave_nothing_and_say_why_on_one_line(
     assert message.startswith("could not download the vgg16 weights: ")
     assert "nothing was saved" in message and "--vgg-weights" in message
     assert server.requests == [name] and leftovers() == []
+
+
+def test_an_interrupted_download_leaves_nothing(server, monkeypatch, weights):
+    name = publish(server, monkeypatch, weights[1])
+    target = cache_dir() / name
+
+    def interrupt(line, progress=None):
+        if progress:  # the first progress line: some bytes are on disk by now
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download.download(server.url(name), target, emit=interrupt)
+    assert leftovers() == []
 
 
 def test_offline_switch_fails_with_the_missing_weights_message(server, monkeypatch, weights):
