@@ -10,9 +10,9 @@ Weights are torchvision's ImageNet ``state_dict``: from an explicit path, an ``s
 caller names, or (``auto``) the torch hub cache, where they are downloaded from torchvision's URL
 on first use as torchvision does (:mod:`genart.download`; not with ``GENART_OFFLINE=1``). Every
 model gets its weights through :func:`resolve_weights`. Without them :class:`WeightsNotFound`
-says where we looked and how to provide them. ``weights="random"``
-builds a seeded, Kaiming-initialised network for tests and demos; every result made with it
-carries ``metadata["vgg_weights"]`` saying so.
+says where we looked and how to provide them. ``weights="random"`` builds a seeded,
+Kaiming-initialised network for tests and demos; every result made with it carries
+``metadata["vgg_weights"]`` saying so.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class WeightsNotFound(FileNotFoundError):
 
 def weights_url(arch: str) -> str:
     """Where torchvision publishes the ImageNet weights of ``arch`` (its ``VGG*_Weights``)."""
-    return TEST_URLS.get(arch) or _ARCHS[_check_arch(arch)][1].url
+    return TEST_URLS.get(_check_arch(arch)) or _ARCHS[arch][1].url
 
 
 def hub_cache_path(arch: str) -> Path:
