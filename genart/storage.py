@@ -210,6 +210,15 @@ def upload_dir(local: str | Path, uri: str) -> None:
     )
 
 
+def upload_file(local: str | Path, uri: str) -> None:
+    """Copy one local file to ``uri`` (a path or remote URI), creating its folder."""
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(
+        str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
+
+
 def local_copy(uri: str) -> Path:
     """A local folder with the contents of ``uri``: the folder itself if local, else a download."""
     if not is_remote(uri):

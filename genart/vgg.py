@@ -6,11 +6,13 @@ whose outputs nobody reads. Layers are named the way the style-transfer papers n
 (``conv3_1``, ``relu4_2``, ``pool2`` ...: block number, then position in the block), computed from
 the architecture rather than hard-coded indices.
 
-Weights are torchvision's ImageNet ``state_dict`` and are never downloaded implicitly: they come
-from an explicit path, the torch hub cache, or an ``s3://`` object the caller names. Without
-them :class:`WeightsNotFound` says where we looked and how to provide them. ``weights="random"``
-builds a seeded, Kaiming-initialised network for tests and demos; every result made with it
-carries ``metadata["vgg_weights"]`` saying so.
+Weights are torchvision's ImageNet ``state_dict``: from an explicit path, an ``s3://`` object the
+caller names, or (``auto``) the torch hub cache, where they are downloaded from torchvision's URL
+on first use as torchvision does (:mod:`genart.download`; not with ``GENART_OFFLINE=1``). Every
+model gets its weights through :func:`resolve_weights`. Without them :class:`WeightsNotFound`
+says where we looked and how to provide them. ``weights="random"`` builds a seeded,
+Kaiming-initialised network for tests and demos; every result made with it carries
+``metadata["vgg_weights"]`` saying so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Literal
 import torch
 import torchvision
 from torch import nn
+
+from genart import download
 
 Arch = Literal["vgg16", "vgg19"]
 Pooling = Literal["max", "avg"]
@@ -40,13 +44,19 @@ _ARCHS = {
 }
 
 
+# Tests only: arch -> URL of a file served on 127.0.0.1 (named with that file's own sha256
+# prefix), in place of torchvision's. genart itself never sets it.
+TEST_URLS: dict[str, str] = {}
+
+
 class WeightsNotFound(FileNotFoundError):
-    """No VGG weights where we looked; the message lists every place and how to provide them."""
+    """No VGG weights where we looked, or their download failed; the message says how to
+    provide them."""
 
 
 def weights_url(arch: str) -> str:
-    """Where torchvision publishes the ImageNet weights of ``arch`` (for humans to fetch)."""
-    return _ARCHS[_check_arch(arch)][1].url
+    """Where torchvision publishes the ImageNet weights of ``arch`` (its ``VGG*_Weights``)."""
+    return TEST_URLS.get(_check_arch(arch)) or _ARCHS[arch][1].url
 
 
 def hub_cache_path(arch: str) -> Path:
@@ -131,11 +141,13 @@ def load_vgg(
 ) -> VGGFeatures:
     """Build a frozen VGG feature extractor returning ``layers``, truncated after the deepest.
 
-    ``weights``: ``"auto"`` (the torch hub cache), a local path to torchvision's ImageNet
-    ``state_dict`` (full model or ``features`` only), an ``s3://bucket/key`` URI (downloaded
-    once with boto3 into a local cache), or ``"random"`` (seeded Kaiming init; tests and demos).
+    ``weights``: ``"auto"`` (the torch hub cache, downloaded there on first use), a local path
+    to torchvision's ImageNet ``state_dict`` (full model or ``features`` only), an
+    ``s3://bucket/key`` URI (downloaded once with boto3 into a local cache), or ``"random"``
+    (seeded Kaiming init; tests and demos).
     ``pooling="avg"`` swaps max pooling for average pooling, as Gatys et al. (2016, sec. 2) did.
-    Raises :class:`WeightsNotFound` when no weights file exists where we looked.
+    Raises :class:`WeightsNotFound` when no weights file exists where we looked, or when
+    ``auto``'s download fails.
     """
     features = _architecture(arch)
     names = _names(features)
@@ -163,15 +175,41 @@ def load_vgg(
 
 
 def resolve_weights(arch: str, weights: str) -> tuple[Path, str]:
-    """The local file holding ``arch``'s weights for a ``weights`` spec, and a description of it."""
+    """The local file holding ``arch``'s weights for a ``weights`` spec, and a description of it.
+
+    ``auto`` is the torch hub cache, filled from torchvision's URL when empty (unless offline).
+    """
     _check_arch(arch)
     if weights.startswith("s3://"):
         return _download_s3(weights), f"imagenet ({weights})"
-    path = hub_cache_path(arch) if weights == "auto" else Path(weights).expanduser()
+    if weights == "auto":
+        path = cached_weights(arch)
+        return path, f"imagenet ({path})"
+    path = Path(weights).expanduser()
     if path.is_file():
         return path, f"imagenet ({path})"
-    where = "torch hub cache" if weights == "auto" else "given path"
-    raise WeightsNotFound(_missing_message(arch, [f"{path} ({where})"]))
+    raise WeightsNotFound(_missing_message(arch, [f"{path} (given path)"]))
+
+
+def cached_weights(arch: str) -> Path:
+    """``arch``'s weights in the torch hub cache, downloaded there first if missing.
+
+    Raises :class:`WeightsNotFound` when offline (``GENART_OFFLINE=1``) with nothing cached, or
+    with a one-line reason when the download fails (nothing is left in the cache then).
+    """
+    path = hub_cache_path(arch)
+    if path.is_file():
+        return path
+    if download.offline():
+        looked = [f"{path} (torch hub cache; downloading is off: {download.OFFLINE_ENV}=1)"]
+        raise WeightsNotFound(_missing_message(arch, looked))
+    try:
+        return download.download(weights_url(arch), path)
+    except download.DownloadError as err:
+        raise WeightsNotFound(
+            f"could not download the {arch} weights: {err}; nothing was saved. Retry, or pass "
+            "--vgg-weights PATH|s3://... (genart weights fetch stages them)"
+        ) from err
 
 
 def _missing_message(arch: str, looked: list[str]) -> str:
@@ -179,8 +217,9 @@ def _missing_message(arch: str, looked: list[str]) -> str:
     lines = [f"no ImageNet weights for {arch} found. Looked in:"]
     lines += [f"  - {place}" for place in looked]
     lines += [
-        "Provide them (nothing is downloaded implicitly) by one of:",
-        f"  - fetching {weights_url(arch)} to {cache} (the torch hub cache; TORCH_HOME moves it)",
+        "Provide them by one of:",
+        f"  - fetching {weights_url(arch)} to {cache} (the torch hub cache; TORCH_HOME moves it;"
+        f" genart weights fetch {arch} does it)",
         f"  - passing a local file: --vgg-weights /path/to/{cache.name}",
         f"  - passing an S3 object: --vgg-weights s3://bucket/{cache.name}",
         "  - or --vgg-weights random: a seeded random network for tests and demos (not artistic)",

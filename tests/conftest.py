@@ -13,6 +13,9 @@ os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 # Short connection timeouts at Serve's HAProxy, so that the tests of slow clients wait seconds.
 os.environ.setdefault("GENART_HAPROXY_HEADER_TIMEOUT_S", "2")
 os.environ.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "5")
+# Tests never reach the internet: VGG weights that are not cached fail at once, not download
+# (the download tests serve theirs on 127.0.0.1 and lift this).
+os.environ.setdefault("GENART_OFFLINE", "1")
 # Serve on the data path genart serve ships for a local Ray (HAProxy, direct ingress, gRPC).
 use_local_haproxy()
 

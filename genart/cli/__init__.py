@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "tune",
     "translate",
     "cluster",
+    "weights",
 )
 
 
