@@ -13,6 +13,7 @@ from steps import train_on_batch
 
 from genart import config, registry
 from genart.cli import main
+from genart.controls import to_luma_chroma
 from genart.data import datasets, synthetic
 from genart.errors import ConfigError, InputError
 from genart.images import from_uint8, to_uint8
@@ -263,3 +264,17 @@ def test_evaluate_judges_every_style_weight_on_one_scale():
     s = scores[0]
     judged = s["adain_content"] + adain.JUDGE_STYLE_WEIGHT * s["adain_style"]
     assert s["adain"] == pytest.approx(judged) and s["adain_style"] > 0
+
+
+@pytest.mark.parametrize("space", ["ycbcr", "yiq"])
+def test_preserve_color_keeps_the_contents_chroma(pipe, space):
+    content, style = picture(20, 28, 0), [picture(16, 16, 1)]
+
+    def chroma(image):
+        return to_luma_chroma(from_uint8(torch.from_numpy(image))[None], space)[1]
+
+    kept, styled = pipe(content, style, preserve_color=space), pipe(content, style)
+    assert (chroma(kept) - chroma(content)).abs().median() < 0.01
+    assert (chroma(styled) - chroma(content)).abs().median() > 0.02
+    with pytest.raises(InputError, match="preserve_color must be one of none, ycbcr, yiq"):
+        pipe(content, style, preserve_color="lab")
