@@ -86,8 +86,11 @@ def apply(
     check(strength, preserve_color)
     if strength == 1 and preserve_color == "none":
         return stylised
-    result, original = (from_uint8(torch.from_numpy(np.ascontiguousarray(image)))[None]
-                        for image in (stylised, content))  # fmt: skip
+    # Copied only if need be: torch cannot wrap a read-only array (one read with PIL).
+    result, original = (
+        from_uint8(torch.from_numpy(np.require(image, requirements=("C", "W"))))[None]
+        for image in (stylised, content)
+    )
     if preserve_color != "none" and result.shape[1] == 3:
         result = keep_colours(result, original, preserve_color)
     return to_uint8(blend(original, result, strength))[0]

@@ -278,3 +278,18 @@ def test_preserve_color_keeps_the_contents_chroma(pipe, space):
     assert (chroma(styled) - chroma(content)).abs().median() > 0.02
     with pytest.raises(InputError, match="preserve_color must be one of none, ycbcr, yiq"):
         pipe(content, style, preserve_color="lab")
+
+
+def test_cli_preserve_color_flag(exported, pipe, tmp_path):
+    paths = [tmp_path / "c.png", tmp_path / "s.png"]
+    for path, (h, w, seed) in zip(paths, [(20, 28, 0), (16, 16, 1)]):
+        Image.fromarray(picture(h, w, seed)).save(path)
+    out = tmp_path / "kept.png"
+    argv = ["stylize", "adain", "--model", exported[0], "--content", str(paths[0]),
+            "--style", str(paths[1]), "--preserve-color", "yiq", "--output", str(out),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    content, style = (np.asarray(Image.open(p)) for p in paths)
+    expected = pipe(content, [style], preserve_color="yiq")
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+    assert json.loads(out.with_suffix(".json").read_text())["preserve_color"] == "yiq"
