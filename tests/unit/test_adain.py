@@ -293,3 +293,13 @@ def test_cli_preserve_color_flag(exported, pipe, tmp_path):
     expected = pipe(content, [style], preserve_color="yiq")
     np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
     assert json.loads(out.with_suffix(".json").read_text())["preserve_color"] == "yiq"
+
+
+def test_the_serve_deployment_preserves_colour_on_request(exported, pipe):
+    from genart.serve.deployments import AdaIN
+
+    worker = AdaIN.func_or_class({"model": exported[0], "max_side": 32})
+    content, style = picture(20, 28, 0), picture(16, 16, 1)
+    kept = np.asarray(Image.open(io.BytesIO(worker._stylize(content, style, 0.7, "ycbcr"))))
+    expected = pipe(content, [style], alpha=0.7, preserve_color="ycbcr")
+    np.testing.assert_array_equal(kept, expected)

@@ -1,6 +1,8 @@
 """The inference layer: one pipeline per family, built from an export or a config, called with
 uint8 images; ``pipelines.load`` picks the pipeline an export's family names."""
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,17 @@ def test_gatys_strength_blends_the_optimised_image_with_the_content():
     assert not np.array_equal(full, content)
     with pytest.raises(InputError, match="strength"):
         pipe(content, style, strength=float("nan"))
+
+
+def test_the_fast_style_deployment_applies_and_checks_the_controls(tmp_path):
+    from genart.serve.deployments import FastStyle
+    from genart.serve.validation import RequestError
+
+    replica = FastStyle.func_or_class({"mosaic": export(tmp_path, "fast_style")})  # no Ray
+    content = image(20, 30)
+    assert np.array_equal(replica._apply(("mosaic", 0.0, "none"), [content])[0], content)
+    kept = replica._apply(("mosaic", 1.0, "yiq"), [content])[0]
+    assert np.array_equal(kept, replica.pipes["mosaic"]([content], preserve_color="yiq")[0])
+    with pytest.raises(RequestError) as refused:
+        asyncio.run(replica.stylize("mosaic", content, strength=2.0))
+    assert refused.value.status == 422 and "strength" in refused.value.reason
