@@ -57,7 +57,7 @@ class GatysPipeline(OptimisationPipeline):
         image, info = gatys.stylize(
             content, [as_tensor(s) for s in styles], cfg, self.vgg, callback
         )
-        return to_uint8(controls.blend(content, image, cfg.strength)), info
+        return to_uint8(controls.blend(content.to(image.device), image, cfg.strength)), info
 
     def run(self, inputs: dict, progress: Progress | None = None, **overrides):
         """:meth:`__call__` with inputs by name: ``{"content": image, "styles": [images]}``."""
