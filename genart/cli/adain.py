@@ -9,6 +9,8 @@ from pathlib import Path
 
 def register(verbs) -> None:
     """Add ``adain`` to the ``stylize`` verbs."""
+    from genart.cli.style import add_style_controls
+
     p = verbs.add_parser(
         "adain", help="arbitrary style transfer with a trained AdaIN decoder (any style image)"
     )
@@ -31,6 +33,9 @@ def register(verbs) -> None:
     p.add_argument(
         "--blend", type=float, nargs="+", metavar="W", help="one weight per --style image"
     )
+    # No --strength: --alpha is AdaIN's strength (in feature space, which looks better than a
+    # pixel blend); a second name for it would only raise the question which one wins.
+    add_style_controls(p, strength=False)
     p.add_argument(
         "--size", type=int, default=0, help="resize long sides of all images first (0 = as is)"
     )
@@ -52,12 +57,14 @@ def stylize(args) -> int:
     styles = [read(path, 3, args.size) for path in args.style]
     pipe = AdaINPipeline.from_export(args.model, args.device, vgg_weights=args.vgg_weights)
     _warn_random(pipe.encoder.metadata)
-    image = pipe(content, styles, alpha=args.alpha, weights=args.blend)
+    image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
+                 preserve_color=args.preserve_color)  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     _save(image, output)
     info = {"model": args.model, "content": args.content, "styles": args.style,
-            "alpha": args.alpha, "blend": args.blend, "size": list(image.shape[:2]),
+            "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
+            "size": list(image.shape[:2]),
             "encoder": pipe.encoder.metadata}  # fmt: skip
     _write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} ({image.shape[1]}x{image.shape[0]}, alpha {args.alpha})")

@@ -39,6 +39,7 @@ GATYS_FLAGS = {
     "init": (None, "content | style | noise"),
     "style_blend": (_MANY, "one weight per --style image"),
     "preserve_color": (None, "none | ycbcr | yiq: luminance-only transfer"),
+    "strength": (None, "[0, 1]: blend with the content, 0 = content, 1 = full result"),
     "scales": (None, "coarse-to-fine pyramid levels"),
     "scale_factor": (None, "size ratio between pyramid levels"),
     "style_scale": (None, "style long side relative to the content's"),
@@ -118,6 +119,7 @@ def _register_fast(verbs) -> None:
         default="fp32",
         help="bf16: bfloat16 autocast, faster on CPUs with AVX512-BF16 and on GPUs",
     )
+    add_style_controls(p, strength=True)
     p.set_defaults(func=fast)
 
 
@@ -147,6 +149,24 @@ def _add_common(p: argparse.ArgumentParser, default_size: int) -> None:
         "--vgg-weights",
         default="auto",
         help="auto (torch hub cache) | PATH | s3://bucket/key | random (tests/demos only)",
+    )
+
+
+def add_style_controls(p: argparse.ArgumentParser, strength: bool) -> None:
+    """``--preserve-color`` and, if ``strength``, ``--strength`` (genart.controls checks them:
+    a bad value is a one-line error, before any work)."""
+    if strength:
+        p.add_argument(
+            "--strength",
+            type=float,
+            default=1.0,
+            help="in [0, 1]: blend with the input, 0 = the input, 1 = full style (default)",
+        )
+    p.add_argument(
+        "--preserve-color",
+        choices=("none", "ycbcr", "yiq"),
+        default="none",
+        help="keep the input's colours: only the luminance is stylised (default none)",
     )
 
 
@@ -355,8 +375,12 @@ def _folder(args, model: str, call: dict, size: int, options) -> list:
 
 def fast(args) -> int:
     """Stylise one image directly, or a folder through Ray Data."""
+    from genart import controls
+
     start = time.perf_counter()
-    written = apply_to_images(args, args.model, ("fast_style",), {}, folder_output=False,
+    call = {"strength": args.strength, "preserve_color": args.preserve_color}
+    controls.check(**call)  # here, not in each Ray Data actor
+    written = apply_to_images(args, args.model, ("fast_style",), call, folder_output=False,
                               options={"precision": args.precision})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")

@@ -27,20 +27,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from genart import controls
+from genart.controls import PreserveColor, keep_colours, to_luma_chroma
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
 from genart.optim import lbfgs
 from genart.registry import OptimisationSpec, register
 from genart.train.graphs import CapturedStep
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
-
-ColorSpace = Literal["ycbcr", "yiq"]
-
-# Rows: luma, then two chroma axes, applied to RGB in [0, 1]. Each chroma row sums to 0, so a
-# grey pixel (r = g = b) has zero chroma and its luma equals its grey level.
-_LUMA_CHROMA = {
-    "ycbcr": ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312)),
-    "yiq": ((0.299, 0.587, 0.114), (0.5959, -0.2746, -0.3213), (0.2115, -0.5227, 0.3112)),
-}
 
 
 @dataclass
@@ -58,7 +51,10 @@ class GatysConfig:
     iterations: int = 300  # loss-network evaluations per scale (one forward + backward each)
     init: Literal["content", "style", "noise"] = "content"
     style_blend: tuple[float, ...] = ()  # one weight per style image; () = equal weights
-    preserve_color: Literal["none", "ycbcr", "yiq"] = "none"  # luminance-only transfer
+    preserve_color: PreserveColor = "none"  # luminance-only transfer
+    # Blend of the result with the content in pixel space, applied by the pipeline after the
+    # optimisation (genart.controls): 0 = the content, 1 = the optimised image.
+    strength: float = 1.0
     scales: int = 1  # coarse-to-fine: optimise at size / scale_factor**k, k = scales-1 ... 0
     scale_factor: float = 2.0
     style_scale: float = 1.0  # style images' long side relative to the content's
@@ -73,6 +69,9 @@ class GatysConfig:
     cuda_graphs: bool = True
     arch: Arch = "vgg19"
     pooling: Pooling = "avg"  # Gatys et al. replaced max by average pooling (sec. 2)
+
+    def __post_init__(self):
+        controls.check(self.strength, self.preserve_color)  # before minutes of optimisation
 
 
 @dataclass
@@ -116,16 +115,14 @@ def stylize(
     if cfg.preserve_color == "none":
         image, losses, evaluations, sizes = _coarse_to_fine(content, styles, cfg, vgg, progress)
     else:
-        luma, chroma = to_luma_chroma(content, cfg.preserve_color)
+        luma = to_luma_chroma(content, cfg.preserve_color)[0]
         grey_styles = [
             _grey(match_luma(to_luma_chroma(s, cfg.preserve_color)[0], luma)) for s in styles
         ]
         grey, losses, evaluations, sizes = _coarse_to_fine(
             _grey(luma), grey_styles, cfg, vgg, progress
         )
-        image = from_luma_chroma(
-            to_luma_chroma(grey, cfg.preserve_color)[0], chroma, cfg.preserve_color
-        )
+        image = keep_colours(grey, content, cfg.preserve_color)
     info = {
         "losses": losses,
         "evaluations": evaluations,
@@ -135,21 +132,6 @@ def stylize(
         **vgg.metadata,
     }
     return image.clamp(-1, 1)[0].cpu(), info
-
-
-def to_luma_chroma(images: torch.Tensor, space: ColorSpace) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, H, W) RGB in [-1, 1] -> luma (B, 1, H, W) in [0, 1] and chroma (B, 2, H, W)."""
-    matrix = torch.tensor(_LUMA_CHROMA[space], dtype=images.dtype, device=images.device)
-    mixed = torch.einsum("oc,bchw->bohw", matrix, (images + 1) / 2)
-    return mixed[:, :1], mixed[:, 1:]
-
-
-def from_luma_chroma(luma: torch.Tensor, chroma: torch.Tensor, space: ColorSpace) -> torch.Tensor:
-    """Inverse of :func:`to_luma_chroma`: RGB in [-1, 1] (not clamped)."""
-    matrix = torch.tensor(_LUMA_CHROMA[space], dtype=torch.float64).inverse()
-    matrix = matrix.to(dtype=luma.dtype, device=luma.device)
-    rgb = torch.einsum("oc,bchw->bohw", matrix, torch.cat([luma, chroma], dim=1))
-    return rgb * 2 - 1
 
 
 def match_luma(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

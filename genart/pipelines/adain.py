@@ -1,11 +1,12 @@
 """Arbitrary style transfer with a trained AdaIN decoder (Huang & Belongie 2017).
 
-Any style, at any size, in one encoder-decoder pass; ``alpha`` trades content for style, and
-several styles blend by their weights:
+Any style, at any size, in one encoder-decoder pass; ``alpha`` trades content for style (in
+feature space: AdaIN's own strength), several styles blend by their weights, and
+``preserve_color`` keeps the content's colours (:mod:`genart.controls`):
 
     pipe = AdaINPipeline.from_export("runs/adain/export")
     styled = pipe(read("photo.jpg"), [read("waves.png"), read("mosaic.png")], alpha=0.8,
-                  weights=[0.7, 0.3])
+                  weights=[0.7, 0.3], preserve_color="ycbcr")
 
 The export holds only the decoder; the frozen VGG-19 encoder is rebuilt from the training
 config's ``vgg_weights`` (or the ``vgg_weights`` given here). :meth:`AdaINPipeline.describe`
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genart import controls
+from genart.controls import PreserveColor
 from genart.images import from_uint8, to_uint8
 from genart.models import adain
 from genart.pipelines.base import ExportedPipeline, with_channels
@@ -43,15 +46,21 @@ class AdaINPipeline(ExportedPipeline):
         styles: Sequence[np.ndarray],
         alpha: float = 1.0,
         weights: Sequence[float] | None = None,
+        preserve_color: PreserveColor = "none",
     ) -> np.ndarray:
         """``content`` (uint8 (H, W, C)) in the style of ``styles`` (uint8, any sizes), blended
         by ``weights`` (one per style, >= 0, normalised; None = equal), at content-style
-        trade-off ``alpha`` in [0, 1] (0 = the content as the decoder renders it). Returns the
-        uint8 (H, W, 3) result at the content's size. InputError for a bad alpha or weights.
+        trade-off ``alpha`` in [0, 1] (0 = the content as the decoder renders it), with the
+        content's colours if ``preserve_color`` is ``ycbcr`` or ``yiq``. Returns the uint8
+        (H, W, 3) result at the content's size. InputError for a bad alpha, weights or
+        ``preserve_color``.
         """
+        controls.check(preserve_color=preserve_color)
         content_t = self._tensor(content)
         style_ts = [self._tensor(style) for style in styles]
         out = adain.stylize(self.nets["decoder"], self.encoder, content_t, style_ts, alpha, weights)
+        if preserve_color != "none":
+            out = controls.keep_colours(out, content_t, preserve_color)
         return to_uint8(out[0])
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:

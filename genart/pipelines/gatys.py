@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from genart import controls
 from genart.images import to_uint8
 from genart.models import gatys
 from genart.pipelines.optimise import OptimisationPipeline, Progress, Update, as_tensor
@@ -37,7 +38,11 @@ class GatysPipeline(OptimisationPipeline):
         **overrides,
     ) -> tuple[np.ndarray, dict]:
         """``content`` (uint8 (H, W, 3)) rendered in the style of ``styles`` (any sizes);
-        ``overrides`` change settings for this call. Returns the uint8 image and its info."""
+        ``overrides`` change settings for this call. Returns the uint8 image and its info.
+
+        The settings' ``strength`` blends the optimised image with the content last, in pixel
+        space (:mod:`genart.controls`); ``info["losses"]`` are the optimised image's.
+        """
         cfg = self.settings(**overrides)
         done, total = 0, cfg.iterations * cfg.scales
 
@@ -48,10 +53,11 @@ class GatysPipeline(OptimisationPipeline):
                             p.losses, p.image))  # fmt: skip
 
         callback = report if progress is not None else None
+        content = as_tensor(content)
         image, info = gatys.stylize(
-            as_tensor(content), [as_tensor(s) for s in styles], cfg, self.vgg, callback
+            content, [as_tensor(s) for s in styles], cfg, self.vgg, callback
         )
-        return to_uint8(image), info
+        return to_uint8(controls.blend(content.to(image.device), image, cfg.strength)), info
 
     def run(self, inputs: dict, progress: Progress | None = None, **overrides):
         """:meth:`__call__` with inputs by name: ``{"content": image, "styles": [images]}``."""

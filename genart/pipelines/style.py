@@ -1,9 +1,10 @@
 """Fast style transfer with a trained transformer network (Johnson et al. 2016).
 
-One forward pass per image, at any size (padded to the network's stride, cropped back):
+One forward pass per image, at any size (padded to the network's stride, cropped back), with
+the shared style controls (:mod:`genart.controls`):
 
     pipe = FastStylePipeline.from_export("runs/mosaic/export", precision="bf16")
-    (styled,) = pipe([genart.images.read("photo.jpg")])
+    (styled,) = pipe([genart.images.read("photo.jpg")], strength=0.7, preserve_color="ycbcr")
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Literal
 
 import torch
 
-from genart.pipelines.base import ImagePipeline, Images
+from genart import controls
+from genart.controls import PreserveColor
+from genart.pipelines.base import ImagePipeline, Images, with_channels
 
 Precision = Literal["fp32", "bf16"]
 
@@ -32,10 +35,19 @@ class FastStylePipeline(ImagePipeline):
         fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.nets["G"] = self.nets["G"].to(memory_format=fmt)
 
-    def __call__(self, images: Sequence) -> Images:
+    def __call__(
+        self, images: Sequence, strength: float = 1.0, preserve_color: PreserveColor = "none"
+    ) -> Images:
         """Each uint8 (H, W, 3) image in the network's style, at its own size.
 
-        ``precision="bf16"`` (set when built) runs under bfloat16 autocast: faster on CPUs with
-        AVX512-BF16 and on GPUs, within a few grey levels of fp32.
+        ``strength`` in [0, 1] blends each result with its input (0 = the input, 1 = the full
+        style); ``preserve_color`` ``ycbcr`` or ``yiq`` keeps the input's colours (InputError
+        for bad values). ``precision="bf16"`` (set when built) runs under bfloat16 autocast:
+        faster on CPUs with AVX512-BF16 and on GPUs, within a few grey levels of fp32.
         """
-        return self.forward(self.nets["G"], images, self.precision)
+        controls.check(strength, preserve_color)
+        styled = self.forward(self.nets["G"], images, self.precision)
+        return [
+            controls.apply(with_channels(image, out.shape[-1]), out, strength, preserve_color)
+            for image, out in zip(images, styled)
+        ]

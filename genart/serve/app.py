@@ -298,14 +298,18 @@ def _image_routes(models: APIRouter, app: Gateway) -> None:
     """Fast style and translation: the body is the image, the answer a PNG."""
 
     @models.post("/style/{name}", tags=["style"], openapi_extra=IMAGE_BODY, responses=IMAGE_REPLY)
-    async def style(name: str, request: Request) -> Response:
-        """The body image in fast style ``name`` (see ``GET /models``), at its own size."""
+    async def style(
+        name: str, request: Request, params: Annotated[v.StyleParams, Query()]
+    ) -> Response:
+        """The body image in fast style ``name`` (see ``GET /models``), at its own size;
+        ``strength`` blends it with the input, ``preserve_color`` keeps the input's colours."""
         if name not in app.settings.styles:
             raise v.RequestError(
                 404, f"unknown style '{v.echo(name)}'; available: {sorted(app.settings.styles)}"
             )
         image = await app.read_image(request)
-        return image_response(await app.backend("style").stylize.remote(name, image))
+        controls = params.model_dump()
+        return image_response(await app.backend("style").stylize.remote(name, image, **controls))
 
     @models.post("/translate/{model}", tags=["translate"], openapi_extra=IMAGE_BODY,
                  responses=IMAGE_REPLY)  # fmt: skip
@@ -389,7 +393,8 @@ def _adain_route(models: APIRouter, app: Gateway) -> None:
     @models.post("/adain/stylize", tags=["adain"], responses=IMAGE_REPLY)
     async def adain_stylize(body: v.AdaINRequest) -> Response:
         """The content image in the uploaded ``style`` or the server's ``style_name``, at
-        content-style trade-off ``alpha``; both images fit to ``size`` (long side) at most."""
+        content-style trade-off ``alpha``, with its own colours if ``preserve_color``; both
+        images fit to ``size`` (long side) at most."""
         worker = app.backend("adain")
         named = app.settings.adain.styles
         if body.style_name is not None and body.style_name not in named:
@@ -398,4 +403,6 @@ def _adain_route(models: APIRouter, app: Gateway) -> None:
             )
         content, style = await app.adain_inputs(body)
         chosen = body.style_name if style is None else style
-        return image_response(await worker.stylize.remote(content, chosen, body.alpha))
+        return image_response(
+            await worker.stylize.remote(content, chosen, body.alpha, body.preserve_color)
+        )

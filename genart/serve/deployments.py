@@ -26,7 +26,8 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from genart.errors import ConfigError
+from genart import controls
+from genart.errors import ConfigError, InputError
 from genart.images import encode_png, grid_png, read
 from genart.pipelines.adain import AdaINPipeline
 from genart.pipelines.dream import DreamPipeline
@@ -214,17 +215,29 @@ class FastStyle(ImageModels):
 
     PIPELINE, WHAT = FastStylePipeline, "style"
 
-    async def stylize(self, name: str, image: np.ndarray) -> bytes:
-        """The image (uint8 HWC RGB) in style ``name``, as PNG."""
+    async def stylize(
+        self, name: str, image: np.ndarray, strength: float = 1.0, preserve_color: str = "none"
+    ) -> bytes:
+        """The image (uint8 HWC RGB) in style ``name`` with the style controls, as PNG.
+
+        Batched per style and controls: requests with the defaults, the most common, still
+        share batches; the controls are checked before batching, so a bad one fails only its
+        caller.
+        """
         self._pipe(name)
-        return await self.batched((name, image), encode_png)
+        try:
+            controls.check(strength, preserve_color)
+        except InputError as err:
+            raise v.RequestError(422, str(err)) from err
+        return await self.batched(((name, strength, preserve_color), image), encode_png)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=BATCH_WINDOW_S)
     async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
         return await self._run_batch(items)
 
-    def _apply(self, name: str, images: list[np.ndarray]) -> list[np.ndarray]:
-        return self.pipes[name](images)
+    def _apply(self, key: tuple[str, float, str], images: list[np.ndarray]) -> list[np.ndarray]:
+        name, strength, preserve_color = key
+        return self.pipes[name](images, strength=strength, preserve_color=preserve_color)
 
 
 @serve.deployment(**IMAGE_MODEL_OPTIONS)
@@ -271,13 +284,15 @@ class AdaIN:
         return self.pipe.describe() | {"styles": sorted(self.styles),
                                        "max_side": self.settings.max_side}  # fmt: skip
 
-    async def stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float) -> bytes:
+    async def stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
+                      preserve_color: str = "none") -> bytes:  # fmt: skip
         """The content (uint8 HWC RGB) in ``style`` (an image, or a named style), as PNG."""
-        return await asyncio.to_thread(self._stylize, content, style, alpha)
+        return await asyncio.to_thread(self._stylize, content, style, alpha, preserve_color)
 
-    def _stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float) -> bytes:
+    def _stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
+                 preserve_color: str = "none") -> bytes:  # fmt: skip
         image = self.styles[style] if isinstance(style, str) else style
-        return encode_png(self.pipe(content, [image], alpha=alpha))
+        return encode_png(self.pipe(content, [image], alpha=alpha, preserve_color=preserve_color))
 
 
 class JobProgress:

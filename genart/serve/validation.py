@@ -206,6 +206,11 @@ class Strict(BaseModel):
 
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+# The style controls (genart.controls, not imported: it needs torch, the ingress does not).
+# strength: blend with the content in pixel space, 0 = the content, 1 = the full result;
+# preserve_color: keep the content's colours, stylising only the luminance.
+Strength = Annotated[float, Field(ge=0.0, le=1.0)]
+PreserveColor = Literal["none", "ycbcr", "yiq"]
 OutputFormat = Literal["png", "json"]  # one PNG (a grid) or JSON with one base64 PNG per image
 
 
@@ -251,7 +256,8 @@ class GatysSettings(Strict):
     style_weight: float = Field(1e6, ge=0.0, le=1e12)
     tv_weight: float = Field(0.0, ge=0.0, le=1e9)
     init: Literal["content", "style", "noise"] = "content"
-    preserve_color: Literal["none", "ycbcr", "yiq"] = "none"
+    preserve_color: PreserveColor = "none"
+    strength: Strength = 1.0
     scales: int = Field(1, ge=1, le=4)
     style_blend: list[Annotated[float, Field(ge=0.0, le=1e6)]] = Field([], max_length=4)
     seed: Seed = 0
@@ -283,7 +289,10 @@ class AdaINRequest(Strict):
     content: str = Field(min_length=1)
     style: str | None = Field(None, min_length=1)
     style_name: str | None = Field(None, min_length=1, max_length=40)
-    alpha: float = Field(1.0, ge=0.0, le=1.0)  # content-style trade-off: 0 = content only
+    # Content-style trade-off in feature space: AdaIN's strength (0 = content only). No
+    # separate ``strength``: two fields for one knob would leave clients asking which wins.
+    alpha: float = Field(1.0, ge=0.0, le=1.0)
+    preserve_color: PreserveColor = "none"
     size: int = Field(512, ge=32, le=4096)  # long side both images are fit to (never up)
 
     @model_validator(mode="after")
@@ -291,6 +300,16 @@ class AdaINRequest(Strict):
         if (self.style is None) == (self.style_name is None):
             raise ValueError("give exactly one of style (an image) and style_name")
         return self
+
+
+class StyleParams(BaseModel):
+    """Fast-style controls, as query parameters (the body is the image); ``nan`` or ``inf``
+    are refused as such, as in JSON bodies."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    strength: Strength = 1.0
+    preserve_color: PreserveColor = "none"
 
 
 class DreamParams(BaseModel):

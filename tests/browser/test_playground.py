@@ -29,7 +29,8 @@ BROWSER = next(
     None,
 )
 
-# Runs in the page: upload a generated 40x30 PNG, pick ACTION, press Run, wait for the result.
+# Runs in the page: upload a generated 40x30 PNG, pick ACTION, set the CONTROLS (element id ->
+# value or checked state), press Run, wait for the result; compare its pixels with the upload's.
 STYLISE = """
 (async () => {
   const $ = (id) => document.getElementById(id);
@@ -47,12 +48,25 @@ STYLISE = """
   $("image").dispatchEvent(new Event("change"));
   $("action").value = ACTION;
   $("action").dispatchEvent(new Event("change"));
+  for (const [id, value] of Object.entries(CONTROLS)) {
+    if (typeof value === "boolean") $(id).checked = value; else $(id).value = value;
+  }
   $("run").click();
   const done = () => $("status").textContent.startsWith("done");
   const busy = () => $("status").className !== "error" && !done();
   for (let i = 0; i < 1200 && busy(); i++) await sleep(50);
   if ($("result").src) await $("result").decode();
+  const pixels = (image) => {
+    const c = document.createElement("canvas");
+    c.width = 40; c.height = 30;
+    c.getContext("2d").drawImage(image, 0, 0);
+    return c.getContext("2d").getImageData(0, 0, 40, 30).data;
+  };
+  const got = $("result").naturalWidth === 40 ? pixels($("result")) : [];
+  const sent = pixels(canvas);
+  const differ = got.length !== sent.length || got.some((v, i) => Math.abs(v - sent[i]) > 1);
   return {status: $("status").textContent, error: $("status").className === "error",
+          same_as_upload: !differ,
           options: [...document.querySelectorAll("#action option")].map((o) => o.value),
           width: $("result").naturalWidth, height: $("result").naturalHeight};
 })()
@@ -133,10 +147,19 @@ async def in_page(ws_url: str, url: str, script: str) -> dict:
         return result["result"]["value"]
 
 
-@pytest.mark.parametrize("action", ["style:mosaic", "adain:demo"])
-def test_playground_stylises_an_upload(playground_url, devtools, action):
-    script = STYLISE.replace("ACTION", json.dumps(action))
+@pytest.mark.parametrize(
+    ("action", "controls", "same_as_upload"),
+    [
+        ("style:mosaic", {}, False),
+        ("style:mosaic", {"strength": "0"}, True),  # the slider at 0 gives the upload back
+        ("style:mosaic", {"preserve-color": True}, False),
+        ("adain:demo", {"preserve-color": True}, False),
+    ],
+)
+def test_playground_stylises_an_upload(playground_url, devtools, action, controls, same_as_upload):
+    script = STYLISE.replace("ACTION", json.dumps(action)).replace("CONTROLS", json.dumps(controls))
     outcome = asyncio.run(in_page(devtools, playground_url, script))
     assert outcome["options"] == ["style:mosaic", "adain", "adain:demo"]
     assert outcome["status"].startswith("done"), outcome
     assert (outcome["width"], outcome["height"]) == (40, 30)
+    assert outcome["same_as_upload"] == same_as_upload

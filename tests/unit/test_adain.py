@@ -13,6 +13,7 @@ from steps import train_on_batch
 
 from genart import config, registry
 from genart.cli import main
+from genart.controls import to_luma_chroma
 from genart.data import datasets, synthetic
 from genart.errors import ConfigError, InputError
 from genart.images import from_uint8, to_uint8
@@ -263,3 +264,42 @@ def test_evaluate_judges_every_style_weight_on_one_scale():
     s = scores[0]
     judged = s["adain_content"] + adain.JUDGE_STYLE_WEIGHT * s["adain_style"]
     assert s["adain"] == pytest.approx(judged) and s["adain_style"] > 0
+
+
+@pytest.mark.parametrize("space", ["ycbcr", "yiq"])
+def test_preserve_color_keeps_the_contents_chroma(pipe, space):
+    content, style = picture(20, 28, 0), [picture(16, 16, 1)]
+
+    def chroma(image):
+        return to_luma_chroma(from_uint8(torch.from_numpy(image))[None], space)[1]
+
+    kept, styled = pipe(content, style, preserve_color=space), pipe(content, style)
+    assert (chroma(kept) - chroma(content)).abs().median() < 0.01
+    assert (chroma(styled) - chroma(content)).abs().median() > 0.02
+    with pytest.raises(InputError, match="preserve_color must be one of none, ycbcr, yiq"):
+        pipe(content, style, preserve_color="lab")
+
+
+def test_cli_preserve_color_flag(exported, pipe, tmp_path):
+    paths = [tmp_path / "c.png", tmp_path / "s.png"]
+    for path, (h, w, seed) in zip(paths, [(20, 28, 0), (16, 16, 1)]):
+        Image.fromarray(picture(h, w, seed)).save(path)
+    out = tmp_path / "kept.png"
+    argv = ["stylize", "adain", "--model", exported[0], "--content", str(paths[0]),
+            "--style", str(paths[1]), "--preserve-color", "yiq", "--output", str(out),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    content, style = (np.asarray(Image.open(p)) for p in paths)
+    expected = pipe(content, [style], preserve_color="yiq")
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+    assert json.loads(out.with_suffix(".json").read_text())["preserve_color"] == "yiq"
+
+
+def test_the_serve_deployment_preserves_colour_on_request(exported, pipe):
+    from genart.serve.deployments import AdaIN
+
+    worker = AdaIN.func_or_class({"model": exported[0], "max_side": 32})
+    content, style = picture(20, 28, 0), picture(16, 16, 1)
+    kept = np.asarray(Image.open(io.BytesIO(worker._stylize(content, style, 0.7, "ycbcr"))))
+    expected = pipe(content, [style], alpha=0.7, preserve_color="ycbcr")
+    np.testing.assert_array_equal(kept, expected)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from genart import config
 from genart.cli import main, style
-from genart.images import read_tensor, to_uint8
+from genart.images import read, read_tensor, to_uint8
 from genart.models import fast_style
 from genart.models.deepdream import DreamConfig
 from genart.models.gatys import GatysConfig
@@ -119,3 +119,30 @@ def test_each_image_verb_refuses_another_familys_export(pictures, exported, caps
     err = capsys.readouterr().err
     assert "holds a 'fast_style' model; this takes pix2pix, cyclegan" in err
     assert "Traceback" not in err
+
+
+def test_fast_strength_and_preserve_color_flags(pictures, exported, tmp_path):
+    model, _ = exported
+    source = pictures / "other.png"
+    argv = ["stylize", "fast", "--model", str(model), "--input", str(source)]
+    assert main([*argv, "--output", str(tmp_path / "zero.png"), "--strength", "0"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "zero.png")), read(source))
+    assert main([*argv, "--output", str(tmp_path / "full.png")]) == 0
+    assert main([*argv, "--output", str(tmp_path / "kept.png"), "--preserve-color", "yiq"]) == 0
+    full, kept = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("full", "kept"))
+    assert full.shape == kept.shape and not np.array_equal(full, kept)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_bad_strength_is_one_line_before_any_work(pictures, exported, tmp_path, capsys, value):
+    model, _ = exported
+    fast = ["stylize", "fast", "--model", str(model), "--input", str(pictures / "other.png"),
+            "--output", str(tmp_path / "x.png"), "--strength", value]  # fmt: skip
+    gatys = ["stylize", "gatys", "--content", str(pictures / "content.png"), "--style",
+             str(pictures / "style.png"), "--output", str(tmp_path / "y.png"), *FAST,
+             "--strength", value]  # fmt: skip
+    for argv in (fast, gatys):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"genart: error: strength must be a number in [0, 1], got {float(value)}\n"
+    assert not list(tmp_path.iterdir())

@@ -25,8 +25,9 @@ def b64(width: int, height: int) -> str:
 
 
 def recording(calls: list):
-    async def stylize(content, style, alpha):
-        calls.append((content.shape, style if isinstance(style, str) else style.shape, alpha))
+    async def stylize(content, style, alpha, preserve_color):
+        calls.append((content.shape, style if isinstance(style, str) else style.shape, alpha,
+                      preserve_color))  # fmt: skip
         return b"png"
 
     return Handle(stylize=stylize)
@@ -39,17 +40,17 @@ def body(**fields) -> bytes:
 def test_an_uploaded_style_reaches_the_model_fit_to_the_servers_side():
     calls = []
     reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
-                 body(style=b64(32, 40), alpha=0.3), JSON)  # fmt: skip
+                 body(style=b64(32, 40), alpha=0.3, preserve_color="ycbcr"), JSON)  # fmt: skip
     assert reply.status == 200 and reply.body == b"png"
     assert reply.headers["content-type"] == "image/png"
-    assert calls == [((32, 64, 3), (40, 32, 3), 0.3)]  # content fit to max_side 64
+    assert calls == [((32, 64, 3), (40, 32, 3), 0.3, "ycbcr")]  # content fit to max_side 64
 
 
 def test_a_named_style_goes_by_name_and_an_unknown_one_is_404():
     calls = []
     reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
                  body(style_name="waves", size=32), JSON)  # fmt: skip
-    assert reply.status == 200 and calls == [((16, 32, 3), "waves", 1.0)]
+    assert reply.status == 200 and calls == [((16, 32, 3), "waves", 1.0, "none")]
     reply = call(api(adain=recording(calls)), "POST", "/adain/stylize",
                  body(style_name="candy"), JSON)  # fmt: skip
     assert reply.status == 404 and "available: ['waves']" in reply.json()["detail"]
@@ -61,6 +62,8 @@ def test_a_named_style_goes_by_name_and_an_unknown_one_is_404():
         ({}, 422, "exactly one of style"),
         ({"style": "x", "style_name": "waves"}, 422, "exactly one of style"),
         ({"style_name": "waves", "alpha": 1.5}, 422, "less than or equal to 1"),
+        ({"style_name": "waves", "preserve_color": "lab"}, 422, "'none', 'ycbcr' or 'yiq'"),
+        ({"style_name": "waves", "preserve_color": True}, 422, "'none', 'ycbcr' or 'yiq'"),
         ({"style": b64(200, 200)}, 413, "style: image is 200x200"),
         ({"style": "not base64!"}, 400, "style: image is not valid base64"),
     ],

@@ -5,6 +5,7 @@ with a reason, in valid JSON, soon.
 """
 
 import asyncio
+import base64
 import io
 import json
 import re
@@ -40,7 +41,7 @@ class Handle:
         return types.SimpleNamespace(remote=lambda *args, **kwargs: method(*args, **kwargs))
 
 
-async def stylize(name, image):
+async def stylize(name, image, **controls):
     return b"png of %dx%d" % image.shape[1::-1]
 
 
@@ -295,3 +296,51 @@ def test_with_a_token_set_only_the_documented_public_paths_answer_without_it():
     schema = call(asgi, "GET", "/openapi.json")  # public: it carries no configured names
     assert schema.status == 200 and "secret-style" not in schema.body.decode()
     assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_style_controls_reach_the_model_as_query_parameters():
+    calls = []
+
+    async def recording(name, image, **controls):
+        calls.append((name, controls))
+        return b"png"
+
+    asgi = api(style=Handle(stylize=recording))
+    reply = call(asgi, "POST", "/style/candy?strength=0.25&preserve_color=yiq", png(16, 16))
+    assert reply.status == 200 and reply.body == b"png"
+    reply = call(asgi, "POST", "/style/candy", png(16, 16))
+    assert reply.status == 200
+    assert calls == [("candy", {"strength": 0.25, "preserve_color": "yiq"}),
+                     ("candy", {"strength": 1.0, "preserve_color": "none"})]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("strength=1.5", "less than or equal to 1"),
+        ("strength=-0.1", "greater than or equal to 0"),
+        ("strength=nan", "finite number"),
+        ("preserve_color=lab", "'none', 'ycbcr' or 'yiq'"),
+    ],
+)
+def test_bad_style_controls_are_422_with_reasons(query, words):
+    reply = call(api(style=Handle(stylize=stylize)), "POST", f"/style/candy?{query}", png(16, 16))
+    assert reply.status == 422 and words in json.dumps(reply.json()["detail"]), reply.body
+
+
+def test_gatys_strength_is_a_setting_bounded_to_0_1():
+    calls = []
+
+    async def recording(content, styles, settings):
+        calls.append(settings)
+        return b"png", {}
+
+    asgi = app.create_api(app.Gateway({"gatys": {}}, gatys=Handle(stylize=recording)))
+    image = base64.b64encode(png(16, 16)).decode()
+    body = {"content": image, "styles": [image], "settings": {"size": 32, "strength": 0.5}}
+    reply = call(asgi, "POST", "/gatys/stylize", json.dumps(body).encode(), JSON)
+    assert reply.status == 200 and calls[0]["strength"] == 0.5
+    body["settings"]["strength"] = 1.5
+    reply = call(asgi, "POST", "/gatys/stylize", json.dumps(body).encode(), JSON)
+    assert reply.status == 422 and "less than or equal to 1" in json.dumps(reply.json())
+    assert len(calls) == 1

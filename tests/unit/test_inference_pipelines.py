@@ -1,12 +1,16 @@
 """The inference layer: one pipeline per family, built from an export or a config, called with
 uint8 images; ``pipelines.load`` picks the pipeline an export's family names."""
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
 
 from genart import config, pipelines, registry
-from genart.errors import ConfigError
+from genart.controls import to_luma_chroma
+from genart.errors import ConfigError, InputError
+from genart.images import from_uint8
 from genart.pipelines.dream import DreamPipeline
 from genart.pipelines.gatys import GatysPipeline
 from genart.pipelines.latent import LatentPipeline, latents
@@ -113,3 +117,49 @@ def test_optimisation_pipelines_come_from_their_family():
     assert type(pipelines.optimisation("dream", None, "random", "cpu")) is DreamPipeline
     with pytest.raises(ConfigError, match="trained family"):
         pipelines.optimisation("dcgan")
+
+
+def chroma(images: np.ndarray, space: str = "ycbcr") -> torch.Tensor:
+    """The chroma planes of a uint8 (H, W, 3) image."""
+    return to_luma_chroma(from_uint8(torch.from_numpy(images))[None], space)[1]
+
+
+def test_fast_style_strength_and_colour_controls(tmp_path):
+    pipe = FastStylePipeline.from_export(export(tmp_path, "fast_style"), device="cpu")
+    content = [image(20, 30), image(17, 9, seed=1)]
+    full = pipe(content)
+    assert [np.array_equal(a, b) for a, b in zip(pipe(content, strength=0.0), content)] == [1, 1]
+    half = pipe(content, strength=0.5)[0].astype(int)
+    assert np.abs(half - (content[0].astype(int) + full[0]) / 2).max() <= 1
+    kept = pipe(content, preserve_color="ycbcr")[0]
+    # Kept to the content's chroma up to rounding and the clamp into the RGB cube.
+    assert (chroma(kept) - chroma(content[0])).abs().median() < 0.01
+    assert (chroma(full[0]) - chroma(content[0])).abs().median() > 0.02
+    with pytest.raises(InputError, match=r"strength must be a number in \[0, 1\], got 1.5"):
+        pipe(content, strength=1.5)
+
+
+def test_gatys_strength_blends_the_optimised_image_with_the_content():
+    pipe = GatysPipeline.from_config(SMALL_GATYS, vgg_weights="random", device="cpu")
+    content, style = image(24, 32), [image(20, 20, seed=1)]
+    full, _ = pipe(content, style)
+    assert np.array_equal(pipe(content, style, strength=0.0)[0], content)
+    half = pipe(content, style, strength=0.5)[0].astype(int)
+    assert np.abs(half - (content.astype(int) + full) / 2).max() <= 1
+    assert not np.array_equal(full, content)
+    with pytest.raises(InputError, match="strength"):
+        pipe(content, style, strength=float("nan"))
+
+
+def test_the_fast_style_deployment_applies_and_checks_the_controls(tmp_path):
+    from genart.serve.deployments import FastStyle
+    from genart.serve.validation import RequestError
+
+    replica = FastStyle.func_or_class({"mosaic": export(tmp_path, "fast_style")})  # no Ray
+    content = image(20, 30)
+    assert np.array_equal(replica._apply(("mosaic", 0.0, "none"), [content])[0], content)
+    kept = replica._apply(("mosaic", 1.0, "yiq"), [content])[0]
+    assert np.array_equal(kept, replica.pipes["mosaic"]([content], preserve_color="yiq")[0])
+    with pytest.raises(RequestError) as refused:
+        asyncio.run(replica.stylize("mosaic", content, strength=2.0))
+    assert refused.value.status == 422 and "strength" in refused.value.reason
