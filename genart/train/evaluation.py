@@ -80,5 +80,10 @@ class Evaluation:
         if average is None:
             scores, record = score(nets), {}
         else:
-            scores, record = ema.judge(average, score, nets, self.spec.metric, self.spec.mode)
+            metric, mode = (
+                self.spec.pick(self.cfg.params)
+                if self.spec.pick
+                else (self.spec.metric, self.spec.mode)
+            )
+            scores, record = ema.judge(average, score, nets, metric, mode)
         return {f"eval_{k}": v for k, v in (scores | record).items()} | {"eval_split": split}

@@ -174,6 +174,15 @@ def test_the_average_keeps_averaging_while_the_live_weights_serve():
     assert average.serves == "average"
 
 
+def drown(average: WeightAverage) -> None:
+    """Wreck an average: its weights drowned in noise (a worse generator by any score)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for net in average.nets.values():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 5)
+
+
 def test_the_loop_scores_both_and_a_checkpoint_exports_the_better(tmp_path):
     """The evaluation hands the choice to the state; checkpoints keep it; the export and a
     checkpoint read for serving carry the weights that scored better, meta.json says which."""
@@ -184,11 +193,7 @@ def test_the_loop_scores_both_and_a_checkpoint_exports_the_better(tmp_path):
     spec = registry.trained("cyclegan")
     evaluation = Evaluation(spec, cfg, torch.device("cpu"), enabled=True)
     evaluation.add({k: torch.rand(2, 3, 16, 16) * 2 - 1 for k in "AB"})
-    torch.manual_seed(1)
-    with torch.no_grad():  # an average wrecked: its weights drowned in noise
-        for net in state.average.nets.values():
-            for p in net.parameters():
-                p.add_(torch.randn_like(p) * 5)
+    drown(state.average)
     scores = evaluation.scores(state.nets, state.average)
     assert scores["eval_served"] == "live" and state.average.serves == "live"
     assert scores["eval_live_psnr"] > scores["eval_average_psnr"]
@@ -214,3 +219,28 @@ def test_a_checkpoint_saved_before_the_choice_serves_its_average():
     assert checkpoint.serving_weights(state, ("G",)) == {"G": {"w": 2}}
     assert checkpoint.served_weights(state) == "average"
     assert checkpoint.served_weights({"nets": {}, "average": None}) == "live (no average)"
+
+
+def test_a_family_may_pick_by_another_score_than_its_metric():
+    """``spec.pick`` names the deciding score (DCGAN: its judge's Fréchet distance when a judge
+    scores the run): here an inverted PSNR, so the drowned average serves."""
+    import dataclasses
+
+    from genart.models import dcgan
+    from genart.train.evaluation import Evaluation
+
+    cfg = cyclegan_cfg("cyclegan.ema_decay=0.9", "train.eval_samples=2")
+    state = trained_state(cfg)
+    spec = dataclasses.replace(registry.trained("cyclegan"), pick=lambda p: ("psnr", "min"))
+    evaluation = Evaluation(spec, cfg, torch.device("cpu"), enabled=True)
+    evaluation.add({k: torch.rand(2, 3, 16, 16) * 2 - 1 for k in "AB"})
+    drown(state.average)
+    scores = evaluation.scores(state.nets, state.average)
+    assert scores["eval_served"] == "average"
+    assert scores["eval_average_psnr"] < scores["eval_live_psnr"]
+
+    judged = {"eval_modes": ("modes_frechet", "min"), "eval_digits": ("digits_frechet", "min")}
+    for flag, expected in judged.items():
+        params = config.load("dcgan", overrides=[f"dcgan.{flag}=true"]).params
+        assert dcgan.pick(params) == expected
+    assert dcgan.pick(config.load("dcgan").params) == ("swd", "min")
