@@ -48,9 +48,9 @@ class FastStyleConfig:
     vgg_weights: str = "auto"  # auto | PATH | s3://... | random (tests and demos only)
     vgg_pooling: Literal["max", "avg"] = "max"
     # The transformer network: "johnson" (Johnson et al., ~1.7 M parameters at width 32) or
-    # "lite" (about a tenth of the compute, for CPU inference; see LiteTransformerNet).
+    # "lite" (a sixteenth of the multiply-adds, for CPU inference; see LiteTransformerNet).
     arch: Literal["johnson", "lite"] = "johnson"
-    width: int = 32  # channels of the first layer (Johnson et al.: 32; lite: every layer)
+    width: int = 32  # channels of the first layer (Johnson et al.: 32; lite: most layers)
     residual_blocks: int = 5
 
 
