@@ -1,9 +1,14 @@
 """Fast style (Johnson et al.): the transformer net, the registered spec, training, ONNX."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from exports import TINY_FAST_STYLE, make_export
 from PIL import Image
+from steps import train_on_batch
 
 from genart import config, images, registry
 from genart.data import datasets
@@ -11,6 +16,7 @@ from genart.errors import ConfigError
 from genart.models import fast_style as fs
 from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, forward_any_size
 from genart.onnx_export import export_checked
+from genart.pipelines.style import FastStylePipeline
 from genart.registry import StepContext
 from genart.vgg import RANDOM_NOTE
 
@@ -139,3 +145,67 @@ def test_onnx_export_matches_torch_and_accepts_other_sizes(tmp_path):
     probe = torch.rand(2, 3, 24, 40) * 2 - 1  # dynamic batch, height and width
     (got,) = ort.InferenceSession(str(path)).run(None, {"image": probe.numpy()})
     np.testing.assert_allclose(got, net(probe).detach().numpy(), atol=1e-4)
+
+
+# --- the small CPU network (fast_style.arch: lite) ------------------------------------------
+
+
+def parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_lite_arch_is_a_small_network_and_johnson_stays_the_default():
+    default = fs.FastStyleConfig()
+    assert default.arch == "johnson"
+    johnson = fs.build(default)["G"]
+    assert type(johnson) is fs.TransformerNet and parameters(johnson) == 1_677_635
+    lite = fs.build(fs.FastStyleConfig(arch="lite"))["G"]
+    assert isinstance(lite, fs.LiteTransformerNet) and parameters(lite) <= 200_000
+    assert lite.stride == 4  # what forward_any_size pads to
+    # Built from the shared layers, and no transposed convolution.
+    kinds = {type(m) for m in lite.body}
+    assert ResidualBlock in kinds and UpsampleConv in kinds and ConvNormAct in kinds
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in lite.modules())
+
+
+@pytest.mark.parametrize("size", [(32, 48), (31, 45), (7, 5)])
+def test_lite_output_has_the_input_size_at_any_size(size):
+    net = fs.LiteTransformerNet(width=8, residual_blocks=1)
+    images = torch.rand(2, 3, *size) * 2 - 1
+    out = forward_any_size(net, images)
+    assert out.shape == images.shape and out.abs().max() <= 1
+
+
+def test_lite_train_step_changes_the_weights(params):
+    lite = fs.FastStyleConfig(**{**params.__dict__, "arch": "lite"})
+    torch.manual_seed(0)
+    before = fs.build(lite)["G"].state_dict()
+    history, nets, _ = train_on_batch("fast_style", lite, config.DataConfig(), batch(2), 2)
+    assert isinstance(nets["G"], fs.LiteTransformerNet)
+    assert all(torch.isfinite(m["loss"]) for m in history)
+    after = nets["G"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lite_export_round_trips_through_the_pipeline(tmp_path):
+    export = make_export(tmp_path, "fast_style", [*TINY_FAST_STYLE, "fast_style.arch=lite"])
+    pipe = FastStylePipeline.from_export(export, device="cpu")
+    assert isinstance(pipe.nets["G"], fs.LiteTransformerNet)
+    assert pipe.describe()["config"]["fast_style"]["arch"] == "lite"
+    photo = np.random.default_rng(0).integers(0, 256, (33, 47, 3), np.uint8)
+    (styled,) = pipe([photo])
+    assert styled.shape == photo.shape and styled.dtype == np.uint8
+    if importlib.util.find_spec("onnxruntime"):  # the onnx extra: genart onnx on the lite net
+        assert pipe.export_onnx(tmp_path / "onnx")[str(tmp_path / "onnx" / "G.onnx")] < 1e-4
+
+
+def test_lite_recipe_trains_the_lite_network():
+    recipe = Path(__file__).resolve().parents[2] / "jobs" / "fast-style-lite.yaml"
+    cfg = config.load(recipe=recipe)
+    assert cfg.model == "fast_style" and cfg.params.arch == "lite"
+    assert isinstance(fs.build(cfg.params)["G"], fs.LiteTransformerNet)
+
+
+def test_unknown_arch_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"'fast_style\.arch' = 'big' is not one of.*lite"):
+        config.load("fast_style", overrides=["fast_style.arch=big"])
