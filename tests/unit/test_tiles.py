@@ -123,3 +123,21 @@ def test_fast_style_tiles_leave_no_seam_at_their_borders(tmp_path):
     borders = sorted({c for span in tile_spans(96, 48, 6, 4) for c in span} - {0, 96})
     assert borders == [40, 48, 80, 88]
     assert border_step_ratio(tiled, borders) < 1.3
+
+
+def test_the_tile_flag_reaches_the_pipeline(tmp_path, capsys):
+    from PIL import Image
+
+    from genart.cli import main
+
+    path = make_export(tmp_path, "fast_style", TINY_FAST_STYLE)
+    Image.fromarray(smooth_image()).save(tmp_path / "in.png")
+    fast = ["stylize", "fast", "--model", path, "--input", str(tmp_path / "in.png")]
+    outputs = {}
+    for tile in ("0", "48"):
+        assert main([*fast, "--output", str(tmp_path / f"{tile}.png"), "--tile", tile]) == 0
+        outputs[tile] = np.asarray(Image.open(tmp_path / f"{tile}.png"))
+    assert outputs["0"].shape == outputs["48"].shape == (96, 96, 3)
+    assert not np.array_equal(outputs["0"], outputs["48"])  # instance norm saw other tiles
+    assert main([*fast, "--output", str(tmp_path / "bad.png"), "--tile", "-1"]) == 2
+    assert "tile must be a whole number of pixels >= 0, got -1" in capsys.readouterr().err
