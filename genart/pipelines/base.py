@@ -21,18 +21,15 @@ from torch import nn
 
 from genart import storage
 from genart.config import Config
-from genart.errors import ConfigError, InputError
+from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
 from genart.models.layers import forward_any_size, stride_of, without_test_dropout
-from genart.pipelines.tiles import run_tiled
+from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
 Images = list[np.ndarray]
 # One forward pass holds at most this many input pixels (16 images of 256x256): bounds the
 # activation memory of a batch of large images.
 PIXELS_PER_FORWARD = 2**20
-# Images with a side above this go through the network in overlapping tiles of this side: one
-# tile holds as many pixels as one forward pass may (PIXELS_PER_FORWARD).
-DEFAULT_TILE = 1024
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -125,14 +122,6 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(image, 3, axis=-1)
 
 
-def tile_geometry(tile: int, stride: int) -> tuple[int, int]:
-    """(side, overlap) of the tiles of a network with ``stride``: ``tile`` rounded down to a
-    multiple of the stride (at least one stride), so that a tile is never padded beyond it,
-    and an eighth of that side of overlap."""
-    side = max(stride, tile // stride * stride)
-    return side, side // 8
-
-
 class ImagePipeline(ExportedPipeline):
     """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, ONNX.
 
@@ -143,9 +132,7 @@ class ImagePipeline(ExportedPipeline):
 
     def __init__(self, nets, cfg, description, tile: int = DEFAULT_TILE):
         super().__init__(nets, cfg, description)
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
-            raise InputError(f"tile must be a whole number of pixels >= 0, got {tile!r}")
-        self.tile = tile
+        self.tile = check_tile(tile)
 
     def forward(self, net: nn.Module, images: Sequence[np.ndarray], precision="fp32") -> Images:
         """``net`` over uint8 images of any sizes (converted to the model's channels), in
@@ -156,13 +143,10 @@ class ImagePipeline(ExportedPipeline):
         def whole(batch: torch.Tensor) -> torch.Tensor:
             return forward_any_size(net, batch, batch_size=len(batch), precision=precision)
 
-        if not self.tile:
-            return run_grouped(inputs, whole, self.device)
-        stride = stride_of(net)
-        side, overlap = tile_geometry(self.tile, stride)
-        return run_grouped(
-            inputs, lambda batch: run_tiled(whole, batch, side, overlap, stride), self.device
-        )
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return run_with_tile_option(whole, batch, self.tile, stride_of(net))
+
+        return run_grouped(inputs, run, self.device)
 
     def export_onnx(self, folder: str | Path) -> dict[str, float]:
         """Each network as ``<name>.onnx`` (dynamic batch, height, width), checked against

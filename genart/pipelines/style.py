@@ -16,7 +16,8 @@ import torch
 
 from genart import controls
 from genart.controls import PreserveColor
-from genart.pipelines.base import DEFAULT_TILE, ImagePipeline, Images, with_channels
+from genart.pipelines.base import ImagePipeline, Images, with_channels
+from genart.pipelines.tiles import DEFAULT_TILE
 
 Precision = Literal["fp32", "bf16"]
 

@@ -19,6 +19,12 @@ from collections.abc import Callable
 
 import torch
 
+from genart.errors import InputError
+
+# The pipelines' default tile side: one tile holds as many pixels as one forward pass may
+# (genart.pipelines.base.PIXELS_PER_FORWARD).
+DEFAULT_TILE = 1024
+
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
@@ -103,3 +109,29 @@ def run_tiled(
         out[..., rows, cols] += result.to(images.device, torch.float32) * weights
         weight_sum[rows, cols] += weights
     return out / weight_sum
+
+
+def check_tile(tile) -> int:
+    """A pipeline's ``tile`` option: a side in pixels >= 0 (0 = never tile); InputError if not."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
+        raise InputError(f"tile must be a whole number of pixels >= 0, got {tile!r}")
+    return tile
+
+
+def tile_geometry(tile: int, stride: int) -> tuple[int, int]:
+    """(side, overlap) of the tiles of a network with ``stride``: ``tile`` rounded down to a
+    multiple of the stride (at least one stride), so that a tile is never padded beyond it,
+    and an eighth of that side of overlap."""
+    side = max(stride, tile // stride * stride)
+    return side, side // 8
+
+
+def run_with_tile_option(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tile: int, stride: int
+) -> torch.Tensor:
+    """``fn`` over ``images`` as a pipeline's ``tile`` option says: whole if it is 0, else in
+    tiles of :func:`tile_geometry` starting on multiples of the network's ``stride``."""
+    if not tile:
+        return fn(images)
+    side, overlap = tile_geometry(tile, stride)
+    return run_tiled(fn, images, side, overlap, stride)

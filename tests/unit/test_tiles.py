@@ -141,3 +141,20 @@ def test_the_tile_flag_reaches_the_pipeline(tmp_path, capsys):
     assert not np.array_equal(outputs["0"], outputs["48"])  # instance norm saw other tiles
     assert main([*fast, "--output", str(tmp_path / "bad.png"), "--tile", "-1"]) == 2
     assert "tile must be a whole number of pixels >= 0, got -1" in capsys.readouterr().err
+
+
+def test_adain_stylises_a_large_content_tile_by_tile(tmp_path):
+    from genart.pipelines.adain import AdaINPipeline
+
+    path = make_export(tmp_path, "adain", ["adain.vgg_weights=random", "adain.width=8"])
+    sides = []
+    for tile in (32, 0):
+        pipe = AdaINPipeline.from_export(path, "cpu", tile=tile)
+        decoder = pipe.nets["decoder"]
+        hook = decoder.register_forward_hook(lambda _m, args, _o: sides.append(args[0].shape))
+        out = pipe(smooth_image()[:64, :56], [smooth_image()[:40, :40]])
+        hook.remove()
+        assert out.shape == (64, 56, 3)
+    # Rows 0-32, 24-56, 48-64 by columns 0-32, 24-56 (a feature position per 8 pixels), then
+    # the whole content.
+    assert [tuple(s[-2:]) for s in sides] == [(4, 4)] * 4 + [(2, 4)] * 2 + [(8, 7)]
