@@ -4,6 +4,7 @@ pipelines run large images tile by tile without seams."""
 import numpy as np
 import pytest
 import torch
+from exports import TINY_FAST_STYLE, make_export
 from torch import nn
 
 from genart import config
@@ -11,7 +12,6 @@ from genart.models import cyclegan
 from genart.pipelines.style import FastStylePipeline
 from genart.pipelines.tiles import run_tiled, tile_spans, tiles
 from genart.pipelines.translate import TranslationPipeline
-from tests.exports import TINY_FAST_STYLE, make_export
 
 
 @pytest.mark.parametrize(
