@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(verbs) -> None:
     """Add ``adain`` to the ``stylize`` verbs."""
-    from genart.cli.style import add_style_controls
+    from genart.cli.style import add_style_controls, add_tile
 
     p = verbs.add_parser(
         "adain", help="arbitrary style transfer with a trained AdaIN decoder (any style image)"
@@ -44,6 +44,7 @@ def register(verbs) -> None:
         help="encoder weights: auto | PATH | s3://bucket/key | random (default: the training's)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    add_tile(p)
     p.set_defaults(func=stylize)
 
 
@@ -55,7 +56,9 @@ def stylize(args) -> int:
 
     content = read(args.content, 3, args.size)
     styles = [read(path, 3, args.size) for path in args.style]
-    pipe = AdaINPipeline.from_export(args.model, args.device, vgg_weights=args.vgg_weights)
+    pipe = AdaINPipeline.from_export(
+        args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
+    )
     _warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
                  preserve_color=args.preserve_color)  # fmt: skip

@@ -120,6 +120,7 @@ def _register_fast(verbs) -> None:
         help="bf16: bfloat16 autocast, faster on CPUs with AVX512-BF16 and on GPUs",
     )
     add_style_controls(p, strength=True)
+    add_tile(p)
     p.set_defaults(func=fast)
 
 
@@ -167,6 +168,19 @@ def add_style_controls(p: argparse.ArgumentParser, strength: bool) -> None:
         choices=("none", "ycbcr", "yiq"),
         default="none",
         help="keep the input's colours: only the luminance is stylised (default none)",
+    )
+
+
+def add_tile(p: argparse.ArgumentParser) -> None:
+    """``--tile N``: the side of the overlapping tiles a larger image runs in (the pipelines'
+    ``tile`` option; 1024 is theirs too, kept here so --help stays torch-free)."""
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="run images larger than N px a side in overlapping N px tiles, blended, so memory "
+        "follows N, not the image (default 1024; 0 = never tile)",
     )
 
 
@@ -381,7 +395,7 @@ def fast(args) -> int:
     call = {"strength": args.strength, "preserve_color": args.preserve_color}
     controls.check(**call)  # here, not in each Ray Data actor
     written = apply_to_images(args, args.model, ("fast_style",), call, folder_output=False,
-                              options={"precision": args.precision})  # fmt: skip
+                              options={"precision": args.precision, "tile": args.tile})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")
     return 0

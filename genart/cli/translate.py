@@ -14,6 +14,8 @@ DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing the pipelines would lo
 
 def register(sub) -> None:
     """Add the ``translate`` and ``onnx`` verbs."""
+    from genart.cli.style import add_tile  # here: genart.cli.style imports this module
+
     p = sub.add_parser("translate", help="translate an image or a folder with a trained generator")
     p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
     p.add_argument("--input", required=True, help="an image file, or a folder / s3:// prefix")
@@ -21,6 +23,7 @@ def register(sub) -> None:
     _add_direction(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one generator each)")
+    add_tile(p)
     p.set_defaults(func=translate)
 
     p = sub.add_parser("onnx", help="export a run's generators as ONNX, checked with onnxruntime")
@@ -51,7 +54,8 @@ def translate(args) -> int:
     from genart.cli.style import apply_to_images
 
     written = apply_to_images(args, args.run, ("pix2pix", "cyclegan"),
-                              {"direction": args.direction}, folder_output=True)  # fmt: skip
+                              {"direction": args.direction}, folder_output=True,
+                              options={"tile": args.tile})  # fmt: skip
     print(f"translated {len(written)} image(s) into {args.output}")
     return 0
 

@@ -26,16 +26,25 @@ from genart.controls import PreserveColor
 from genart.images import from_uint8, to_uint8
 from genart.models import adain
 from genart.pipelines.base import ExportedPipeline, with_channels
+from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
 
 class AdaINPipeline(ExportedPipeline):
     """A trained ``adain`` decoder and its VGG-19 encoder: content and style images in,
-    stylised images out."""
+    stylised images out.
+
+    ``tile``: a content with a side above it is stylised in blended overlapping tiles of that
+    side (:mod:`genart.pipelines.tiles`), each normalised to the style by its own feature
+    statistics; 0 = never tile.
+    """
 
     MODELS = ("adain",)
 
-    def __init__(self, nets, cfg, description, vgg_weights: str | None = None):
+    def __init__(
+        self, nets, cfg, description, vgg_weights: str | None = None, tile: int = DEFAULT_TILE
+    ):
         super().__init__(nets, cfg, description)
+        self.tile = check_tile(tile)
         weights = vgg_weights or cfg.params.vgg_weights
         self.encoder = adain.encoder(weights, self.device)
         self.description = {**description, "encoder": dict(self.encoder.metadata)}
@@ -58,7 +67,11 @@ class AdaINPipeline(ExportedPipeline):
         controls.check(preserve_color=preserve_color)
         content_t = self._tensor(content)
         style_ts = [self._tensor(style) for style in styles]
-        out = adain.stylize(self.nets["decoder"], self.encoder, content_t, style_ts, alpha, weights)
+
+        def stylize(tile: torch.Tensor) -> torch.Tensor:
+            return adain.stylize(self.nets["decoder"], self.encoder, tile, style_ts, alpha, weights)
+
+        out = run_with_tile_option(stylize, content_t, self.tile, adain.STRIDE)
         if preserve_color != "none":
             out = controls.keep_colours(out, content_t, preserve_color)
         return to_uint8(out[0])

@@ -23,7 +23,8 @@ from genart import storage
 from genart.config import Config
 from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
-from genart.models.layers import forward_any_size, without_test_dropout
+from genart.models.layers import forward_any_size, stride_of, without_test_dropout
+from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
 Images = list[np.ndarray]
 # One forward pass holds at most this many input pixels (16 images of 256x256): bounds the
@@ -122,15 +123,28 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 class ImagePipeline(ExportedPipeline):
-    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, ONNX."""
+    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, ONNX.
+
+    ``tile``: an image with a side above it runs in overlapping tiles of that side, blended
+    with feathered weights (:mod:`genart.pipelines.tiles`), so memory is bounded by the tile,
+    not the image; 0 = never tile.
+    """
+
+    def __init__(self, nets, cfg, description, tile: int = DEFAULT_TILE):
+        super().__init__(nets, cfg, description)
+        self.tile = check_tile(tile)
 
     def forward(self, net: nn.Module, images: Sequence[np.ndarray], precision="fp32") -> Images:
-        """``net`` over uint8 images of any sizes (converted to the model's channels)."""
+        """``net`` over uint8 images of any sizes (converted to the model's channels), in
+        tiles where an image is larger than ``self.tile``."""
         channels = self.cfg.data.channels
         inputs = [with_channels(image, channels) for image in images]
 
-        def run(batch: torch.Tensor) -> torch.Tensor:
+        def whole(batch: torch.Tensor) -> torch.Tensor:
             return forward_any_size(net, batch, batch_size=len(batch), precision=precision)
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            return run_with_tile_option(whole, batch, self.tile, stride_of(net))
 
         return run_grouped(inputs, run, self.device)
 

@@ -17,6 +17,7 @@ import torch
 from genart import controls
 from genart.controls import PreserveColor
 from genart.pipelines.base import ImagePipeline, Images, with_channels
+from genart.pipelines.tiles import DEFAULT_TILE
 
 Precision = Literal["fp32", "bf16"]
 
@@ -26,8 +27,10 @@ class FastStylePipeline(ImagePipeline):
 
     MODELS = ("fast_style",)
 
-    def __init__(self, nets, cfg, description, precision: Precision = "fp32"):
-        super().__init__(nets, cfg, description)
+    def __init__(
+        self, nets, cfg, description, precision: Precision = "fp32", tile: int = DEFAULT_TILE
+    ):
+        super().__init__(nets, cfg, description, tile)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
