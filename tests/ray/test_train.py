@@ -90,6 +90,7 @@ def test_resuming_a_finished_run_keeps_its_results(ray_local, digits, storage):
     assert result.return_value["resumed_from"] == 8
     after = json.loads((out / "metrics.json").read_text())
     assert after.pop("eval_split") == before.pop("eval_split") == "train"  # no held-out split
+    assert after.pop("eval_served") == before.pop("eval_served")  # which weights, kept too
     assert "eval_swd" in after and after == pytest.approx(before, rel=1e-5)
     assert sorted(p.name for p in out.glob("checkpoint_*")) == checkpoints  # nothing rewritten
     assert logged_steps(out) == [2, 4, 6, 8]
