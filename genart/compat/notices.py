@@ -85,9 +85,11 @@ def install(
     that ``chatter`` picks out: only if ``verbose``."""
     import ray._private.worker as ray_worker
 
-    ray_print = ray_worker.print_to_stdstream
-    if getattr(ray_print, "genart", False):  # installed already (one Ray after another)
-        return
+    # Installed already (one Ray after another in a process): replace that one, so the newest
+    # settings hold and notices are never told twice.
+    ray_print = getattr(
+        ray_worker.print_to_stdstream, "ray_original", ray_worker.print_to_stdstream
+    )
 
     def print_to_stdstream(data, ignore_prefix):
         if data.get("pid") != "raylet":
@@ -103,5 +105,5 @@ def install(
         if shown:
             ray_print(data | {"lines": shown}, ignore_prefix)
 
-    print_to_stdstream.genart = True
+    print_to_stdstream.ray_original = ray_print
     ray_worker.print_to_stdstream = print_to_stdstream

@@ -72,3 +72,17 @@ def test_rays_error_listener_prints_through_the_function_genart_replaces():
 
     source = inspect.getsource(ray_worker.listen_error_messages)
     assert "print_to_stdstream(" in source and '"pid": "raylet"' in source
+
+
+def test_installing_again_replaces_the_earlier_install(monkeypatch):
+    """A second console in one process (one Ray after another, or the test suite): its settings
+    hold, and a notice is told once, not once per install."""
+    import ray._private.worker as ray_worker
+
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", lambda data, ignore_prefix: None)
+    first, second = [], []
+    actors = lambda: table("SERVE_REPLICA::genart#JobStore#en3nb2jo")  # noqa: E731
+    notices.install(first.append, False, actors)
+    notices.install(second.append, False, actors)
+    ray_worker.print_to_stdstream({"lines": [DIED], "pid": "raylet", "is_err": False}, False)
+    assert first == [] and len(second) == 1 and "deployment JobStore" in second[0]
