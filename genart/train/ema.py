@@ -106,7 +106,7 @@ def judge(
     nets: dict[str, nn.Module],
     metric: str,
     mode: Literal["min", "max"],
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float | str]]:
     """Score the live ``nets`` and their average with ``score``; make the better by ``metric``
     (``mode``: lower or higher is better) serve, the average on a tie. Returns (the serving
     weights' scores, what to record beside them: each side's ``metric`` and which served).
