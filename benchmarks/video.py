@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from genart import config, pipelines
+from genart import export as exports
 from genart.data.synthetic import render_video, write_clip
 from genart.models import fast_style
 from genart.pipelines import runner, temporal, video, video_io
@@ -44,7 +45,8 @@ def _export(folder: Path) -> str:
     torch.manual_seed(0)
     nets = fast_style.build(cfg.params)
     checkpoint.write(folder / "ckpt", {"step": 0, "nets": {"G": nets["G"].state_dict()}}, cfg, [])
-    return str(checkpoint.export(str(folder / "ckpt"), str(folder / "model")))
+    exports.from_checkpoint(str(folder / "ckpt"), str(folder / "model"))
+    return str(folder / "model")
 
 
 def _job(export: str, clip: Path, out: Path, actors: int, gpus: float, smooth: float) -> dict:

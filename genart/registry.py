@@ -161,6 +161,9 @@ class TrainedSpec(FamilySpec):
     evaluate: Evaluate | None = None
     schedulers: MakeSchedulers | None = None  # stepped once per train step
     export: tuple[str, ...] = ("G",)  # the networks an export holds (what pipelines load)
+    # (params, data) -> the ``export`` networks alone, to receive an export's weights (loading
+    # one builds no discriminator); None where ``build`` makes nothing else
+    build_exported: Build | None = None
     # params -> whether train_step may be recorded as a CUDA graph: fixed shapes, no host
     # syncs, no host-side random decisions, the same Python branch on every step.
     graph_safe: Callable[[Any], bool] = lambda params: False
@@ -172,6 +175,12 @@ class TrainedSpec(FamilySpec):
     # params -> (score, "min" | "max") that decides whether the average or the live weights
     # serve (genart.train.ema.judge); None: the family's ``metric`` and ``mode``
     pick: Callable[[Any], tuple[str, Literal["min", "max"]]] | None = None
+
+    def exported_nets(self, params: Any, data: DataConfig) -> Nets:
+        """The ``export`` networks of ``params`` and ``data``, built to receive an export's
+        weights (their initial values are not an export's concern)."""
+        nets = (self.build_exported or self.build)(params, data)
+        return {name: nets[name] for name in self.export}
 
 
 @dataclass(frozen=True, kw_only=True)

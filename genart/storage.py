@@ -7,6 +7,7 @@ custom ``AWS_ENDPOINT_URL`` for S3-compatible stores) is not scattered across th
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -197,6 +198,28 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def remove(uri: str) -> None:
+    """Delete the file or folder (everything under it) at ``uri``; nothing if there is none."""
+    fs, path = filesystem(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        fs.delete_file(path)
+    elif kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif is_remote(uri):  # on object storage a folder may be a prefix without a marker
+        for name in list_files(uri):
+            fs.delete_file(f"{path.rstrip('/')}/{name}")
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a local file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def upload_dir(local: str | Path, uri: str) -> None:

@@ -3,6 +3,7 @@
 import torch
 
 from genart import config, registry
+from genart import export as exports
 from genart.train import checkpoint
 
 # The smallest fast-style network the tests run (the style image is not read by build).
@@ -19,5 +20,5 @@ def make_export(folder, model: str, overrides: list[str]) -> str:
     nets = spec.build(cfg.params, cfg.data)
     state = {"step": 0, "nets": {name: nets[name].state_dict() for name in spec.export}}
     checkpoint.write(folder / f"{model}-ckpt", state, cfg, [])
-    checkpoint.export(str(folder / f"{model}-ckpt"), str(folder / model))
+    exports.from_checkpoint(str(folder / f"{model}-ckpt"), str(folder / model))
     return str(folder / model)

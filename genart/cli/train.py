@@ -107,10 +107,13 @@ def train(args) -> int:
 
 
 def export(args) -> int:
-    from genart.train.checkpoint import export as export_run
+    from genart import export as exports
 
-    path = export_run(args.run, args.out)
-    print(f"exported to {args.out} (staged in {path})")
+    manifest = exports.from_checkpoint(args.run, args.out)
+    step = manifest["source"]["step"]
+    print(
+        f"exported {manifest['family']} (step {step}, {manifest['weights']} weights) to {args.out}"
+    )
     return 0
 
 
@@ -119,8 +122,8 @@ def demo(args) -> int:
     from pathlib import Path
 
     from genart import config, recipes
+    from genart import export as exports
     from genart.data import synthetic
-    from genart.train import checkpoint
     from genart.train.launch import fit
 
     out = Path(args.out)
@@ -142,7 +145,7 @@ def demo(args) -> int:
         raise result.error
     run_dir = Path(result.return_value["files"]["run"])
     export_dir = run_dir / "export"
-    checkpoint.export(str(run_dir), str(export_dir))
+    exports.from_checkpoint(str(run_dir), str(export_dir))
     strip = run_dir / "interpolation.png"
     from genart.cli import main as cli_main
 

@@ -110,23 +110,29 @@ def build(p: CycleGANConfig, data) -> dict[str, nn.Module]:
     """Both generators and both discriminators for ``data.channels``, N(0, 0.02)-initialised."""
     if p.gan_loss == "wgan-gp" and p.norm == "batch":
         raise ConfigError("cyclegan.gan_loss=wgan-gp needs cyclegan.norm=instance or none")
-    blocks = p.n_blocks or (9 if data.size >= 256 else 6)
-    c = data.channels
-
-    def generator() -> nn.Module:
-        return init_weights(ResnetGenerator(c, c, p.ngf, blocks, p.norm, p.dropout, p.upsample))
-
     d_layers = patch_layers(data.size) if p.d_layers == "auto" else p.d_layers
 
     def discriminator() -> nn.Module:
-        return init_weights(PatchDiscriminator(c, p.ndf, d_layers, p.norm))
+        return init_weights(PatchDiscriminator(data.channels, p.ndf, d_layers, p.norm))
 
     return {
-        "G_AB": generator(),
-        "G_BA": generator(),
+        "G_AB": init_weights(generator(p, data)),
+        "G_BA": init_weights(generator(p, data)),
         "D_A": discriminator(),
         "D_B": discriminator(),
     }
+
+
+def generator(p: CycleGANConfig, data) -> nn.Module:
+    """One ResNet generator (A to B or B to A), uninitialised."""
+    blocks = p.n_blocks or (9 if data.size >= 256 else 6)
+    c = data.channels
+    return ResnetGenerator(c, c, p.ngf, blocks, p.norm, p.dropout, p.upsample)
+
+
+def build_exported(p: CycleGANConfig, data) -> dict[str, nn.Module]:
+    """Both generators alone (what an export holds), uninitialised."""
+    return {"G_AB": generator(p, data), "G_BA": generator(p, data)}
 
 
 def optimizers(nets, p: CycleGANConfig) -> dict[str, torch.optim.Optimizer]:
@@ -271,6 +277,7 @@ SPEC = register(
         config=CycleGANConfig,
         pipeline="genart.pipelines.translate:TranslationPipeline",
         build=build,
+        build_exported=build_exported,
         optimizers=optimizers,
         train_step=train_step,
         dataset=datasets.unpaired,

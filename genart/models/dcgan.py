@@ -156,11 +156,16 @@ class Discriminator(nn.Module):
 def build(p: DCGANConfig, data) -> dict[str, nn.Module]:
     """The generator and discriminator for ``data.size`` / ``data.channels``, DCGAN-initialised."""
     norm = p.d_norm if p.d_norm != "auto" else ("none" if p.loss == "wgan-gp" else "batch")
-    G = init_weights(Generator(p.latent_dim, data.channels, data.size, p.g_width, p.kernel))
+    G = init_weights(build_exported(p, data)["G"])
     D = init_weights(Discriminator(data.channels, data.size, p.d_width, p.kernel, norm,
                                    p.d_dropout, p.d_mbstd_group))  # fmt: skip
     # Normalised after initialising: the init draws the raw weights SN then rescales.
     return {"G": G, "D": spectral_normed(D) if p.d_spectral_norm else D}
+
+
+def build_exported(p: DCGANConfig, data) -> dict[str, nn.Module]:
+    """The generator alone (what an export holds), uninitialised."""
+    return {"G": Generator(p.latent_dim, data.channels, data.size, p.g_width, p.kernel)}
 
 
 def optimizers(nets, p: DCGANConfig) -> dict[str, torch.optim.Optimizer]:
@@ -274,6 +279,7 @@ SPEC = register(
         config=DCGANConfig,
         pipeline="genart.pipelines.latent:LatentPipeline",
         build=build,
+        build_exported=build_exported,
         optimizers=optimizers,
         train_step=train_step,
         dataset=datasets.images,

@@ -132,13 +132,17 @@ def build(p: Pix2PixConfig, data) -> dict[str, nn.Module]:
     if p.gan_loss == "wgan-gp" and p.norm == "batch":
         # The penalty is per sample; batch norm couples samples (Gulrajani et al. section 4).
         raise ConfigError("pix2pix.gan_loss=wgan-gp needs pix2pix.norm=instance or none")
+    G = build_exported(p, data)["G"]
+    D = PatchDiscriminator(2 * data.channels, p.ndf, p.d_layers, p.norm)
+    return {"G": init_weights(G), "D": init_weights(D)}
+
+
+def build_exported(p: Pix2PixConfig, data) -> dict[str, nn.Module]:
+    """The U-Net G alone (what an export holds), uninitialised."""
     depth = unet_depth(data.size, p.depth)
     G = UNetGenerator(data.channels, data.channels, depth, p.ngf, p.norm, p.dropout,
                       p.dropout_blocks, p.dropout_at_test)  # fmt: skip
-    if test_norm_stats(p, data) == "image":
-        G = image_stats_at_test(G)
-    D = PatchDiscriminator(2 * data.channels, p.ndf, p.d_layers, p.norm)
-    return {"G": init_weights(G), "D": init_weights(D)}
+    return {"G": image_stats_at_test(G) if test_norm_stats(p, data) == "image" else G}
 
 
 def test_norm_stats(p: Pix2PixConfig, data) -> str:
@@ -266,6 +270,7 @@ SPEC = register(
         config=Pix2PixConfig,
         pipeline="genart.pipelines.translate:TranslationPipeline",
         build=build,
+        build_exported=build_exported,
         optimizers=optimizers,
         train_step=train_step,
         dataset=dataset,

@@ -35,11 +35,12 @@ def load(
     ``families``: the ones the caller takes; an export of another is an InputError naming it
     (before ``options`` meant for one pipeline reach another).
     """
-    nets, cfg = load_nets(uri, device)
-    if families and cfg.model not in families:
-        raise InputError(f"{uri} holds a '{cfg.model}' model; this takes {', '.join(families)}")
-    cls = registry.trained(cfg.model).pipeline_class()
-    return cls(nets, cfg, describe_export(uri, cfg), **options)
+    loaded = load_nets(uri, device)
+    family = loaded.cfg.model
+    if families and family not in families:
+        raise InputError(f"{uri} holds a '{family}' model; this takes {', '.join(families)}")
+    cls = registry.trained(family).pipeline_class()
+    return cls(loaded.nets, loaded.cfg, describe_export(uri, loaded), **options)
 
 
 def optimisation(family: str, params=None, vgg_weights: str = "auto", device="auto"):

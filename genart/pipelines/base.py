@@ -8,7 +8,6 @@ each at its own size (what :func:`genart.images.read` and the HTTP ingress decod
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from genart import storage
+from genart import export
 from genart.config import Config
 from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
@@ -56,10 +55,12 @@ class ExportedPipeline:
     def from_export(cls, uri: str, device: str | torch.device = "auto", **options):
         """The pipeline of an exported folder, checkpoint or run (local path or ``s3://``);
         a ConfigError if it holds a family this pipeline does not serve."""
-        nets, cfg = load_nets(uri, device)
-        if cfg.model not in cls.MODELS:
-            raise ConfigError(f"{uri} holds a '{cfg.model}' model; expected one of {cls.MODELS}")
-        return cls(nets, cfg, describe_export(uri, cfg), **options)
+        loaded = load_nets(uri, device)
+        if loaded.cfg.model not in cls.MODELS:
+            raise ConfigError(
+                f"{uri} holds a '{loaded.cfg.model}' model; expected one of {cls.MODELS}"
+            )
+        return cls(loaded.nets, loaded.cfg, describe_export(uri, loaded), **options)
 
     @property
     def device(self) -> torch.device:
@@ -70,21 +71,15 @@ class ExportedPipeline:
         return self.description
 
 
-def load_nets(uri: str, device: str | torch.device = "auto") -> tuple[dict, Config]:
-    """The exported networks (eval mode, on ``device``) and the config saved beside them."""
-    from genart.train.checkpoint import load_exported
-
-    return load_exported(uri, device=pick_device(device))
+def load_nets(uri: str, device: str | torch.device = "auto") -> export.Export:
+    """The exported networks (eval mode, on ``device``), their config and manifest."""
+    return export.load(uri, device=pick_device(device))
 
 
-def describe_export(uri: str, cfg: Config) -> dict[str, Any]:
-    return {"checkpoint": uri, "meta": read_meta(uri), "config": cfg.to_dict()}
-
-
-def read_meta(uri: str) -> dict:
-    """An export's meta.json (model, step, source checkpoint), or {} for checkpoint folders."""
-    meta = storage.join(uri, "meta.json")
-    return json.loads(storage.read_bytes(meta)) if storage.exists(meta) else {}
+def describe_export(uri: str, loaded: export.Export) -> dict[str, Any]:
+    """Where a pipeline's networks came from, their manifest and the config they were
+    trained with."""
+    return {"checkpoint": uri, "meta": loaded.manifest, "config": loaded.cfg.to_dict()}
 
 
 def run_grouped(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from genart import config, registry
+from genart import config, export, registry
 from genart.train import checkpoint
 
 # name -> (registered model, config overrides): small enough to build in a second on CPU.
@@ -33,7 +33,7 @@ def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 
     """Export freshly initialised networks of ``model``, as ``genart export`` would a run.
 
     The step-0 checkpoint is kept beside the export (``<out>.checkpoint``), so the export's
-    meta.json names a folder that exists.
+    manifest names a folder that exists.
     """
     cfg = config.load(model, overrides=overrides)
     torch.manual_seed(seed)
@@ -41,7 +41,7 @@ def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     source = out.with_name(out.name + ".checkpoint")
     checkpoint.write(source, state, cfg, [])
-    checkpoint.export(str(source), str(out))
+    export.from_checkpoint(str(source), str(out))
     return out
 
 
@@ -78,12 +78,12 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
     directory = Path(directory).resolve()
     for name, (model, overrides) in DEMO_MODELS.items():
         out = directory / name
-        if (out / "meta.json").is_file():
+        if export.is_export(str(out)):
             continue
         trained = latest_demo_run(Path(runs)) if name == "dcgan" else None
         if trained is not None:
             print(f"exporting the DCGAN of {trained} to {out}")
-            checkpoint.export(str(trained), str(out))
+            export.from_checkpoint(str(trained), str(out))
         else:
             print(f"creating an untrained {model} demo export in {out}")
             export_initialised(model, overrides, out)

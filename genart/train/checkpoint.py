@@ -1,4 +1,4 @@
-"""Checkpoints that restore exactly, or not at all; and exported generators for serving.
+"""Checkpoints that restore exactly, or not at all.
 
 A checkpoint folder holds ``state.pt`` (nets, optimizers, schedulers, grad scaler, step and
 data position, every RNG state of every worker, model state such as image pools), the resolved
@@ -8,11 +8,7 @@ and SHA-256 of every other file. Ray does not commit checkpoint folders atomical
 incomplete and is never restored: the previous complete one is used instead.
 
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
-
-Export format: ``<net>.pt`` state_dicts + ``config.yaml`` + ``meta.json``. A state_dict with the
-config is the safe, portable choice: loading executes no pickled code (TorchScript archives
-carry code), and the architecture is rebuilt from genart's own model code, the single source of
-truth that Serve and the CLI already import.
+Exports for serving (the networks a checkpoint serves) are :mod:`genart.export`'s.
 """
 
 from __future__ import annotations
@@ -20,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from genart import registry, storage
+from genart import storage
 from genart.config import Config, save
 
 MANIFEST = "manifest.json"
@@ -39,14 +34,6 @@ class IncompleteCheckpoint(RuntimeError):
     """A checkpoint folder whose manifest is missing or does not match its files."""
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write(directory: str | Path, state: dict[str, Any], cfg: Config, history: list[dict]) -> Path:
     """Write a complete checkpoint folder; the manifest goes last, so its presence means done."""
     directory = Path(directory)
@@ -55,7 +42,7 @@ def write(directory: str | Path, state: dict[str, Any], cfg: Config, history: li
     save(cfg, directory / "config.yaml")
     (directory / "history.json").write_text(json.dumps(history))
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": storage.sha256(p)}
         for p in sorted(directory.iterdir())
         if p.name != MANIFEST
     }
@@ -86,7 +73,7 @@ def verify(directory: str | Path) -> dict:
 def _matches(path: Path, meta: dict) -> bool:
     """Whether a file has the manifest's size and digest (False if it is missing or vanishes)."""
     try:
-        return path.stat().st_size == meta["bytes"] and _digest(path) == meta["sha256"]
+        return path.stat().st_size == meta["bytes"] and storage.sha256(path) == meta["sha256"]
     except OSError:
         return False
 
@@ -113,14 +100,22 @@ def latest_complete(run_uri: str) -> Path | None:
     verifies: from object storage that downloads one checkpoint, not all of those kept.
     """
     for uri in _newest_first(run_uri):
-        local = None
-        try:
-            local = storage.local_copy(uri)
-            verify(local)
+        local = _verified_copy(uri)
+        if local is not None:
             return local
-        except (IncompleteCheckpoint, OSError):  # incomplete, or pruned while being read
-            if local is not None and storage.is_remote(uri):
-                shutil.rmtree(local, ignore_errors=True)
+    return None
+
+
+def _verified_copy(uri: str) -> Path | None:
+    """A local copy of the checkpoint at ``uri`` if it is complete, else None."""
+    local = None
+    try:
+        local = storage.local_copy(uri)
+        verify(local)
+        return local
+    except (IncompleteCheckpoint, OSError):  # incomplete, or pruned while being read
+        if local is not None and storage.is_remote(uri):
+            shutil.rmtree(local, ignore_errors=True)
     return None
 
 
@@ -164,77 +159,28 @@ def _read(uri: str) -> bytes:
 
 def resolve(path: str) -> Path:
     """A checkpoint folder from a checkpoint path, or a run folder (its newest complete one)."""
+    return locate(path)[1]
+
+
+def locate(path: str) -> tuple[str, Path]:
+    """(URI, verified local copy) of the checkpoint at ``path``, or of the newest complete one
+    of the run folder at ``path``; FileNotFoundError if there is none."""
     if storage.exists(storage.join(path, MANIFEST)):
         local = storage.local_copy(path)
         verify(local)
-        return local
-    found = latest_complete(path)
-    if found is None:
-        raise FileNotFoundError(f"no complete checkpoint in {path}")
-    return found
+        return str(path), local
+    for uri in _newest_first(path):
+        local = _verified_copy(uri)
+        if local is not None:
+            return uri, local
+    raise FileNotFoundError(f"no complete checkpoint in {path}")
 
 
-# --- export for serving --------------------------------------------------------------------
-
-
-def export(source: str, out: str) -> Path:
-    """Export the serving networks of a run/checkpoint to ``out`` (local path or URI)."""
-    ckpt = resolve(source)
-    state, cfg, _ = load(ckpt)
-    spec = registry.trained(cfg.model)
-    staging = (
-        Path(tempfile.mkdtemp(prefix="genart-export-")) if storage.is_remote(out) else Path(out)
-    )
-    staging.mkdir(parents=True, exist_ok=True)
-    weights = serving_weights(state, spec.export)
-    for name in spec.export:
-        torch.save(weights[name], staging / f"{name}.pt")
-    save(cfg, staging / "config.yaml")
-    meta = {
-        "model": cfg.model,
-        "nets": list(spec.export),
-        "step": state["step"],
-        "weights": served_weights(state),
-        "checkpoint": str(source),
-        "format": "state_dict+config",
-    }
-    (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-    storage.upload_dir(staging, out)
-    return staging
-
-
-def served_weights(state: dict) -> str:
-    """Which weights a checkpoint's ``state`` serves: "average", "live", or "live (no
-    average)" for a run that kept none."""
-    average = state.get("average")
-    return average.get("serves", "average") if average else "live (no average)"
-
-
-def serving_weights(state: dict, names: tuple[str, ...]) -> dict[str, dict]:
-    """The state dicts a checkpoint's ``state`` serves for ``names``: the moving averages
-    where the run kept them (``genart.train.ema``) and its last evaluation did not score the
-    live weights better, else the live weights."""
-    average = state.get("average") or {}
-    averages = average.get("nets", {}) if served_weights(state) == "average" else {}
-    return {name: averages.get(name, state["nets"][name]) for name in names}
-
-
-def load_exported(path: str, device: str | torch.device = "cpu"):
-    """(nets in eval mode, config) from an exported folder, a checkpoint, or a run folder."""
-    if storage.exists(storage.join(path, "meta.json")):  # an export: download just that
-        local = storage.local_copy(path)
-        cfg = saved_config(local)
-        names = json.loads((local / "meta.json").read_text())["nets"]
-        weights = {
-            n: torch.load(local / f"{n}.pt", map_location="cpu", weights_only=True) for n in names
-        }
-    else:
-        state, cfg, _ = load(resolve(path))
-        names = registry.trained(cfg.model).export
-        weights = serving_weights(state, names)
-    built = registry.trained(cfg.model).build(cfg.params, cfg.data)
-    nets = {}
-    for name in names:
-        built[name].load_state_dict(weights[name])
-        nets[name] = built[name].to(device).eval()
-    return nets, cfg
+def run_of(checkpoint_uri: str) -> str | None:
+    """The run folder a checkpoint belongs to (Ray keeps them as ``<run>/checkpoint_*``), or
+    None for a checkpoint folder outside a run."""
+    parent, _, name = str(checkpoint_uri).rstrip("/").rpartition("/")
+    if storage.is_remote(checkpoint_uri):
+        return parent if name.startswith(CHECKPOINT_PREFIX) else None
+    path = Path(storage.absolute(checkpoint_uri))
+    return str(path.parent) if path.name.startswith(CHECKPOINT_PREFIX) else None

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from genart import config
+from genart import export as exports
 from genart.data import synthetic
 from genart.pipelines.adain import AdaINPipeline
 from genart.train import checkpoint
@@ -30,7 +31,7 @@ def test_adain_trains_on_content_and_style_folders_and_exports(ray_local, tmp_pa
     assert (run / "samples" / "step_000004.png").is_file()
     state, _, _ = checkpoint.load(checkpoint.resolve(str(run)))
     assert set(state["nets"]) == {"decoder"}  # the frozen encoder is not checkpointed
-    checkpoint.export(str(run), str(tmp_path / "model"))
+    exports.from_checkpoint(str(run), str(tmp_path / "model"))
     pipe = AdaINPipeline.from_export(str(tmp_path / "model"), "cpu")
     assert pipe.describe()["encoder"]["vgg_weights"] == RANDOM_NOTE
     rng = np.random.default_rng(0)

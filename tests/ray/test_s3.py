@@ -19,6 +19,7 @@ import yaml
 from localcloud import Faults, environment, moto_s3, private_ray, s3_client
 
 from genart import config, storage
+from genart import export as exports
 from genart.data import pipelines
 from genart.train import checkpoint
 from genart.train.launch import fit
@@ -152,11 +153,12 @@ def test_export_to_s3_and_load_for_serving(s3):
     export = f"s3://{BUCKET}/export/digits"
     assert deploy.deploy([f"{RUNS}/digits", "--out", export]) == 0
     exported = {key.rsplit("/", 1)[1] for key in keys(s3, "export/digits/")}
-    assert {"G.pt", "config.yaml", "meta.json"} <= exported
-    nets, cfg = checkpoint.load_exported(export)
+    assert {"G.pt", "config.yaml", "export.json"} <= exported
+    exported = exports.load(export)
+    nets, cfg = exported.nets, exported.cfg
     state, _, _ = checkpoint.load(checkpoint.resolve(f"{RUNS}/digits"))
     assert state["step"] == 10 and cfg.model == "dcgan"
-    served = checkpoint.serving_weights(state, ("G",))["G"]
+    served = exports.serving_weights(state, ("G",))["G"]
     assert served is state["average"]["nets"]["G"]  # DCGAN serves its weight average
     for key, value in served.items():
         assert torch.equal(nets["G"].state_dict()[key], value), key

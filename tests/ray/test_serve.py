@@ -23,6 +23,7 @@ import torch
 import yaml
 from PIL import Image
 
+from genart import export as exports
 from genart.compat import haproxy
 from genart.images import png_bytes
 from genart.models import dcgan
@@ -30,7 +31,6 @@ from genart.models.layers import forward_any_size
 from genart.pipelines.latent import latents
 from genart.serve import builder, demo
 from genart.serve.ray_settings import free_ports
-from genart.train.checkpoint import load_exported
 
 pytestmark = pytest.mark.ray
 
@@ -176,14 +176,17 @@ def test_bearer_token_guards_the_models(served):
 def test_models_say_what_is_loaded_from_where(served):
     listing = served.get("/models").json()
     assert listing["dcgan"]["checkpoint"] == served.models["dcgan"]
-    assert listing["dcgan"]["config"]["model"] == "dcgan" and listing["dcgan"]["meta"]["step"] == 0
+    assert (
+        listing["dcgan"]["config"]["model"] == "dcgan"
+        and listing["dcgan"]["meta"]["source"]["step"] == 0
+    )
     assert set(listing["styles"]) == {"mosaic", "candy"}
     assert listing["translators"]["zebra"]["config"]["model"] == "cyclegan"
     assert "random" in listing["gatys"]["vgg_weights"] and listing["dream"]["max_side"] == 64
 
 
 def test_dcgan_sample_interpolate_arithmetic(served):
-    G = load_exported(served.models["dcgan"])[0]["G"]
+    G = exports.load(served.models["dcgan"]).nets["G"]
     grid = served.post("/dcgan/sample", json={"n": 4, "seed": 5})
     assert grid.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(grid.content)).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
@@ -207,7 +210,7 @@ def test_dcgan_sample_interpolate_arithmetic(served):
 
 
 def test_batching_returns_each_caller_its_own_images(served):
-    G = load_exported(served.models["dcgan"])[0]["G"]
+    G = exports.load(served.models["dcgan"]).nets["G"]
     bodies = [{"n": 1 + i % 3, "seed": 100 * i, "format": "json"} for i in range(8)]
     with ThreadPoolExecutor(len(bodies)) as pool:
         replies = list(pool.map(lambda body: served.post("/dcgan/sample", json=body), bodies))
@@ -220,7 +223,7 @@ def test_batching_returns_each_caller_its_own_images(served):
 
 
 def test_styles_side_by_side_at_any_size(served):
-    nets = {name: load_exported(served.models[name])[0]["G"] for name in ("mosaic", "candy")}
+    nets = {name: exports.load(served.models[name]).nets["G"] for name in ("mosaic", "candy")}
     sizes = [("mosaic", (37, 23)), ("candy", (37, 23)), ("mosaic", (20, 30)), ("candy", (64, 16))]
     jobs = [(name, png(w, h, seed=i)) for i, (name, (w, h)) in enumerate(sizes)]
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -238,7 +241,7 @@ def test_translate_pix2pix_and_both_cyclegan_directions(served):
     pix = served.post("/translate/facades", data=data)
     assert pix.status_code == 200 and decoded(pix.content).shape == (23, 37, 3)
     assert served.post("/translate/facades?direction=BtoA", data=data).status_code == 422
-    nets = load_exported(served.models["zebra"])[0]
+    nets = exports.load(served.models["zebra"]).nets
     image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
     for direction, net in (("AtoB", "G_AB"), ("BtoA", "G_BA")):
         reply = served.post(f"/translate/zebra?direction={direction}", data=data)
@@ -487,7 +490,7 @@ def test_cli_prepares_demo_models_and_serves_a_config_file(served, tmp_path, mon
 
     assert main(["serve", "--prepare", "--demo-dir", str(tmp_path / "demo")]) == 0
     for name in demo.DEMO_MODELS:
-        assert (tmp_path / "demo" / name / "meta.json").is_file()
+        assert (tmp_path / "demo" / name / "export.json").is_file()
     config = {
         "http_options": {"host": "127.0.0.1", "port": int(served.url.rsplit(":", 1)[1])},
         "applications": [{

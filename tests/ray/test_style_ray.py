@@ -9,6 +9,7 @@ from exports import TINY_FAST_STYLE, make_export
 from PIL import Image
 
 from genart import config
+from genart import export as exports
 from genart.cli import main
 from genart.data import synthetic
 from genart.images import read_tensor, to_uint8
@@ -50,7 +51,7 @@ def test_gatys_batch_runs_every_pair_and_draws_a_contact_sheet(ray_local, tmp_pa
 
 def test_fast_stylizes_a_folder_through_ray_data(ray_local, tmp_path):
     model = make_export(tmp_path, "fast_style", TINY_FAST_STYLE)
-    nets, _ = checkpoint.load_exported(model)
+    nets = exports.load(model).nets
     inputs = write_images(tmp_path / "in", [(20, 30), (20, 30), (33, 17)], seed=2)
     out = tmp_path / "out"
     argv = ["stylize", "fast", "--model", model, "--input", str(inputs),
@@ -80,7 +81,8 @@ def test_fast_style_trains_on_two_ray_workers_and_exports(ray_local, tmp_path):
     assert (run / "samples" / "step_000004.png").is_file()
     state, _, _ = checkpoint.load(checkpoint.resolve(str(run)))
     assert set(state["nets"]) == {"G"}  # the frozen VGG is neither trained nor checkpointed
-    checkpoint.export(str(run), str(tmp_path / "model"))
-    nets, loaded = checkpoint.load_exported(str(tmp_path / "model"))
+    exports.from_checkpoint(str(run), str(tmp_path / "model"))
+    exported = exports.load(str(tmp_path / "model"))
+    nets, loaded = exported.nets, exported.cfg
     assert isinstance(nets["G"], fast_style.TransformerNet) and loaded.params.width == 8
     assert forward_any_size(nets["G"], torch.zeros(1, 3, 18, 26)).shape == (1, 3, 18, 26)

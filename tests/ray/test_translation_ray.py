@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from genart import config
+from genart import export as exports
 from genart.cli import main
 from genart.data import synthetic
 from genart.pipelines import evaluation
@@ -51,7 +52,7 @@ def test_ddp_training_export_translate_and_evaluate(ray_local, root, model):
         assert [w["ctx_state"]["pool_A"].shape[0] for w in state["workers"]] == [4, 4]
 
     exported = str(root / f"{model}-export")
-    checkpoint.export(str(root / "runs" / model), exported)
+    exports.from_checkpoint(str(root / "runs" / model), exported)
     inputs = root / f"{model}-inputs"
     inputs.mkdir()
     sizes = [(32, 32), (45, 70), (20, 33)]  # (height, width): non-square and odd sides

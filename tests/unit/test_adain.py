@@ -12,6 +12,7 @@ from PIL import Image
 from steps import train_on_batch
 
 from genart import config, registry
+from genart import export as exports
 from genart.cli import main
 from genart.controls import to_luma_chroma
 from genart.data import datasets, synthetic
@@ -50,7 +51,7 @@ def exported(tmp_path_factory):
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     checkpoint.write(root / "ckpt", state, cfg, [])
-    checkpoint.export(str(root / "ckpt"), str(root / "export"))
+    exports.from_checkpoint(str(root / "ckpt"), str(root / "export"))
     return str(root / "export"), nets["decoder"].eval()
 
 

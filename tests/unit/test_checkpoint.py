@@ -2,7 +2,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from genart import cli, config, storage
 from genart.models import dcgan
@@ -71,23 +70,6 @@ def test_resolve_with_nothing_complete_is_a_clear_error(tmp_path):
         checkpoint.resolve(str(tmp_path))
 
 
-def test_export_and_load_exported(tmp_path):
-    cfg = write_run(tmp_path / "run", [2])
-    checkpoint.export(str(tmp_path / "run"), str(tmp_path / "exported"))
-    assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == [
-        "G.pt",
-        "config.yaml",
-        "meta.json",
-    ]
-    nets, loaded = checkpoint.load_exported(str(tmp_path / "exported"))
-    assert loaded == cfg and list(nets) == ["G"] and not nets["G"].training
-    state, _, _ = checkpoint.load(tmp_path / "run" / "checkpoint_002")
-    loaded_weights = nets["G"].state_dict()
-    assert loaded_weights.keys() == state["nets"]["G"].keys()
-    for key, value in state["nets"]["G"].items():
-        assert torch.equal(loaded_weights[key], value)
-
-
 def test_sample_interpolate_arithmetic_cli(tmp_path):
     write_run(tmp_path / "run", [2])
     run = str(tmp_path / "run")
@@ -135,14 +117,14 @@ def test_sample_interpolate_arithmetic_cli(tmp_path):
 
 def test_a_checkpoint_pruned_while_being_scanned_is_skipped(tmp_path, monkeypatch):
     write_run(tmp_path, [3, 6])
-    original = checkpoint._digest
+    original = storage.sha256
 
     def prune_then_digest(path):
         if path.parent.name == "checkpoint_006":  # the writer's keep-last-K prunes it now
             shutil.rmtree(path.parent)
         return original(path)
 
-    monkeypatch.setattr(checkpoint, "_digest", prune_then_digest)
+    monkeypatch.setattr(storage, "sha256", prune_then_digest)
     assert checkpoint.latest_complete(str(tmp_path)).name == "checkpoint_003"
 
 
@@ -186,7 +168,7 @@ def test_newest_config_reads_only_the_manifest_and_config(tmp_path, monkeypatch)
     cfg = write_run(tmp_path, [3, 6])
     newest = tmp_path / "checkpoint_006"
     (newest / checkpoint.STATE).write_bytes(b"cut")  # its weights need not be complete
-    monkeypatch.setattr(checkpoint, "_digest", lambda path: pytest.fail(f"hashed {path}"))
+    monkeypatch.setattr(storage, "sha256", lambda path: pytest.fail(f"hashed {path}"))
     assert checkpoint.newest_config(str(tmp_path)) == cfg
     (newest / "config.yaml").write_text("model: dcgan\n")  # not what its manifest recorded
     assert checkpoint.newest_config(str(tmp_path)) == cfg  # from checkpoint_003

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from genart import config
+from genart import export as exports
 from genart.cli import main, style
 from genart.images import read, read_tensor, to_uint8
 from genart.models import fast_style
@@ -94,7 +95,7 @@ def exported(tmp_path_factory, pictures):
     nets = fast_style.build(cfg.params)
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     checkpoint.write(root / "ckpt", state, cfg, [])
-    checkpoint.export(str(root / "ckpt"), str(root / "export"))
+    exports.from_checkpoint(str(root / "ckpt"), str(root / "export"))
     return root / "export", nets["G"]
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from genart import config, registry
+from genart import export as exports
 from genart.train import checkpoint
 from genart.train.ema import WeightAverage, for_spec, judge, warmed_decay
 from genart.train.state import TrainState, Worker
@@ -100,9 +101,9 @@ def test_checkpoints_keep_the_average_and_exports_serve_it(tmp_path):
     for key, value in averaged.items():
         assert torch.equal(restored.average.nets["G_AB"].state_dict()[key], value)
 
-    checkpoint.export(str(ckpt), str(tmp_path / "export"))
+    exports.from_checkpoint(str(ckpt), str(tmp_path / "export"))
     for source in (tmp_path / "export", ckpt):  # an export, and a checkpoint read directly
-        nets, _ = checkpoint.load_exported(str(source))
+        nets = exports.load(str(source)).nets
         for key, value in averaged.items():
             assert torch.equal(nets["G_AB"].state_dict()[key], value), source
 
@@ -185,7 +186,7 @@ def drown(average: WeightAverage) -> None:
 
 def test_the_loop_scores_both_and_a_checkpoint_exports_the_better(tmp_path):
     """The evaluation hands the choice to the state; checkpoints keep it; the export and a
-    checkpoint read for serving carry the weights that scored better, meta.json says which."""
+    checkpoint read for serving carry the weights that scored better, its manifest says which."""
     from genart.train.evaluation import Evaluation
 
     cfg = cyclegan_cfg("cyclegan.ema_decay=0.9", "train.eval_samples=2")
@@ -205,20 +206,20 @@ def test_the_loop_scores_both_and_a_checkpoint_exports_the_better(tmp_path):
     restored = TrainState.create(spec, cfg, Worker())
     restored.load(checkpoint.load(ckpt)[0])
     assert restored.average.serves == "live"
-    checkpoint.export(str(ckpt), str(tmp_path / "export"))
-    meta = json.loads((tmp_path / "export" / "meta.json").read_text())
+    exports.from_checkpoint(str(ckpt), str(tmp_path / "export"))
+    meta = json.loads((tmp_path / "export" / "export.json").read_text())
     assert meta["weights"] == "live"
     live = state.nets["G_AB"].state_dict()
     for source in (tmp_path / "export", ckpt):
-        nets, _ = checkpoint.load_exported(str(source))
+        nets = exports.load(str(source)).nets
         assert all(torch.equal(nets["G_AB"].state_dict()[k], v) for k, v in live.items())
 
 
 def test_a_checkpoint_saved_before_the_choice_serves_its_average():
     state = {"nets": {"G": {"w": 1}}, "average": {"updates": 3, "nets": {"G": {"w": 2}}}}
-    assert checkpoint.serving_weights(state, ("G",)) == {"G": {"w": 2}}
-    assert checkpoint.served_weights(state) == "average"
-    assert checkpoint.served_weights({"nets": {}, "average": None}) == "live (no average)"
+    assert exports.serving_weights(state, ("G",)) == {"G": {"w": 2}}
+    assert exports.served_weights(state) == "average"
+    assert exports.served_weights({"nets": {}, "average": None}) == "live (no average)"
 
 
 def test_a_family_may_pick_by_another_score_than_its_metric():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genart import config, pipelines, registry
+from genart import export as exports
 from genart.controls import to_luma_chroma
 from genart.errors import ConfigError, InputError
 from genart.images import from_uint8
@@ -35,7 +36,7 @@ def export(tmp_path, model: str) -> str:
     nets = registry.trained(model).build(cfg.params, cfg.data)
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     checkpoint.write(tmp_path / f"{model}-ckpt", state, cfg, [])
-    checkpoint.export(str(tmp_path / f"{model}-ckpt"), str(tmp_path / model))
+    exports.from_checkpoint(str(tmp_path / f"{model}-ckpt"), str(tmp_path / model))
     return str(tmp_path / model)
 
 
@@ -51,7 +52,10 @@ def image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
 def test_load_builds_the_pipeline_the_family_names(tmp_path, model, kind):
     pipe = pipelines.load(export(tmp_path, model), device="cpu")
     assert type(pipe) is kind
-    assert pipe.describe()["config"]["model"] == model and pipe.describe()["meta"]["step"] == 0
+    assert (
+        pipe.describe()["config"]["model"] == model
+        and pipe.describe()["meta"]["source"]["step"] == 0
+    )
 
 
 def test_from_export_refuses_another_family(tmp_path):

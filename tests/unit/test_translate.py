@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from genart import config
+from genart import export as exports
 from genart.cli import main
 from genart.cli import translate as cli
 from genart.data import synthetic
@@ -30,7 +31,7 @@ def export_run(tmp_path, model: str, *overrides: str) -> str:
     nets = registry_build(cfg)
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
     checkpoint.write(tmp_path / "ckpt", state, cfg, [])
-    checkpoint.export(str(tmp_path / "ckpt"), str(tmp_path / "export"))
+    exports.from_checkpoint(str(tmp_path / "ckpt"), str(tmp_path / "export"))
     return str(tmp_path / "export")
 
 
@@ -210,7 +211,7 @@ def test_onnx_export_matches_torch_at_other_sizes(tmp_path, model, capsys):
     run = export_run(tmp_path, model)
     assert run_cli(["onnx", run, "--out", str(tmp_path / "onnx")]) == 0
     assert "max abs diff" in capsys.readouterr().out
-    nets, _ = checkpoint.load_exported(run)
+    nets = exports.load(run).nets
     for name, G in nets.items():
         session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / f"{name}.onnx"))
         probe = torch.rand(1, 3, 32, 96) * 2 - 1  # not the export's shape: dynamic sides
