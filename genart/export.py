@@ -178,7 +178,7 @@ def describe(uri: str) -> dict[str, Any]:
     text = _small_file(uri, LEGACY_META)
     if text is not None:
         return _from_legacy(uri, text)
-    raise InvalidExport(f"{uri} is not an export: it has no {MANIFEST}")
+    raise InvalidExport(f"{uri}: not an export (it has no {MANIFEST})")
 
 
 def verify(uri: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ USER_ERRORS = (InputError, OSError, yaml.YAMLError)
 COMMAND_MODULES = (
     "data",
     "train",
+    "models",
     "sample",
     "eval",
     "style",

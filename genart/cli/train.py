@@ -27,7 +27,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="export a run's generator(s) + config for serving")
     p.add_argument("run", help="run folder or checkpoint folder (local or s3://)")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="output folder (local or s3://)")
+    where.add_argument("--catalogue", help="catalogue (folder or s3:// prefix) to add it to")
+    p.add_argument("--name", help="its name in the catalogue (URL-safe; with --catalogue)")
+    p.add_argument("--replace", action="store_true", help="replace a model of that name")
     p.set_defaults(func=export)
 
     p = sub.add_parser("demo", help="generate digits and train DCGAN on 2 local workers")
@@ -108,12 +112,21 @@ def train(args) -> int:
 
 def export(args) -> int:
     from genart import export as exports
+    from genart.catalogue import Catalogue
+    from genart.errors import InputError
 
-    manifest = exports.from_checkpoint(args.run, args.out)
+    if args.catalogue is None:
+        if args.name or args.replace:
+            raise InputError("--name and --replace go with --catalogue")
+        manifest = exports.from_checkpoint(args.run, args.out)
+        where = args.out
+    else:
+        if not args.name:
+            raise InputError("--catalogue needs --name: the model's name in the catalogue")
+        manifest = Catalogue(args.catalogue).publish(args.run, args.name, args.replace).manifest
+        where = f"{args.catalogue} as {args.name}"
     step = manifest["source"]["step"]
-    print(
-        f"exported {manifest['family']} (step {step}, {manifest['weights']} weights) to {args.out}"
-    )
+    print(f"exported {manifest['family']} (step {step}, {manifest['weights']} weights) to {where}")
     return 0
 
 

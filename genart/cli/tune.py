@@ -56,6 +56,10 @@ def register(sub) -> None:
         default="",
         help="whether lower or higher --metric is better (default: the model's)",
     )
+    g = p.add_argument_group("publishing", "the best trial's export, added to a catalogue")
+    g.add_argument("--catalogue", help="catalogue (folder or s3:// prefix) to publish it to")
+    g.add_argument("--publish-as", metavar="NAME", help="its name there (default: --name)")
+    g.add_argument("--replace", action="store_true", help="replace a model of that name")
     g = p.add_argument_group("gatys, dream", "trials optimise one image; --data: the first input")
     g.add_argument("--style", nargs="+", default=[], help="style image(s) (gatys)")
     g.add_argument("--size", type=int, default=256, help="long side of the inputs in pixels")
@@ -81,11 +85,36 @@ def tune(args) -> int:
         mode=args.mode,
     )
     searched = space.load(args.model, args.space)
+    if args.catalogue:
+        check_publishable(args, registry.get(args.model))
     if registry.get(args.model).trained:
         cfg = config.load(args.model, args.config, overrides(args))
         report = driver.sweep(cfg, searched, searching)
+        if args.catalogue and report.best_run is not None:
+            publish_best(report, args)
     else:
         raw = config.given(args.model, args.config, overrides(args))
         job = settings.optimisation_job(args.model, raw, args.style, args.size, args.vgg_weights)
         report = driver.sweep_optimisation(job, searched, searching)
     return 0 if report.best is not None else 1
+
+
+def check_publishable(args, spec) -> None:
+    """Refuse, before a sweep starts, a publication that would fail at its end."""
+    from genart.catalogue import Catalogue
+    from genart.errors import InputError
+
+    if not spec.trained:
+        raise InputError(f"{spec.name} trains nothing to publish: leave out --catalogue")
+    name = args.publish_as or args.name
+    if name:  # else the sweep's generated name, URL-safe and new
+        Catalogue(args.catalogue).claim(name, args.replace)
+
+
+def publish_best(report, args) -> None:
+    """Export the sweep's best trial to ``args.catalogue``."""
+    from genart.catalogue import Catalogue
+
+    name = args.publish_as or report.name
+    Catalogue(args.catalogue).publish(report.best_run, name, args.replace)
+    print(f"published trial {report.best['trial']} to {args.catalogue} as {name}")

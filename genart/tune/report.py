@@ -56,7 +56,8 @@ def summarise(results, plan: Plan, exp_uri: str, seconds: float) -> Report:
     files = {key: storage.join(exp_uri, name) for key, name in written.items()}
     unfinished = int((table["status"] == "unfinished").sum())
     best_row = table.loc[best].to_dict() if best is not None else None
-    report = Report(table, best_row, files, seconds, unfinished)
+    best_run = run_uri if best is not None else None
+    report = Report(table, best_row, files, seconds, unfinished, plan.run.name, best_run)
     print(describe(report, metric, plan.mode))
     return report
 

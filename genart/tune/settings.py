@@ -64,6 +64,9 @@ class Report:
     files: dict[str, str]
     seconds: float  # wall time of the Tune run
     unfinished: int  # trials neither finished nor failed (an interrupted sweep): --resume
+    name: str = ""  # the sweep's
+    # The best trial's folder under runs/ (its Train run, for a trained family); None if none.
+    best_run: str | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ machine), so the checks share two sweeps: an ASHA sweep interrupted after its fi
 trial and resumed, and a two-trial PBT sweep.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ import yaml
 from ray import tune
 
 from genart import config, registry
+from genart.catalogue import Catalogue
 from genart.cli import main
+from genart.cli import tune as tune_cli
 from genart.compat.janitor import Janitor
 from genart.data import synthetic
 from genart.train import checkpoint
@@ -147,6 +150,16 @@ def test_best_recipe_trains_unchanged(asha, tmp_path):
     result = fit(best)
     assert result.error is None
     assert result.metrics["step"] == 2
+
+
+def test_the_best_trial_is_published_to_a_catalogue(asha, tmp_path):
+    report = asha["resumed"]
+    args = argparse.Namespace(catalogue=str(tmp_path / "cat"), publish_as=None, replace=False)
+    tune_cli.publish_best(report, args)
+    entry = Catalogue(str(tmp_path / "cat")).entry("asha")  # named after the sweep
+    assert entry.manifest["source"]["run"] == report.best_run
+    assert report.best_run == str(asha["dir"] / "runs" / report.best["run"])
+    assert entry.manifest["scores"]["swd"] == pytest.approx(report.best["eval_swd"], rel=1e-4)
 
 
 def init_from(run: Path) -> Path:

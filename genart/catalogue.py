@@ -1,0 +1,146 @@
+"""A catalogue of models: a folder or ``s3://`` prefix of exports, each in a sub-folder named by
+the model's name (``CAT/<name>/export.json``, ...; see :mod:`genart.export`).
+
+Names are URL-safe (they become routes: ``/style/<name>``), so that a name read from a request
+can be joined to the catalogue's location as it is. Reading a catalogue never fails on one
+bad entry: a broken export, a foreign folder or a badly named one is listed as unusable with its
+reason, beside the usable ones. A server finds a model by name with :meth:`Catalogue.entry`
+(its manifest, no weights) and builds it with :meth:`Catalogue.load`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genart import export, registry, storage
+from genart.errors import InputError
+
+# Lower case, digits, '.', '_' and '-', starting with a letter or digit: safe in a URL path, an
+# S3 key and a case-insensitive file system alike.
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+class ModelNotFound(InputError):
+    """No model of that name in the catalogue (a server answers 404)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sub-folder of a catalogue: its export's manifest, or why it cannot be used."""
+
+    name: str
+    uri: str
+    manifest: dict[str, Any] | None = None
+    problem: str | None = None  # why the entry is unusable; None when usable
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    @property
+    def family(self) -> str | None:
+        return self.manifest["family"] if self.manifest else None
+
+    @property
+    def size(self) -> int | None:
+        """Bytes of the export's files, where its manifest records them."""
+        files = (self.manifest or {}).get("files")
+        return sum(entry["bytes"] for entry in files.values()) if files else None
+
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows of the entry: never its location or its training config."""
+        if not self.usable:
+            return {"name": self.name, "usable": False, "problem": self.problem}
+        manifest = self.manifest
+        return {
+            "name": self.name,
+            "usable": True,
+            "family": self.family,
+            "step": manifest["source"].get("step"),
+            "weights": manifest.get("weights"),
+            "scores": manifest.get("scores", {}),
+            "size": self.size,
+            "created": manifest.get("created"),
+        }
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid model name, else an InputError saying what one is."""
+    if not NAME.fullmatch(name):
+        raise InputError(
+            f"model name {name!r} is not URL-safe: use 1-64 lower-case letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+class Catalogue:
+    """The exports under one folder or ``s3://`` prefix, by name."""
+
+    def __init__(self, uri: str):
+        self.uri = storage.absolute(uri)
+
+    def names(self) -> list[str]:
+        """The names of every sub-folder, usable or not, sorted."""
+        return storage.list_dirs(self.uri)
+
+    def entries(self) -> list[Entry]:
+        """Every sub-folder, described (manifests only, no weights), sorted by name."""
+        return [self._describe(name) for name in self.names()]
+
+    def entry(self, name: str) -> Entry:
+        """The entry ``name`` (possibly unusable); ModelNotFound if there is none."""
+        if not NAME.fullmatch(name) or name not in self.names():
+            raise ModelNotFound(f"no model named {name!r} in {self.uri}")
+        return self._describe(name)
+
+    def usable(self, name: str) -> Entry:
+        """The entry ``name``; ModelNotFound if absent, InvalidExport if it cannot be used."""
+        found = self.entry(name)
+        if not found.usable:
+            raise export.InvalidExport(f"model {name!r} cannot be used: {found.problem}")
+        return found
+
+    def load(self, name: str, device: str | torch.device = "cpu") -> export.Export:
+        """The networks, config and manifest of the model ``name`` (files verified)."""
+        return export.load(self.usable(name).uri, device)
+
+    def publish(self, source: str, name: str, replace: bool = False) -> Entry:
+        """Export the run or checkpoint folder ``source`` as the model ``name``.
+
+        An existing name is refused unless ``replace``; replacing removes the old export
+        first, so the name is absent (never a mix of two exports) while the new one is written.
+        """
+        uri = self.claim(name, replace)
+        if storage.exists(uri):
+            storage.remove(uri)
+        export.from_checkpoint(source, uri)
+        return self._describe(name)
+
+    def claim(self, name: str, replace: bool = False) -> str:
+        """Where the model ``name`` would be written; an InputError if the name is not
+        URL-safe, or is taken and ``replace`` is not given (checked before a long run)."""
+        uri = storage.join(self.uri, check_name(name))
+        if not replace and storage.exists(uri):
+            raise InputError(f"a model named {name!r} exists in {self.uri}: pass --replace")
+        return uri
+
+    def remove(self, name: str) -> None:
+        """Delete the model ``name`` (usable or not); ModelNotFound if there is none."""
+        storage.remove(self.entry(name).uri)
+
+    def _describe(self, name: str) -> Entry:
+        uri = storage.join(self.uri, name)
+        if not NAME.fullmatch(name):
+            return Entry(name, uri, problem="its name is not URL-safe")
+        try:
+            manifest = export.describe(uri)
+        except export.InvalidExport as err:
+            return Entry(name, uri, problem=str(err).removeprefix(f"{uri}: "))
+        if manifest["family"] not in registry.names(registry.TrainedSpec):
+            return Entry(name, uri, manifest, f"unknown family {manifest['family']!r}")
+        return Entry(name, uri, manifest)
