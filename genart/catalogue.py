@@ -55,16 +55,11 @@ class Entry:
         """What a listing shows of the entry: never its location or its training config."""
         if not self.usable:
             return {"name": self.name, "usable": False, "problem": self.problem}
-        manifest = self.manifest
         return {
             "name": self.name,
             "usable": True,
-            "family": self.family,
-            "step": manifest["source"].get("step"),
-            "weights": manifest.get("weights"),
-            "scores": manifest.get("scores", {}),
+            **export.public(self.manifest),
             "size": self.size,
-            "created": manifest.get("created"),
         }
 
 

@@ -166,6 +166,19 @@ def serving_weights(state: dict, names: list[str] | tuple[str, ...]) -> StateDic
     return {name: averages.get(name, state["nets"][name]) for name in names}
 
 
+def public(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a server may show of an export: its family, step, weights, scores, creation and
+    genart version; never where it lies, where it came from or its training config."""
+    return {
+        "family": manifest["family"],
+        "step": manifest["source"].get("step"),
+        "weights": manifest.get("weights"),
+        "scores": manifest.get("scores", {}),
+        "created": manifest.get("created"),
+        "genart_version": manifest.get("genart_version"),
+    }
+
+
 # --- reading -------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """A small classifier of the 16-mode set (``genart.data.modes``) and the mode-coverage scores.
 
 Like :mod:`genart.digits` for digits: a CNN fit in seconds on CPU to images from
-:func:`genart.data.modes.render_modes`, cached at ``$GENART_CACHE/modes_classifier-v2.pt``
+:func:`genart.data.synthetic.render_modes`, cached at ``$GENART_CACHE/modes_classifier-v2.pt``
 (default ``~/.cache/genart``), then used to judge generated images:
 
 - ``coverage``: how many of the 16 modes get at least ``MIN_SHARE`` of the samples, counting
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genart import judges
-from genart.data.modes import MODES, render_modes
+from genart.data.modes import MODES
+from genart.data.synthetic import render_modes
 from genart.metrics import feature_stats, frechet_from_stats
 
 SIZE = 32

@@ -36,8 +36,6 @@ from genart.errors import ConfigError
 if TYPE_CHECKING:
     import ray.data
 
-    from genart.config import Config, DataConfig
-
 Nets = dict[str, nn.Module]
 Optimizers = dict[str, torch.optim.Optimizer]
 Metrics = dict[str, torch.Tensor]
@@ -110,14 +108,16 @@ def evaluating(net: nn.Module) -> Iterator[nn.Module]:
 
 
 # --- hook types (objects acted on, then params, then the rest) ---------------------------------
+# ``data`` is a ``genart.config.DataConfig`` and ``config`` a ``genart.config.Config``; typed Any
+# here because genart.config looks families up in this module, which imports nothing of it.
 
-Build = Callable[[Any, "DataConfig"], Nets]  # (params, data) -> {"G": ..., "D": ...}, initialised
+Build = Callable[[Any, Any], Nets]  # (params, data) -> {"G": ..., "D": ...}, initialised
 MakeOptimizers = Callable[[Nets, Any], Optimizers]  # (unwrapped nets, params)
 TrainStep = Callable[[Nets, Optimizers, Batch, Any, StepContext], Metrics]
-MakeDataset = Callable[["Config"], "ray.data.Dataset"]  # the training split, streamed
-# (config) -> reference rows scored by ``evaluate`` (a held-out split) and its name, or None:
+MakeDataset = Callable[[Any], "ray.data.Dataset"]  # (config) -> the training split, streamed
+# (config, n) -> reference rows scored by ``evaluate`` (a held-out split) and its name, or None:
 # then the loop keeps the first ``train.eval_samples`` training rows instead.
-HeldOut = Callable[["Config", int], "tuple[Batch, str] | None"]
+HeldOut = Callable[[Any, int], "tuple[Batch, str] | None"]
 # (params, first batch, n, generator) -> fixed inputs of every sample grid of a run
 SampleInputs = Callable[[Any, Batch, int, torch.Generator], Any]
 Sample = Callable[[Nets, Any, Any], torch.Tensor]  # (nets, params, fixed) -> images in [-1, 1]
@@ -125,9 +125,23 @@ Evaluate = Callable[[Nets, Any, Batch], dict[str, float]]  # (nets, params, refe
 MakeSchedulers = Callable[[Optimizers, Any, int], dict[str, Any]]  # (opts, params, total steps)
 
 
+# The kinds of inference Serve offers, one deployment each (FamilySpec.serve).
+LATENT = "latent"  # images sampled, walked and added from latents (DCGAN)
+IMAGE = "image"  # image to image at any size, batched across callers (fast style, translation)
+ARBITRARY_STYLE = "arbitrary-style"  # a content image in any style image given (AdaIN)
+OPTIMISATION = "optimisation"  # one image optimised per request or job (Gatys, Deep Dream)
+SERVE_KINDS = (LATENT, IMAGE, ARBITRARY_STYLE, OPTIMISATION)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FamilySpec:
-    """What every family declares: its name, typed hyper-parameters, score and pipeline."""
+    """What every family declares: its name, typed hyper-parameters, score, pipeline, the kind
+    of Serve deployment that serves it and the CLI verbs that take it.
+
+    These fields are the one family table: what each pipeline serves, which exports a CLI verb
+    accepts and which deployment kind a family belongs to are looked up here (:func:`families`),
+    never listed elsewhere.
+    """
 
     name: str
     config: type  # dataclass of the family's hyper-parameters (YAML section named after it)
@@ -136,6 +150,11 @@ class FamilySpec:
     # "module:Class" of the family's inference pipeline (genart/pipelines): a string, so that
     # model modules never import the layer that calls them.
     pipeline: str
+    serve: str  # the kind of inference that serves it: one of SERVE_KINDS
+    # The CLI verbs that take the family's exports (trained) or settings (optimisation), as
+    # typed after ``genart``: "translate", "stylize fast", ... (``train``, ``tune`` and
+    # ``export`` take every trained family and are not listed).
+    verbs: tuple[str, ...] = ()
 
     @property
     def trained(self) -> bool:
@@ -176,7 +195,7 @@ class TrainedSpec(FamilySpec):
     # serve (genart.train.ema.judge); None: the family's ``metric`` and ``mode``
     pick: Callable[[Any], tuple[str, Literal["min", "max"]]] | None = None
 
-    def exported_nets(self, params: Any, data: DataConfig) -> Nets:
+    def exported_nets(self, params: Any, data: Any) -> Nets:
         """The ``export`` networks of ``params`` and ``data``, built to receive an export's
         weights (their initial values are not an export's concern)."""
         nets = (self.build_exported or self.build)(params, data)
@@ -218,6 +237,24 @@ def names(kind: type | None = None) -> list[str]:
     """Names of all registered families, or of those whose spec is a ``kind``."""
     _load_all()
     return sorted(n for n, s in _REGISTRY.items() if kind is None or isinstance(s, kind))
+
+
+def families(
+    *, verb: str | None = None, serve: str | None = None, pipeline: str | None = None
+) -> tuple[str, ...]:
+    """Names of the registered families (sorted) that the CLI ``verb`` takes, that the Serve
+    kind ``serve`` serves, or whose pipeline is ``pipeline`` ("module:Class"); each given
+    criterion must hold."""
+    _load_all()
+    return tuple(
+        sorted(
+            name
+            for name, spec in _REGISTRY.items()
+            if (verb is None or verb in spec.verbs)
+            and (serve is None or spec.serve == serve)
+            and (pipeline is None or spec.pipeline == pipeline)
+        )
+    )
 
 
 def get(name: str) -> Spec:

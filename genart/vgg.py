@@ -18,6 +18,7 @@ Kaiming-initialised network for tests and demos; every result made with it carri
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,6 +173,15 @@ def load_vgg(
         raise ValueError(f"unknown pooling '{pooling}'; valid: max, avg")
     metadata = {"vgg_arch": arch, "vgg_weights": note, "vgg_pooling": pooling}
     return VGGFeatures(body, names[:depth], layers, metadata).to(device)
+
+
+def public_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """A loss network's ``metadata`` as a server may show it: the weights' file named, not
+    where it lies (``imagenet (vgg19-dcbb9e9d.pth)``)."""
+    source = re.fullmatch(r"imagenet \((.+)\)", metadata["vgg_weights"])
+    if source is None:
+        return dict(metadata)
+    return {**metadata, "vgg_weights": f"imagenet ({source.group(1).rsplit('/', 1)[-1]})"}
 
 
 def resolve_weights(arch: str, weights: str) -> tuple[Path, str]:

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from genart.cli.common import (
+    add_device,
+    add_export_arg,
+    add_style_controls,
+    add_tile,
+    save_image,
+    warn_random,
+    write_json,
+)
+
 
 def register(verbs) -> None:
     """Add ``adain`` to the ``stylize`` verbs."""
-    from genart.cli.style import add_style_controls, add_tile
-
     p = verbs.add_parser(
         "adain", help="arbitrary style transfer with a trained AdaIN decoder (any style image)"
     )
-    p.add_argument("--model", required=True, help="exported adain model (folder, checkpoint, run)")
+    add_export_arg(p, "--model", "stylize adain")
     p.add_argument("--content", required=True, help="content image")
     p.add_argument(
         "--style",
@@ -43,14 +51,13 @@ def register(verbs) -> None:
         "--vgg-weights",
         help="encoder weights: auto | PATH | s3://bucket/key | random (default: the training's)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    add_device(p)
     add_tile(p)
     p.set_defaults(func=stylize)
 
 
 def stylize(args) -> int:
     """Stylise one content image; write the PNG and its JSON."""
-    from genart.cli.style import _save, _warn_random, _write_json
     from genart.images import read
     from genart.pipelines.adain import AdaINPipeline
 
@@ -59,16 +66,16 @@ def stylize(args) -> int:
     pipe = AdaINPipeline.from_export(
         args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
     )
-    _warn_random(pipe.encoder.metadata)
+    warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
                  preserve_color=args.preserve_color)  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _save(image, output)
+    save_image(image, output)
     info = {"model": args.model, "content": args.content, "styles": args.style,
             "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
             "size": list(image.shape[:2]),
             "encoder": pipe.encoder.metadata}  # fmt: skip
-    _write_json(output.with_suffix(".json"), info)
+    write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} ({image.shape[1]}x{image.shape[0]}, alpha {args.alpha})")
     return 0

@@ -10,6 +10,7 @@ def register(sub) -> None:
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     q = verbs.add_parser("list", help="a table: name, family, size, created, scores")
     q.add_argument("catalogue", help="catalogue folder or s3:// prefix")
+    q.add_argument("--json", action="store_true", help="one JSON list of the models instead")
     q.set_defaults(func=list_models)
     for verb, what, func in (
         ("show", "one model's manifest (source run and step, scores, files)", show),
@@ -25,6 +26,9 @@ def list_models(args) -> int:
     from genart.catalogue import Catalogue
 
     entries = Catalogue(args.catalogue).entries()
+    if args.json:
+        print(json.dumps([entry.summary() for entry in entries], indent=1))
+        return 0
     if not entries:
         print(f"no models in {args.catalogue}")
         return 0

@@ -16,11 +16,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 from genart.cli import adain, video
+from genart.cli.common import (
+    add_device,
+    add_export_arg,
+    add_style_controls,
+    add_tile,
+    apply_to_images,
+    save_image,
+    warn_random,
+    write_json,
+)
 
 _MANY = "+"  # a flag taking one or more values (a tuple field)
 
@@ -66,7 +75,7 @@ DREAM_FLAGS = {
 def register(sub) -> None:
     """Add the ``stylize`` verbs and ``dream``."""
     stylize = sub.add_parser(
-        "stylize", help="neural style transfer: gatys, gatys-batch, fast, video"
+        "stylize", help="neural style transfer: gatys, gatys-batch, fast, adain, video"
     )
     verbs = stylize.add_subparsers(dest="verb", required=True, metavar="VERB")
     _register_gatys(verbs)
@@ -89,7 +98,7 @@ def _register_gatys(verbs) -> None:
     p.add_argument("--save-every", type=int, default=0, help="also write every K-th iterate")
     p.add_argument("--log-every", type=int, default=10, help="print losses every K iterations")
     _add_common(p, default_size=512)
-    _add_device(p)
+    add_device(p)
     _add_config_flags(p, GATYS_FLAGS)
     p.set_defaults(func=gatys)
 
@@ -106,13 +115,13 @@ def _register_gatys(verbs) -> None:
 
 def _register_fast(verbs) -> None:
     p = verbs.add_parser("fast", help="stylise with a trained fast_style network (any size)")
-    p.add_argument("--model", required=True, help="exported generator folder, checkpoint or run")
+    add_export_arg(p, "--model", "stylize fast")
     p.add_argument("--input", required=True, help="an image file, or a folder / s3:// prefix")
     p.add_argument("--output", required=True, help="output PNG (file input) or folder")
     p.add_argument("--size", type=int, default=0, help="resize long side first (0 = as is)")
     p.add_argument("--batch-size", type=int, default=4, help="images per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one model each)")
-    _add_device(p)
+    add_device(p)
     p.add_argument(
         "--precision",
         choices=("fp32", "bf16"),
@@ -134,7 +143,7 @@ def _register_dream(sub) -> None:
     p.add_argument("--output", required=True, help="result PNG; per-octave frames beside it")
     p.add_argument("--log-every", type=int, default=5, help="print the objective every K steps")
     _add_common(p, default_size=512)
-    _add_device(p)
+    add_device(p)
     _add_config_flags(p, DREAM_FLAGS)
     p.set_defaults(func=dream)
 
@@ -151,41 +160,6 @@ def _add_common(p: argparse.ArgumentParser, default_size: int) -> None:
         default="auto",
         help="auto (torch hub cache) | PATH | s3://bucket/key | random (tests/demos only)",
     )
-
-
-def add_style_controls(p: argparse.ArgumentParser, strength: bool) -> None:
-    """``--preserve-color`` and, if ``strength``, ``--strength`` (genart.controls checks them:
-    a bad value is a one-line error, before any work)."""
-    if strength:
-        p.add_argument(
-            "--strength",
-            type=float,
-            default=1.0,
-            help="in [0, 1]: blend with the input, 0 = the input, 1 = full style (default)",
-        )
-    p.add_argument(
-        "--preserve-color",
-        choices=("none", "ycbcr", "yiq"),
-        default="none",
-        help="keep the input's colours: only the luminance is stylised (default none)",
-    )
-
-
-def add_tile(p: argparse.ArgumentParser) -> None:
-    """``--tile N``: the side of the overlapping tiles a larger image runs in (the pipelines'
-    ``tile`` option; 1024 is theirs too, kept here so --help stays torch-free)."""
-    p.add_argument(
-        "--tile",
-        type=int,
-        default=1024,
-        metavar="N",
-        help="run images larger than N px a side in overlapping N px tiles, blended, so memory "
-        "follows N, not the image (default 1024; 0 = never tile)",
-    )
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
 
 
 def _add_config_flags(p: argparse.ArgumentParser, table: dict) -> None:
@@ -208,25 +182,8 @@ def _config(args, family: str):
     return config.build(kind, given, family)
 
 
-def _warn_random(metadata: dict) -> None:
-    from genart.vgg import RANDOM_NOTE
-
-    if metadata.get("vgg_weights") == RANDOM_NOTE:
-        print(f"genart: warning: VGG weights are {RANDOM_NOTE}", file=sys.stderr)
-
-
 def _short(losses: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=1) + "\n")
-
-
-def _save(image, path: Path) -> None:
-    from genart.images import encode_png
-
-    path.write_bytes(encode_png(image))
 
 
 # --- stylize gatys -----------------------------------------------------------------------------
@@ -239,7 +196,7 @@ def gatys(args) -> int:
 
     cfg = _config(args, "gatys")
     pipe = GatysPipeline.from_config(cfg, args.vgg_weights, args.device)
-    _warn_random(pipe.vgg.metadata)
+    warn_random(pipe.vgg.metadata)
     content = read(args.content, 3, args.size)
     styles = [read(path, 3, args.size) for path in args.style]
     output = Path(args.output)
@@ -251,12 +208,12 @@ def gatys(args) -> int:
                   f"iter {u.iteration:4d}  {_short(u.losses)}", flush=True)  # fmt: skip
         if args.save_every and u.iteration % args.save_every == 0:
             frame = output.with_name(f"{output.stem}-s{u.stage}-{u.iteration:05d}.png")
-            _save(to_uint8(u.image[0]), frame)
+            save_image(to_uint8(u.image[0]), frame)
 
     image, info = pipe(content, styles, progress)
-    _save(image, output)
+    save_image(image, output)
     info = {"content": args.content, "styles": args.style, "size": list(image.shape[:2]), **info}
-    _write_json(output.with_suffix(".json"), info)
+    write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} in {info['seconds']} s; final losses {_short(info['losses'])}")
     return 0
 
@@ -298,7 +255,7 @@ def gatys_batch(args) -> int:
 
 def _report_random(info_path: Path) -> None:
     if info_path.is_file():
-        _warn_random(json.loads(info_path.read_text()))
+        warn_random(json.loads(info_path.read_text()))
 
 
 def _images_in(folder: str) -> list[str]:
@@ -332,59 +289,7 @@ def contact_sheet(contents: list[str], styles: list[str], results: Path, cell: i
     return sheet
 
 
-# --- stylize fast and translate: one image here, a folder through Ray Data ---------------------
-
-
-def apply_to_images(args, model: str, families: tuple[str, ...], call: dict,
-                    folder_output: bool, options=None) -> list:  # fmt: skip
-    """Run the export ``model`` (of one of ``families``) over ``args.input`` (an image, a
-    folder or an ``s3://`` prefix) into ``args.output``; returns the files written.
-
-    One image runs in this process on ``args.device`` (if the verb has it); a folder goes
-    through the Ray Data runner with ``args.actors`` actors. ``folder_output``: a single image
-    is written into the output folder under its own name, not to the output path itself.
-    """
-    from genart import pipelines, storage
-
-    source = args.input
-    if not storage.is_remote(source) and not Path(source).exists():
-        raise FileNotFoundError(f"--input {source} does not exist")
-    size = getattr(args, "size", 0)
-    device = getattr(args, "device", "auto")
-    single = not storage.is_remote(source) and Path(source).is_file()
-    # A folder's actors build it too: built here first, a wrong export fails on one line.
-    pipe = pipelines.load(model, device if single else "cpu", families, **(options or {}))
-    if single:
-        return [_one_image(args, pipe, call, folder_output, size)]
-    return _folder(args, model, call, size, options or {})
-
-
-def _one_image(args, pipe, call: dict, folder_output: bool, size: int) -> Path:
-    from genart.images import read
-
-    (image,) = pipe([read(args.input, 3, size)], **call)
-    output = Path(args.output)
-    if folder_output:
-        output = output / f"{Path(args.input).stem}.png"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _save(image, output)
-    return output
-
-
-def _folder(args, model: str, call: dict, size: int, options) -> list:
-    from genart import storage
-    from genart.pipelines import runner
-    from genart.train.launch import init_ray
-
-    files = runner.image_files(storage.absolute(args.input))
-    rows = [{"name": runner.stem(uri), "image": uri} for uri in files]
-    init_ray(workers=args.actors)
-    gpus = 1 if getattr(args, "device", "auto") == "cuda" else 0
-    # Actors need not share our working folder: give them the export's absolute location.
-    source = runner.Source(export=storage.absolute(model), options=options)
-    out = storage.absolute(args.output)
-    return runner.run(rows, source, out, call=call, long_side=size, batch_size=args.batch_size,
-                      actors=args.actors, gpus_per_actor=gpus)  # fmt: skip
+# --- stylize fast: one image here, a folder through Ray Data ----------------------------------
 
 
 def fast(args) -> int:
@@ -394,7 +299,7 @@ def fast(args) -> int:
     start = time.perf_counter()
     call = {"strength": args.strength, "preserve_color": args.preserve_color}
     controls.check(**call)  # here, not in each Ray Data actor
-    written = apply_to_images(args, args.model, ("fast_style",), call, folder_output=False,
+    written = apply_to_images(args, args.model, "stylize fast", call, folder_output=False,
                               options={"precision": args.precision, "tile": args.tile})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")
@@ -411,7 +316,7 @@ def dream(args) -> int:
 
     cfg = _config(args, "dream")
     pipe = DreamPipeline.from_config(cfg, args.vgg_weights, args.device)
-    _warn_random(pipe.vgg.metadata)
+    warn_random(pipe.vgg.metadata)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -422,12 +327,12 @@ def dream(args) -> int:
                   flush=True)  # fmt: skip
 
     result, frames, info = pipe(read(args.input, 3, args.size), progress)
-    _save(result, output)
+    save_image(result, output)
     names = []
     for octave, frame in enumerate(frames):
         names.append(output.with_name(f"{output.stem}-octave{octave}.png"))
-        _save(frame, names[-1])
+        save_image(frame, names[-1])
     info = {"input": args.input, "frames": [str(name) for name in names], **info}
-    _write_json(output.with_suffix(".json"), info)
+    write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} and {len(frames)} octave frames")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from genart.cli.common import Registered
+
 # Shortcut flags: each is sugar for one --set override.
 SHORTCUTS = {
     "data": "data.uri",
@@ -41,28 +43,11 @@ def register(sub) -> None:
     p.set_defaults(func=demo)
 
 
-class RegisteredNames:
-    """The names of the registered families (of ``kind``, if given), looked up when printed.
-
-    A help text that reads the registry cannot fall behind it; looking the names up only when
-    the help is printed keeps the model modules (torchvision among them) out of every other
-    command's start-up.
-    """
-
-    def __init__(self, kind: type | None = None):
-        self.kind = kind
-
-    def __str__(self) -> str:
-        from genart import registry
-
-        return ", ".join(registry.names(self.kind))
-
-
 def add_model_arg(p: argparse.ArgumentParser, what: str, kind: type | None = None) -> None:
     """The positional ``model`` argument, its help listing the registered families of ``kind``."""
     action = p.add_argument("model", help=f"{what}: %(registered)s")
     # argparse fills a help text's %(name)s from the action's attributes when it prints it.
-    action.registered = RegisteredNames(kind)
+    action.registered = Registered(kind=kind)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -7,27 +7,23 @@ local or ``s3://``.
 
 from __future__ import annotations
 
-import argparse
-
-DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing the pipelines would load torch
+from genart.cli.common import add_direction, add_export_arg, add_tile, apply_to_images
 
 
 def register(sub) -> None:
     """Add the ``translate`` and ``onnx`` verbs."""
-    from genart.cli.style import add_tile  # here: genart.cli.style imports this module
-
     p = sub.add_parser("translate", help="translate an image or a folder with a trained generator")
-    p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
+    add_export_arg(p, "run", "translate")
     p.add_argument("--input", required=True, help="an image file, or a folder / s3:// prefix")
     p.add_argument("--output", required=True, help="folder for the translated PNGs")
-    _add_direction(p)
+    add_direction(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one generator each)")
     add_tile(p)
     p.set_defaults(func=translate)
 
     p = sub.add_parser("onnx", help="export a run's generators as ONNX, checked with onnxruntime")
-    p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
+    add_export_arg(p, "run", "onnx")
     p.add_argument("--out", required=True, help="folder for <net>.onnx")
     p.set_defaults(func=onnx)
 
@@ -37,23 +33,17 @@ def register_translation(eval_sub) -> None:
     p = eval_sub.add_parser(
         "translation", help="PSNR/SSIM on held-out ground truth, beside the identity baseline"
     )
-    p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
+    add_export_arg(p, "run", "eval translation")
     p.add_argument("--data", required=True, help="dataset root: test/ (pix2pix) or testA/, "
                    "testA_truth/, testB/, testB_truth/ (CycleGAN)")  # fmt: skip
-    _add_direction(p, "default: the run's direction (pix2pix) or both (CycleGAN)")
+    add_direction(p, "default: the run's direction (pix2pix) or both (CycleGAN)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of Pix2Pix's test-time dropout")
     p.set_defaults(func=evaluate)
 
 
-def _add_direction(p: argparse.ArgumentParser, default: str = "default: AtoB") -> None:
-    p.add_argument("--direction", choices=DIRECTIONS, help=f"translation direction ({default})")
-
-
 def translate(args) -> int:
-    from genart.cli.style import apply_to_images
-
-    written = apply_to_images(args, args.run, ("pix2pix", "cyclegan"),
+    written = apply_to_images(args, args.run, "translate",
                               {"direction": args.direction}, folder_output=True,
                               options={"tile": args.tile})  # fmt: skip
     print(f"translated {len(written)} image(s) into {args.output}")
@@ -61,15 +51,9 @@ def translate(args) -> int:
 
 
 def onnx(args) -> int:
-    from genart import pipelines
-    from genart.errors import InputError
-    from genart.pipelines.adain import AdaINPipeline
-    from genart.pipelines.base import ImagePipeline
+    from genart import pipelines, registry
 
-    pipe = pipelines.load(args.run, device="cpu")
-    if not isinstance(pipe, ImagePipeline | AdaINPipeline):
-        raise InputError(f"{args.run} holds a '{pipe.cfg.model}' model: ONNX export takes "
-                         "image models (fast_style, adain, pix2pix, cyclegan)")  # fmt: skip
+    pipe = pipelines.load(args.run, "cpu", registry.families(verb="onnx"))
     for path, diff in pipe.export_onnx(args.out).items():  # raises above the tolerance
         print(f"{path}: max abs diff vs torch {diff:.2e}")
     return 0

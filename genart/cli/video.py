@@ -4,7 +4,7 @@ the source's frame rate and audio."""
 
 from __future__ import annotations
 
-from genart.cli.translate import DIRECTIONS
+from genart.cli.common import add_device, add_direction, add_export_arg
 
 
 def register(verbs) -> None:
@@ -12,25 +12,17 @@ def register(verbs) -> None:
     p = verbs.add_parser(
         "video", help="stylise or translate videos with a trained image-to-image model (Ray Data)"
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="exported fast_style, pix2pix or cyclegan model (folder, checkpoint, run)",
-    )
+    add_export_arg(p, "--model", "stylize video")
     p.add_argument("--input", required=True, help="a video file, or a folder / s3:// prefix")
     p.add_argument(
         "--output",
         required=True,
         help="output video (.mp4 .mov .mkv .webm) for a file input, else a folder",
     )
-    p.add_argument(
-        "--direction",
-        choices=DIRECTIONS,
-        help="translation models: direction (default: the model's first)",
-    )
+    add_direction(p, "translation models; default: the model's first")
     p.add_argument("--batch-size", type=int, default=8, help="frames per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one model each)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    add_device(p)
     p.add_argument(
         "--smooth",
         type=float,

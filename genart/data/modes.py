@@ -9,8 +9,8 @@ how many modes a generator covers (what "stacked MNIST" does for 1000 modes, Met
 at a size a CPU can train).
 
 Labels are ``shape * 4 + colour`` (:data:`MODE_NAMES`), drawn uniformly. ``genart data synth
-modes`` writes ``images/*.png`` and ``labels.csv`` like ``digits``; :func:`render_modes` gives
-the same images and labels in memory.
+modes`` writes ``images/*.png`` and ``labels.csv`` like ``digits``;
+:func:`genart.data.synthetic.render_modes` gives the same images and labels in memory.
 """
 
 from __future__ import annotations
@@ -55,16 +55,3 @@ def draw_mode(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
                          fill=fill)  # fmt: skip
     pixels = np.asarray(image.reduce(2), dtype=np.float32)
     return _clip_uint8(pixels + _noise(rng, pixels.shape, 3)), label
-
-
-def render_modes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images of ``genart data synth modes``, uint8 (N, H, W, 3), and int64 labels (N,).
-
-    The same arguments give the images ``synthetic.generate("modes", ...)`` writes.
-    """
-    from genart.data import synthetic  # it imports this module for its "modes" kind
-
-    (folder,) = synthetic._plan("modes", n, size, False, seed)
-    drawn = [folder.draw(synthetic._rng(seed, folder.stream, i)) for i in range(n)]
-    images = np.stack([image for image, _ in drawn])
-    return images, np.array([label for _, label in drawn], dtype=np.int64)

@@ -45,6 +45,7 @@ import numpy as np
 import ray
 from PIL import Image
 
+from genart.data import DIRECTIONS
 from genart.data.skips import SkipReport, skip_log, skip_report
 from genart.data.sources import (
     Listing,
@@ -100,8 +101,8 @@ def paired(
     ``uri`` is e.g. ``DIR/train``. Each half is resized and cropped to ``size``;
     ``direction="BtoA"`` swaps them, so ``A`` is always the model's input.
     """
-    if direction not in ("AtoB", "BtoA"):
-        raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     names = ("A", "B") if direction == "AtoB" else ("B", "A")
     return _build([list_source(uri)], [_Decoder(size, channels, names)], column, repeat=repeat)
 

@@ -118,7 +118,20 @@ def render_digits(
 
     The renderer ``generate("digits", ...)`` uses: the same arguments give the same images.
     """
-    (folder,) = _plan("digits", n, size, rgb, seed)
+    return _render_labelled("digits", n, size, seed, rgb)
+
+
+def render_modes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of ``genart data synth modes``, uint8 (N, H, W, 3), and int64 labels (N,).
+
+    The same arguments give the images ``generate("modes", ...)`` writes.
+    """
+    return _render_labelled("modes", n, size, seed, rgb=False)
+
+
+def _render_labelled(kind: str, n: int, size: int, seed: int, rgb: bool):
+    """The images and int64 labels of a one-folder labelled ``kind``, as ``generate`` draws."""
+    (folder,) = _plan(kind, n, size, rgb, seed)
     drawn = [folder.draw(_rng(seed, folder.stream, i)) for i in range(n)]
     images = np.stack([image for image, _ in drawn])
     return images, np.array([label for _, label in drawn], dtype=np.int64)

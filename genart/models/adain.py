@@ -32,7 +32,7 @@ from genart.data import datasets
 from genart.errors import ConfigError, InputError
 from genart.losses import content_loss
 from genart.models.layers import ConvNormAct, UpsampleConv, adam, pad_to_multiple
-from genart.registry import StepContext, TrainedSpec, evaluating, register, unwrap
+from genart.registry import ARBITRARY_STYLE, StepContext, TrainedSpec, evaluating, register, unwrap
 from genart.vgg import VGGFeatures, load_vgg
 
 CONTENT_LAYER = "relu4_1"
@@ -311,6 +311,8 @@ SPEC = register(
         name="adain",
         config=AdaINConfig,
         pipeline="genart.pipelines.adain:AdaINPipeline",
+        serve=ARBITRARY_STYLE,
+        verbs=("stylize adain", "onnx"),
         build=build,
         optimizers=optimizers,
         train_step=train_step,

@@ -39,7 +39,7 @@ from genart.models.layers import (
     patch_layers,
 )
 from genart.models.pix2pix import TranslationLoss, discriminator_loss, schedulers
-from genart.registry import StepContext, TrainedSpec, frozen, register
+from genart.registry import IMAGE, StepContext, TrainedSpec, frozen, register
 
 Upsample = Literal["transpose", "resize"]
 
@@ -276,6 +276,8 @@ SPEC = register(
         name="cyclegan",
         config=CycleGANConfig,
         pipeline="genart.pipelines.translate:TranslationPipeline",
+        serve=IMAGE,
+        verbs=("translate", "stylize video", "onnx", "eval translation"),
         build=build,
         build_exported=build_exported,
         optimizers=optimizers,

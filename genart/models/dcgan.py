@@ -31,7 +31,7 @@ from genart.models.layers import (
     init_weights,
     spectral_normed,
 )
-from genart.registry import StepContext, TrainedSpec, evaluating, frozen, register, unwrap
+from genart.registry import LATENT, StepContext, TrainedSpec, evaluating, frozen, register, unwrap
 
 
 @dataclass
@@ -278,6 +278,8 @@ SPEC = register(
         name="dcgan",
         config=DCGANConfig,
         pipeline="genart.pipelines.latent:LatentPipeline",
+        serve=LATENT,
+        verbs=("sample", "interpolate", "arithmetic"),
         build=build,
         build_exported=build_exported,
         optimizers=optimizers,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-from genart.registry import OptimisationSpec, register
+from genart.registry import OPTIMISATION, OptimisationSpec, register
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
 
 
@@ -172,6 +172,8 @@ SPEC = register(
         name="dream",
         config=DreamConfig,
         pipeline="genart.pipelines.dream:DreamPipeline",
+        serve=OPTIMISATION,
+        verbs=("dream",),
         inputs=("image",),
         metric="objective",  # the dream objective of the result, without jitter
         mode="max",

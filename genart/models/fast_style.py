@@ -25,7 +25,7 @@ from genart.data import datasets
 from genart.errors import ConfigError
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
 from genart.models.layers import ConvNormAct, ResidualBlock, UpsampleConv, adam, forward_any_size
-from genart.registry import StepContext, TrainedSpec, register, unwrap
+from genart.registry import IMAGE, StepContext, TrainedSpec, register, unwrap
 from genart.vgg import VGGFeatures, load_vgg
 
 
@@ -227,6 +227,8 @@ SPEC = register(
         name="fast_style",
         config=FastStyleConfig,
         pipeline="genart.pipelines.style:FastStylePipeline",
+        serve=IMAGE,
+        verbs=("stylize fast", "stylize video", "onnx"),
         build=build,
         optimizers=optimizers,
         train_step=train_step,

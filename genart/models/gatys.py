@@ -31,7 +31,7 @@ from genart import controls
 from genart.controls import PreserveColor, keep_colours, to_luma_chroma
 from genart.losses import content_loss, gram_matrix, style_loss, tv_loss
 from genart.optim import lbfgs
-from genart.registry import OptimisationSpec, register
+from genart.registry import OPTIMISATION, OptimisationSpec, register
 from genart.train.graphs import CapturedStep
 from genart.vgg import Arch, Pooling, VGGFeatures, load_vgg
 
@@ -323,6 +323,8 @@ SPEC = register(
         name="gatys",
         config=GatysConfig,
         pipeline="genart.pipelines.gatys:GatysPipeline",
+        serve=OPTIMISATION,
+        verbs=("stylize gatys", "stylize gatys-batch"),
         inputs=("content", "styles"),
         # The base settings' weighted loss of a result (see GatysPipeline.reference): a trial's
         # own loss depends on the weights being tuned, so it cannot compare trials.

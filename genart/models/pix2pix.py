@@ -38,7 +38,7 @@ from genart.models.layers import (
     image_stats_at_test,
     init_weights,
 )
-from genart.registry import StepContext, TrainedSpec, frozen, register, unwrap
+from genart.registry import IMAGE, StepContext, TrainedSpec, frozen, register, unwrap
 
 TranslationLoss = Literal["bce", "lsgan", "wgan-gp", "hinge"]
 
@@ -269,6 +269,8 @@ SPEC = register(
         name="pix2pix",
         config=Pix2PixConfig,
         pipeline="genart.pipelines.translate:TranslationPipeline",
+        serve=IMAGE,
+        verbs=("translate", "stylize video", "onnx", "eval translation"),
         build=build,
         build_exported=build_exported,
         optimizers=optimizers,

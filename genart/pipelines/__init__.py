@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from genart import registry
+from genart import export, registry
 from genart.errors import ConfigError, InputError
-from genart.pipelines.base import ExportedPipeline, describe_export, load_nets
+from genart.pipelines.base import ExportedPipeline, load_nets
 
 
 def load(
@@ -40,7 +40,7 @@ def load(
     if families and family not in families:
         raise InputError(f"{uri} holds a '{family}' model; this takes {', '.join(families)}")
     cls = registry.trained(family).pipeline_class()
-    return cls(loaded.nets, loaded.cfg, describe_export(uri, loaded), **options)
+    return cls(loaded.nets, loaded.cfg, export.public(loaded.manifest), **options)
 
 
 def optimisation(family: str, params=None, vgg_weights: str = "auto", device="auto"):

@@ -27,6 +27,7 @@ from genart.images import from_uint8, to_uint8
 from genart.models import adain
 from genart.pipelines.base import ExportedPipeline, with_channels
 from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
+from genart.vgg import public_metadata
 
 
 class AdaINPipeline(ExportedPipeline):
@@ -38,8 +39,6 @@ class AdaINPipeline(ExportedPipeline):
     statistics; 0 = never tile.
     """
 
-    MODELS = ("adain",)
-
     def __init__(
         self, nets, cfg, description, vgg_weights: str | None = None, tile: int = DEFAULT_TILE
     ):
@@ -47,7 +46,7 @@ class AdaINPipeline(ExportedPipeline):
         self.tile = check_tile(tile)
         weights = vgg_weights or cfg.params.vgg_weights
         self.encoder = adain.encoder(weights, self.device)
-        self.description = {**description, "encoder": dict(self.encoder.metadata)}
+        self.description = {**description, "encoder": public_metadata(self.encoder.metadata)}
 
     def __call__(
         self,

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from genart import export
+from genart import export, registry
 from genart.config import Config
 from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
@@ -41,10 +41,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 class ExportedPipeline:
     """A pipeline over the networks of an export (``genart export``), a checkpoint or a run.
 
-    Subclasses name the families they serve (``MODELS``); :meth:`from_export` refuses others.
+    Each family's spec names the pipeline that serves it (``genart.registry``);
+    :meth:`from_export` refuses an export of a family this pipeline does not serve.
     """
-
-    MODELS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, nets: dict[str, nn.Module], cfg: Config, description: dict[str, Any]):
         self.nets = nets
@@ -56,30 +55,30 @@ class ExportedPipeline:
         """The pipeline of an exported folder, checkpoint or run (local path or ``s3://``);
         a ConfigError if it holds a family this pipeline does not serve."""
         loaded = load_nets(uri, device)
-        if loaded.cfg.model not in cls.MODELS:
+        if loaded.cfg.model not in cls.families():
             raise ConfigError(
-                f"{uri} holds a '{loaded.cfg.model}' model; expected one of {cls.MODELS}"
+                f"{uri} holds a '{loaded.cfg.model}' model; expected one of {cls.families()}"
             )
-        return cls(loaded.nets, loaded.cfg, describe_export(uri, loaded), **options)
+        return cls(loaded.nets, loaded.cfg, export.public(loaded.manifest), **options)
+
+    @classmethod
+    def families(cls) -> tuple[str, ...]:
+        """The families whose spec names this pipeline."""
+        return registry.families(pipeline=f"{cls.__module__}:{cls.__qualname__}")
 
     @property
     def device(self) -> torch.device:
         return next(next(iter(self.nets.values())).parameters()).device
 
     def describe(self) -> dict[str, Any]:
-        """Where the networks came from and the config they were trained with."""
+        """What anyone may be shown of the networks (:func:`genart.export.public`: family,
+        step, weights, scores; no paths, no training config, which ``self.cfg`` holds)."""
         return self.description
 
 
 def load_nets(uri: str, device: str | torch.device = "auto") -> export.Export:
     """The exported networks (eval mode, on ``device``), their config and manifest."""
     return export.load(uri, device=pick_device(device))
-
-
-def describe_export(uri: str, loaded: export.Export) -> dict[str, Any]:
-    """Where a pipeline's networks came from, their manifest and the config they were
-    trained with."""
-    return {"checkpoint": uri, "meta": loaded.manifest, "config": loaded.cfg.to_dict()}
 
 
 def run_grouped(

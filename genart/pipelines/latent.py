@@ -75,8 +75,6 @@ def arithmetic(za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor) -> torch.Te
 class LatentPipeline(ExportedPipeline):
     """A DCGAN generator: latents in, images out."""
 
-    MODELS = ("dcgan",)
-
     @property
     def latent_dim(self) -> int:
         return self.cfg.params.latent_dim

@@ -21,7 +21,7 @@ from genart import config, registry
 from genart.data.transforms import to_float
 from genart.errors import ConfigError
 from genart.pipelines.base import pick_device
-from genart.vgg import VGGFeatures
+from genart.vgg import VGGFeatures, public_metadata
 
 
 @dataclass(frozen=True)
@@ -116,5 +116,5 @@ class OptimisationPipeline:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """The settings and the loss network (architecture, weights, pooling)."""
-        return {"config": dataclasses.asdict(self.params), **self.vgg.metadata}
+        """The settings and the loss network (architecture, weights file, pooling)."""
+        return {"config": dataclasses.asdict(self.params), **public_metadata(self.vgg.metadata)}

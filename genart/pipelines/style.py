@@ -25,8 +25,6 @@ Precision = Literal["fp32", "bf16"]
 class FastStylePipeline(ImagePipeline):
     """A trained ``fast_style`` network: images in, stylised images out."""
 
-    MODELS = ("fast_style",)
-
     def __init__(
         self, nets, cfg, description, precision: Precision = "fp32", tile: int = DEFAULT_TILE
     ):

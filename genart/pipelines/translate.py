@@ -15,16 +15,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from genart.data import DIRECTIONS
 from genart.errors import ConfigError
 from genart.pipelines.base import ImagePipeline, Images
-
-DIRECTIONS = ("AtoB", "BtoA")
 
 
 class TranslationPipeline(ImagePipeline):
     """Pix2Pix or CycleGAN generators: images in, translated images out."""
-
-    MODELS = ("pix2pix", "cyclegan")
 
     @property
     def channels(self) -> int:

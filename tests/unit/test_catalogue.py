@@ -102,6 +102,11 @@ def test_broken_and_foreign_entries_are_listed_as_unusable_with_their_reason(tmp
     assert main(["models", "list", str(cat)]) == 0
     table = capsys.readouterr().out
     assert "unusable: unknown family 'vae'" in table and "swd 9.5" in table
+    assert main(["models", "list", str(cat), "--json"]) == 0
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert listed["good"]["usable"] and listed["good"]["family"] == "dcgan"
+    assert listed["alien"] == {"name": "alien", "usable": False, "problem": "unknown family 'vae'"}
+    assert str(tmp_path) not in json.dumps(listed)  # names, families, scores: no paths
     assert main(["models", "show", str(cat), "garbled"]) == 2
     assert "model 'garbled' cannot be used" in capsys.readouterr().err
     with pytest.raises(ModelNotFound):

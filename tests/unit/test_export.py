@@ -161,3 +161,13 @@ def test_genart_export_says_what_it_wrote(tmp_path, capsys):
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "again")]) == 0
     assert "exported dcgan (step 2, live (no average) weights)" in capsys.readouterr().out
     assert exports.verify(str(tmp_path / "again"))["source"]["step"] == 2
+
+
+def test_what_a_server_shows_of_an_export_names_no_path_and_no_config(tmp_path):
+    _, _, manifest = exported_run(tmp_path)
+    shown = exports.public(manifest)
+    assert shown == {"family": "dcgan", "step": 2, "weights": "live (no average)",
+                     "scores": {"step": 2, "swd": 9.5, "split": "held-out"},
+                     "created": manifest["created"],
+                     "genart_version": genart.__version__}  # fmt: skip
+    assert str(tmp_path) not in json.dumps(shown)

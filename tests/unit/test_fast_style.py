@@ -191,7 +191,7 @@ def test_lite_export_round_trips_through_the_pipeline(tmp_path):
     export = make_export(tmp_path, "fast_style", [*TINY_FAST_STYLE, "fast_style.arch=lite"])
     pipe = FastStylePipeline.from_export(export, device="cpu")
     assert isinstance(pipe.nets["G"], fs.LiteTransformerNet)
-    assert pipe.describe()["config"]["fast_style"]["arch"] == "lite"
+    assert pipe.cfg.params.arch == "lite"
     photo = np.random.default_rng(0).integers(0, 256, (33, 47, 3), np.uint8)
     (styled,) = pipe([photo])
     assert styled.shape == photo.shape and styled.dtype == np.uint8

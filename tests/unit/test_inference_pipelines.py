@@ -2,6 +2,7 @@
 uint8 images; ``pipelines.load`` picks the pipeline an export's family names."""
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -52,10 +53,11 @@ def image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
 def test_load_builds_the_pipeline_the_family_names(tmp_path, model, kind):
     pipe = pipelines.load(export(tmp_path, model), device="cpu")
     assert type(pipe) is kind
-    assert (
-        pipe.describe()["config"]["model"] == model
-        and pipe.describe()["meta"]["source"]["step"] == 0
-    )
+    assert pipe.cfg.model == model
+    # What a server may show: no path of its files or its run, no training config.
+    shown = pipe.describe()
+    assert (shown["family"], shown["step"], shown["scores"]) == (model, 0, {})
+    assert str(tmp_path) not in json.dumps(shown) and "config" not in shown
 
 
 def test_from_export_refuses_another_family(tmp_path):

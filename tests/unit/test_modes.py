@@ -37,9 +37,9 @@ def classifier(cache):
 
 
 def test_render_is_deterministic_labelled_and_covers_every_mode():
-    images, labels = modes.render_modes(400, size=32, seed=3)
-    again, same = modes.render_modes(400, size=32, seed=3)
-    other, _ = modes.render_modes(400, size=32, seed=4)
+    images, labels = synthetic.render_modes(400, size=32, seed=3)
+    again, same = synthetic.render_modes(400, size=32, seed=3)
+    other, _ = synthetic.render_modes(400, size=32, seed=4)
     assert images.shape == (400, 32, 32, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(images, again)
     np.testing.assert_array_equal(labels, same)
@@ -52,7 +52,7 @@ def test_render_is_deterministic_labelled_and_covers_every_mode():
 def test_labels_name_the_colour_and_shape_drawn():
     """Colour: the mean of the bright pixels is nearest the label's colour. Shape: the fraction
     of the bounding box the shape fills separates circle, square, triangle and cross."""
-    images, labels = modes.render_modes(200, size=64, seed=5)
+    images, labels = synthetic.render_modes(200, size=64, seed=5)
     fills = {name: [] for name in modes.SHAPES}
     for image, label in zip(images.astype(np.float32), labels):
         shape, colour = divmod(int(label), 4)
@@ -67,7 +67,7 @@ def test_labels_name_the_colour_and_shape_drawn():
 
 def test_generate_writes_render_modes_images_and_labels(tmp_path):
     out = synthetic.generate("modes", tmp_path / "modes", 12, size=24, seed=0, workers=1)
-    images, labels = modes.render_modes(12, size=24, seed=0)
+    images, labels = synthetic.render_modes(12, size=24, seed=0)
     with open(out / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["file"] for row in rows] == [f"images/{i:05d}.png" for i in range(12)]
@@ -88,7 +88,7 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_classifier_recognises_held_out_modes_at_both_sizes(classifier, size):
-    images, labels = modes.render_modes(400, size=size, seed=HELD_OUT_SEED)
+    images, labels = synthetic.render_modes(400, size=size, seed=HELD_OUT_SEED)
     with torch.no_grad():
         predicted = classifier(as_tensor(images)).argmax(1)
     assert (predicted == torch.from_numpy(labels)).double().mean() >= 0.98
@@ -98,7 +98,7 @@ def test_classifier_recognises_held_out_modes_at_both_sizes(classifier, size):
 
 
 def test_scores_see_a_collapsed_or_broken_generator(classifier):
-    images, labels = modes.render_modes(800, size=32, seed=HELD_OUT_SEED)
+    images, labels = synthetic.render_modes(800, size=32, seed=HELD_OUT_SEED)
     images = as_tensor(images)
     half = modes_classifier.mode_scores(images[torch.from_numpy(labels) < 8], classifier)
     assert half["coverage"] == 8 and half["kl_uniform"] == pytest.approx(np.log(2), abs=0.1)
@@ -117,7 +117,7 @@ def test_scores_see_a_collapsed_or_broken_generator(classifier):
 
 def test_classifier_is_cached_and_reloads_identically(cache, classifier, tmp_path):
     assert modes_classifier.cache_path(cache).is_file()
-    images = as_tensor(modes.render_modes(8, seed=HELD_OUT_SEED)[0])
+    images = as_tensor(synthetic.render_modes(8, seed=HELD_OUT_SEED)[0])
     with torch.no_grad():
         torch.testing.assert_close(modes_classifier.load_classifier(cache)(images),
                                    classifier(images))  # fmt: skip
@@ -219,7 +219,7 @@ def test_options_train_in_the_loops_step_runner(options):
 def test_dcgan_evaluate_adds_mode_scores_when_asked(cache, monkeypatch):
     monkeypatch.setenv("GENART_CACHE", str(cache))
     data = DataConfig(size=32, channels=3)
-    images, _ = modes.render_modes(64, size=32, seed=HELD_OUT_SEED)
+    images, _ = synthetic.render_modes(64, size=32, seed=HELD_OUT_SEED)
     reference = {"image": torch.from_numpy(images).permute(0, 3, 1, 2)}
     p = dcgan.DCGANConfig(g_width=4, d_width=4, latent_dim=8, eval_modes=True)
     scores = dcgan.evaluate(dcgan.build(p, data), p, reference)

@@ -86,6 +86,8 @@ def test_weights_from_a_local_file_round_trip(tmp_path):
     for key, value in net.body.state_dict().items():
         assert torch.equal(value, state[f"features.{key}"]), key
     assert net.metadata["vgg_weights"] == f"imagenet ({path})" and not net.is_random
+    # What a server shows of it: the file, not where it lies on the server.
+    assert vgg_module.public_metadata(net.metadata)["vgg_weights"] == f"imagenet ({path.name})"
     # A features-only state_dict ("0.weight" ...) loads the same.
     features_only = tmp_path / "features.pth"
     torch.save({k.removeprefix("features."): v for k, v in state.items() if "features" in k},
