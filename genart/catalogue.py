@@ -88,10 +88,16 @@ class Catalogue:
         return [self._describe(name) for name in self.names()]
 
     def entry(self, name: str) -> Entry:
-        """The entry ``name`` (possibly unusable); ModelNotFound if there is none."""
-        if not NAME.fullmatch(name) or name not in self.names():
-            raise ModelNotFound(f"no model named {name!r} in {self.uri}")
-        return self._describe(name)
+        """The entry ``name`` (possibly unusable); ModelNotFound if there is none.
+
+        Reads that model's manifest alone, never the catalogue's listing: a server looks a
+        name up on every model it loads, and sees a model added since at once.
+        """
+        if NAME.fullmatch(name):
+            found = self._describe(name)
+            if found.usable or storage.exists(found.uri):
+                return found
+        raise ModelNotFound(f"no model named {name!r} in {self.uri}")
 
     def usable(self, name: str) -> Entry:
         """The entry ``name``; ModelNotFound if absent, InvalidExport if it cannot be used."""

@@ -174,3 +174,22 @@ def test_tune_refuses_a_publication_before_the_sweep(tmp_path):
     tune_cli.check_publishable(
         tune_args(tmp_path, name="taken", replace=True), registry.get("dcgan")
     )
+
+
+def test_a_model_is_found_by_name_without_listing_the_catalogue(tmp_path, monkeypatch):
+    """How a server will look names up: one manifest read, and a model added since is there."""
+    cat = Catalogue(str(tmp_path / "cat"))
+    cat.publish(run_at(tmp_path, 3), "first")
+    second = run_at(tmp_path, 7)
+
+    def refuse(uri):
+        pytest.fail(f"listed {uri}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "list_dirs", refuse)
+        with pytest.raises(ModelNotFound):
+            cat.entry("second")
+        assert cat.load("first").manifest["source"]["step"] == 3
+    Catalogue(str(tmp_path / "cat")).publish(second, "second")  # as another process would
+    monkeypatch.setattr(storage, "list_dirs", refuse)
+    assert cat.entry("second").manifest["source"]["step"] == 7
