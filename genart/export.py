@@ -275,18 +275,27 @@ def _small_file(uri: str, name: str) -> str | None:
 
 
 def _checked_manifest(uri: str, text: str) -> dict[str, Any]:
+    """The parsed manifest, once it has what a reader relies on; else InvalidExport."""
     try:
         manifest = json.loads(text)
-        if manifest["format"] > FORMAT:
-            raise InvalidExport(
-                f"{uri}: export format {manifest['format']} is newer than this genart reads "
-                f"({FORMAT}); upgrade genart"
-            )
-        for key in ("family", "nets", "files"):
-            manifest[key]  # noqa: B018  (each must be there)
+        newer = manifest["format"] > FORMAT
+        plain = all(_plain(name) for name in [*manifest["files"], *manifest["nets"]])
+        manifest["family"]  # noqa: B018  (must be there)
     except (ValueError, KeyError, TypeError) as err:
         raise InvalidExport(f"{uri}: {MANIFEST} is not a valid export manifest ({err!r})") from err
+    if newer:
+        raise InvalidExport(
+            f"{uri}: export format {manifest['format']} is newer than this genart reads "
+            f"({FORMAT}); upgrade genart"
+        )
+    if not plain:  # a file name must not lead out of the export's folder
+        raise InvalidExport(f"{uri}: {MANIFEST} names files outside the export")
     return manifest
+
+
+def _plain(name: str) -> bool:
+    """Whether ``name`` is a file name alone (no folder, no parent, not hidden)."""
+    return isinstance(name, str) and Path(name).name == name and not name.startswith(".")
 
 
 def _from_legacy(uri: str, text: str) -> dict[str, Any]:
@@ -307,7 +316,14 @@ def _from_legacy(uri: str, text: str) -> dict[str, Any]:
 
 
 def _check_files(uri: str, local: Path, manifest: dict[str, Any]) -> None:
-    """Raise InvalidExport unless the files ``manifest`` names are in ``local`` as recorded."""
+    """Raise InvalidExport unless ``manifest`` names its family's exported networks and the
+    files it names are in ``local`` as recorded."""
+    expected = list(registry.trained(manifest["family"]).export)
+    if manifest["nets"] != expected:
+        raise InvalidExport(
+            f"{uri}: holds the networks {manifest['nets']}; a {manifest['family']} export "
+            f"holds {expected}"
+        )
     needed = [CONFIG, *(f"{n}.pt" for n in manifest["nets"])]
     for name in needed:
         if not (local / name).is_file():

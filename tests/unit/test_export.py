@@ -86,6 +86,8 @@ def test_every_family_builds_exactly_its_exported_networks(family):
         ("config", "config.yaml is missing"),
         ("manifest", "export.json is not a valid export manifest"),
         ("newer", "export format 99 is newer than this genart reads"),
+        ("escape", "export.json names files outside the export"),
+        ("nets", r"holds the networks \['G', 'D'\]; a dcgan export holds \['G'\]"),
     ],
 )
 def test_a_damaged_export_is_refused_with_its_reason(tmp_path, damage, reason):
@@ -102,7 +104,9 @@ def test_a_damaged_export_is_refused_with_its_reason(tmp_path, damage, reason):
         (folder / "export.json").write_text("{not json")
     else:
         manifest = json.loads((folder / "export.json").read_text())
-        (folder / "export.json").write_text(json.dumps(manifest | {"format": 99}))
+        changed = {"newer": {"format": 99}, "escape": {"nets": ["../../elsewhere/G"]},
+                   "nets": {"nets": ["G", "D"]}}[damage]  # fmt: skip
+        (folder / "export.json").write_text(json.dumps(manifest | changed))
     with pytest.raises(exports.InvalidExport, match=reason):
         exports.verify(str(folder))
     with pytest.raises(exports.InvalidExport, match=reason):
