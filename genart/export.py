@@ -227,10 +227,19 @@ def load(uri: str, device: str | torch.device = "cpu") -> Export:
 
 
 def build(cfg: Config, state_dicts: StateDicts, device: str | torch.device = "cpu") -> dict:
-    """The family's exported networks for ``cfg``, holding ``state_dicts``, in eval mode."""
-    nets = registry.trained(cfg.model).exported_nets(cfg.params, cfg.data)
+    """The family's exported networks for ``cfg``, holding ``state_dicts``, in eval mode.
+
+    Built on the meta device, then given the loaded tensors themselves: initialising weights
+    that are overwritten at once would cost as much as reading them (and draw from the global
+    RNG). A tensor no state_dict holds would stay without data, so it is refused.
+    """
+    with torch.device("meta"):
+        nets = registry.trained(cfg.model).exported_nets(cfg.params, cfg.data)
     for name, net in nets.items():
-        net.load_state_dict(state_dicts[name])
+        net.load_state_dict(state_dicts[name], assign=True)
+        empty = [key for key, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+        if empty:
+            raise InvalidExport(f"{cfg.model} network {name} has no saved values for {empty}")
     return {name: net.to(device).eval() for name, net in nets.items()}
 
 

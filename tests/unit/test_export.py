@@ -175,3 +175,15 @@ def test_what_a_server_shows_of_an_export_names_no_path_and_no_config(tmp_path):
                      "created": manifest["created"],
                      "genart_version": genart.__version__}  # fmt: skip
     assert str(tmp_path) not in json.dumps(shown)
+
+
+def test_loading_initialises_nothing_it_then_overwrites(tmp_path):
+    """The networks are built without data and given the saved tensors: the global RNG, which
+    an initialisation draws from, is left as it was."""
+    exported_run(tmp_path)
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    loaded = exports.load(str(tmp_path / "export"))
+    assert torch.equal(torch.rand(4), expected)
+    assert not any(p.is_meta for p in loaded.nets["G"].parameters())
