@@ -44,14 +44,19 @@ def row(entry) -> tuple[str, str, str, str, str]:
     """The table row of a catalogue entry; an unusable one says why in place of its scores."""
     if not entry.usable:
         return (entry.name, entry.family or "-", "-", "-", f"unusable: {entry.problem}")
+    from genart import registry
+
     size = f"{entry.size / 1e6:.1f} MB" if entry.size is not None else "-"
     created = (entry.manifest.get("created") or "-").replace("T", " ").removesuffix("Z")
-    return (entry.name, entry.family, size, created, scores(entry.manifest.get("scores", {})))
+    metric = registry.get(entry.family).metric
+    return (entry.name, entry.family, size, created, scores(entry.manifest["scores"], metric))
 
 
-def scores(found: dict) -> str:
-    """``swd 9.5 (held-out, step 200)``: each score, then the split and step it was taken at."""
-    numbers = (f"{k} {v:.4g}" for k, v in found.items() if k != "step" and _number(v))
+def scores(found: dict, metric: str) -> str:
+    """``swd 9.5 (held-out, step 200)``: the family's ``metric`` (each score where the export
+    has not that one), then the split and step it was taken at (``models show``: all)."""
+    shown = {metric: found[metric]} if metric in found else found
+    numbers = (f"{k} {v:.4g}" for k, v in shown.items() if k != "step" and _number(v))
     values = " ".join(numbers)
     if not values:
         return "-"

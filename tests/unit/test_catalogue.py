@@ -16,7 +16,7 @@ from genart.errors import InputError
 from genart.export import InvalidExport
 from genart.tune.settings import Report
 
-EVALUATED = [{"step": 3, "eval_swd": 9.5, "eval_split": "held-out"}]
+EVALUATED = [{"step": 3, "eval_swd": 9.5, "eval_live_swd": 9.7, "eval_split": "held-out"}]
 
 
 def run_at(tmp_path, step: int) -> str:
@@ -39,11 +39,12 @@ def test_export_list_show_replace_remove(tmp_path, capsys):
     header, line = capsys.readouterr().out.splitlines()
     assert header.split() == ["name", "family", "size", "created", "scores"]
     assert line.startswith("digits") and " dcgan " in line and " MB " in line
-    assert line.endswith("swd 9.5 (held-out, step 3)")
+    assert line.endswith(" swd 9.5 (held-out, step 3)")  # the family's score; show has all
 
     assert main(["models", "show", cat, "digits"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["family"] == "dcgan" and shown["source"]["step"] == 3
+    assert shown["scores"] == {"step": 3, "swd": 9.5, "live_swd": 9.7, "split": "held-out"}
     assert shown["source"]["run"] == str(tmp_path / "run3")
 
     newer = run_at(tmp_path, 7)
