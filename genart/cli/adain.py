@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(verbs) -> None:
     """Add ``adain`` to the ``stylize`` verbs."""
-    from genart.cli.style import add_style_controls, add_tile
+    from genart.cli.style import add_mask_flags, add_style_controls, add_tile
 
     p = verbs.add_parser(
         "adain", help="arbitrary style transfer with a trained AdaIN decoder (any style image)"
@@ -36,6 +36,7 @@ def register(verbs) -> None:
     # No --strength: --alpha is AdaIN's strength (in feature space, which looks better than a
     # pixel blend); a second name for it would only raise the question which one wins.
     add_style_controls(p, strength=False)
+    add_mask_flags(p)
     p.add_argument(
         "--size", type=int, default=0, help="resize long sides of all images first (0 = as is)"
     )
@@ -50,23 +51,25 @@ def register(verbs) -> None:
 
 def stylize(args) -> int:
     """Stylise one content image; write the PNG and its JSON."""
-    from genart.cli.style import _save, _warn_random, _write_json
+    from genart.cli.style import _save, _warn_random, _write_json, read_content_and_mask
     from genart.images import read
     from genart.pipelines.adain import AdaINPipeline
 
-    content = read(args.content, 3, args.size)
+    content, mask, outside = read_content_and_mask(args)
     styles = [read(path, 3, args.size) for path in args.style]
     pipe = AdaINPipeline.from_export(
         args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
     )
     _warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
-                 preserve_color=args.preserve_color)  # fmt: skip
+                 preserve_color=args.preserve_color, mask=mask,
+                 outside_style=outside)  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     _save(image, output)
     info = {"model": args.model, "content": args.content, "styles": args.style,
             "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
+            "mask": args.mask, "outside_style": args.outside_style,
             "size": list(image.shape[:2]),
             "encoder": pipe.encoder.metadata}  # fmt: skip
     _write_json(output.with_suffix(".json"), info)

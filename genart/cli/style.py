@@ -90,6 +90,7 @@ def _register_gatys(verbs) -> None:
     p.add_argument("--log-every", type=int, default=10, help="print losses every K iterations")
     _add_common(p, default_size=512)
     _add_device(p)
+    add_mask_flags(p)
     _add_config_flags(p, GATYS_FLAGS)
     p.set_defaults(func=gatys)
 
@@ -171,6 +172,45 @@ def add_style_controls(p: argparse.ArgumentParser, strength: bool) -> None:
     )
 
 
+def add_mask_flags(p: argparse.ArgumentParser) -> None:
+    """``--mask`` and ``--outside-style``: spatial control (genart.controls)."""
+    p.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="an image of the content's size: its white region is stylised, its black region "
+        "keeps the content (or takes --outside-style), grey levels weigh the two",
+    )
+    p.add_argument(
+        "--outside-style",
+        metavar="PATH",
+        help="with --mask: a second style image, for the mask's black region",
+    )
+
+
+def read_content_and_mask(args):
+    """``(content, mask, outside_style)`` read for ``args.content``, ``args.mask`` and
+    ``args.outside_style`` (the last two None if not given), fit to ``args.size``.
+
+    The mask must have the content's size as both files are (a one-line error if not), and
+    is then resized with the content, so that the two stay aligned.
+    """
+    from genart import controls
+    from genart.data.transforms import fit_long_side
+    from genart.images import read
+
+    controls.check_regions(args.mask, args.outside_style)
+    content = read(args.content, 3)
+    mask = None if args.mask is None else read(args.mask, 1)
+    if mask is not None:
+        controls.check_mask_size(mask.shape, content.shape)
+    content, mask = (
+        None if image is None else fit_long_side(image, args.size, upscale=True)
+        for image in (content, mask)
+    )
+    outside = None if args.outside_style is None else read(args.outside_style, 3, args.size)
+    return content, mask, outside
+
+
 def add_tile(p: argparse.ArgumentParser) -> None:
     """``--tile N``: the side of the overlapping tiles a larger image runs in (the pipelines'
     ``tile`` option; 1024 is theirs too, kept here so --help stays torch-free)."""
@@ -238,10 +278,10 @@ def gatys(args) -> int:
     from genart.pipelines.gatys import GatysPipeline
 
     cfg = _config(args, "gatys")
+    content, mask, outside = read_content_and_mask(args)
+    styles = [read(path, 3, args.size) for path in args.style]
     pipe = GatysPipeline.from_config(cfg, args.vgg_weights, args.device)
     _warn_random(pipe.vgg.metadata)
-    content = read(args.content, 3, args.size)
-    styles = [read(path, 3, args.size) for path in args.style]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -253,9 +293,10 @@ def gatys(args) -> int:
             frame = output.with_name(f"{output.stem}-s{u.stage}-{u.iteration:05d}.png")
             _save(to_uint8(u.image[0]), frame)
 
-    image, info = pipe(content, styles, progress)
+    image, info = pipe(content, styles, progress, mask=mask, outside_style=outside)
     _save(image, output)
-    info = {"content": args.content, "styles": args.style, "size": list(image.shape[:2]), **info}
+    info = {"content": args.content, "styles": args.style, "mask": args.mask,
+            "outside_style": args.outside_style, "size": list(image.shape[:2]), **info}  # fmt: skip
     _write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} in {info['seconds']} s; final losses {_short(info['losses'])}")
     return 0
