@@ -9,6 +9,8 @@ from genart.cli.translate import DIRECTIONS
 
 def register(verbs) -> None:
     """Add ``video`` to the ``stylize`` verbs."""
+    from genart.cli.style import add_style_controls
+
     p = verbs.add_parser(
         "video", help="stylise or translate videos with a trained image-to-image model (Ray Data)"
     )
@@ -28,6 +30,7 @@ def register(verbs) -> None:
         choices=DIRECTIONS,
         help="translation models: direction (default: the model's first)",
     )
+    add_style_controls(p, strength=True)  # fast_style models only (checked before Ray starts)
     p.add_argument("--batch-size", type=int, default=8, help="frames per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one model each)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
@@ -65,6 +68,9 @@ def video(args) -> int:
     max_pixels = args.max_pixels or videos.MAX_PIXELS
     every = videos.PROGRESS_EVERY if args.progress_every is None else args.progress_every
     call = {"direction": args.direction} if args.direction else {}
+    # Only when changed: translation models take no style controls (check_job says so).
+    if args.strength != 1.0 or args.preserve_color != "none":
+        call |= {"strength": args.strength, "preserve_color": args.preserve_color}
     # Inputs and model are checked before Ray starts: bad ones fail fast, on one line.
     clips = videos.plan(args.input, args.output, max_pixels)
     source = runner.Source(export=storage.absolute(args.model))
