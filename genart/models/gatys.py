@@ -86,6 +86,15 @@ class Progress:
     image: torch.Tensor  # the (1, 3, H, W) image being optimised (do not modify)
 
 
+@dataclass(frozen=True)
+class Regions:
+    """Spatial control: a (1, 1, H, W) ``mask`` in [0, 1] guiding the style loss, and the style
+    image matched ``outside`` it; None and None = the whole image in the styles."""
+
+    mask: torch.Tensor | None = None
+    outside: torch.Tensor | None = None
+
+
 def loss_network(cfg: GatysConfig, weights: str = "auto", device="cpu") -> VGGFeatures:
     """The VGG feature extractor ``cfg`` needs, truncated at its deepest content or style layer."""
     layers = (*cfg.content_layers, *cfg.style_layers)
@@ -178,15 +187,6 @@ def _check(cfg: GatysConfig, vgg: VGGFeatures, n_styles: int) -> None:
 
 def _as_batch(image: torch.Tensor) -> torch.Tensor:
     return (image if image.dim() == 4 else image.unsqueeze(0)).float()
-
-
-@dataclass(frozen=True)
-class Regions:
-    """Spatial control: a (1, 1, H, W) ``mask`` in [0, 1] guiding the style loss, and the style
-    image matched ``outside`` it; None and None = the whole image in the styles."""
-
-    mask: torch.Tensor | None = None
-    outside: torch.Tensor | None = None
 
 
 def _coarse_to_fine(content, styles, cfg, vgg, progress, regions: Regions = Regions()):
