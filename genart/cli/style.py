@@ -196,19 +196,28 @@ def read_content_and_mask(args):
     """
     from genart import controls
     from genart.data.transforms import fit_long_side
+    from genart.errors import InputError
     from genart.images import read
+
+    def read_flag(flag: str, path: str | None, channels: int, side: int = 0):
+        """The image a flag names (None if not given); a refusal names the flag and file."""
+        if path is None:
+            return None
+        try:
+            return read(path, channels, side)
+        except InputError as err:
+            raise InputError(f"{flag} {path}: {err}") from err
 
     controls.check_regions(args.mask, args.outside_style)
     content = read(args.content, 3)
-    mask = None if args.mask is None else read(args.mask, 1)
+    mask = read_flag("--mask", args.mask, 1)
     if mask is not None:
         controls.check_mask_size(mask.shape, content.shape)
     content, mask = (
         None if image is None else fit_long_side(image, args.size, upscale=True)
         for image in (content, mask)
     )
-    outside = None if args.outside_style is None else read(args.outside_style, 3, args.size)
-    return content, mask, outside
+    return content, mask, read_flag("--outside-style", args.outside_style, 3, args.size)
 
 
 def add_tile(p: argparse.ArgumentParser) -> None:

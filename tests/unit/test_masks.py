@@ -257,7 +257,7 @@ def test_cli_gatys_resizes_the_mask_with_the_content(files, tmp_path):
     [
         ("--mask", "small-mask.png",
          "mask is 64x16 but the content is 128x32: the mask must have the content's size"),
-        ("--mask", "notes.png", "not an image format PIL can identify"),
+        ("--mask", "notes.png", "notes.png: not an image format PIL can identify"),
         ("--mask", "missing.png", "missing.png does not exist"),
         ("--outside-style", "other.png",
          "an outside style needs a mask: it styles the mask's black region"),
