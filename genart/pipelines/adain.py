@@ -80,9 +80,9 @@ class AdaINPipeline(ExportedPipeline):
             inputs = torch.cat([content_t, guide], dim=1)
 
         def stylize(tile: torch.Tensor) -> torch.Tensor:
-            image, guide = tile[:, :3], (tile[:, 3:] if mask is not None else None)
+            image, region = tile[:, :3], (tile[:, 3:] if mask is not None else None)
             return adain.stylize(self.nets["decoder"], self.encoder, image, style_ts, alpha,
-                                 weights, mask=guide, outside=outside)  # fmt: skip
+                                 weights, mask=region, outside=outside)  # fmt: skip
 
         out = run_with_tile_option(stylize, inputs, self.tile, adain.STRIDE)
         if preserve_color != "none":
