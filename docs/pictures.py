@@ -10,7 +10,10 @@ Writes ``docs/images/``:
   from a short Pix2Pix run on ``genart data synth pairs``;
 - ``gatys-random-vgg.png``: ``genart stylize gatys`` of a photo with a painting's style, with a
   *random* VGG (no ImageNet weights needed; the result is texture, not art);
-- ``row.png``: the four side by side, for the README.
+- ``row.png``: the four side by side, for the README;
+- ``gatys-mask-random-vgg.png`` (``--only masks``, not in the row): photo | mask | ``genart
+  stylize gatys --mask --outside-style``, the mask being the photo's darkest region (its
+  luminance, blurred and thresholded), with a random VGG as above.
 
 Everything else (data, runs, exports) goes under ``--work`` (default ``runs/pictures``, ignored
 by git). Rerunning reuses what is there: a finished run is resumed with the same ``--steps``,
@@ -51,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     # The README's are pytorch/examples' fast_neural_style images (amber.jpg, candy.jpg).
     parser.add_argument("--photo", help="content photo for the Gatys panel (a photo of yours)")
     parser.add_argument("--style", help="style image for the Gatys panel (a painting of yours)")
+    parser.add_argument("--outside-style", help="masks: a second painting, outside the mask")
     parser.add_argument("--dcgan-steps", type=int, default=1500)
     parser.add_argument("--pix2pix-steps", type=int, default=600)
     parser.add_argument("--gatys-iterations", type=int, default=150)
-    parser.add_argument("--only", nargs="+", choices=["dcgan", "pix2pix", "gatys", "row"],
-                        help="only these steps")  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=["dcgan", "pix2pix", "gatys", "row", "masks"],
+                        help="only these steps (masks: only when named)")  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     steps = args.only or ["dcgan", "pix2pix", "gatys", "row"]
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         gatys(args)
     if "row" in steps:
         row(args.out)
+    if "masks" in steps:
+        masks(args)
     print(f"pictures: {time.perf_counter() - start:.0f} s")
     return 0
 
@@ -138,6 +144,34 @@ def gatys(args: argparse.Namespace) -> None:
            "--vgg-weights", "random", "--size", "256", "--iterations", args.gatys_iterations,
            "--output", output)  # fmt: skip
     save(Image.open(output).convert("RGB"), args.out / "gatys-random-vgg.png")
+
+
+def masks(args: argparse.Namespace) -> None:
+    """(e) spatial control: the photo's darkest region in ``--style``, the rest in
+    ``--outside-style`` (guided Gram matrices), with a random VGG-19."""
+    from PIL import ImageFilter
+
+    for path in (args.photo, args.style, args.outside_style):
+        if not path or not Path(path).is_file():
+            sys.exit(f"pictures: {path} not found: pass --photo, --style and --outside-style")
+    folder = args.work / "masks"
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = Image.open(args.photo).convert("RGB")
+    # Dark (after a blur that merges the door's panels) is white: a mask a user might paint.
+    dark = photo.convert("L").filter(ImageFilter.GaussianBlur(12)).point(lambda v: 255 * (v < 90))
+    dark.filter(ImageFilter.GaussianBlur(4)).save(folder / "mask.png")
+    output = folder / "gatys-mask.png"
+    genart("stylize", "gatys", "--content", args.photo, "--style", args.style,
+           "--mask", folder / "mask.png", "--outside-style", args.outside_style,
+           "--vgg-weights", "random", "--size", "256", "--iterations", args.gatys_iterations,
+           "--output", output)  # fmt: skip
+    result = Image.open(output).convert("RGB")
+    panels = [image.resize(result.size, Image.Resampling.LANCZOS)
+              for image in (photo, Image.open(folder / "mask.png").convert("RGB"))]  # fmt: skip
+    sheet = grid([[*panels, result]], gap=GAP)
+    # As in row(): a 256-colour palette, a third of the bytes, the panels visibly unchanged.
+    palette = sheet.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    save(palette, args.out / "gatys-mask-random-vgg.png")
 
 
 def grid(rows: list[list[Image.Image]], gap: int) -> Image.Image:

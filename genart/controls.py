@@ -1,6 +1,6 @@
 """Style controls every style pipeline shares (fast style, AdaIN, Gatys): ``strength`` and
-``preserve_color``. Pure functions on images; the pipelines apply them, so the CLI, the Ray
-Data runner and Serve all get them.
+``preserve_color``, and the spatial control by a mask image of AdaIN and Gatys. Pure functions
+on images; the pipelines apply them, so the CLI, the Ray Data runner and Serve all get them.
 
 - ``strength`` in [0, 1] blends the stylised result with the content in pixel space,
   ``content + strength * (stylised - content)``: 0 gives the content, 1 the full result.
@@ -9,6 +9,12 @@ Data runner and Serve all get them.
   Neural Artistic Style Transfer", sec. 2.2, luminance-only transfer). Gatys optimises the
   luminance alone; the feed-forward pipelines recombine their result's luminance with the
   content's chrominance afterwards, the paper's colour transfer applied after the fact.
+- ``mask``: a grey image of the content's size (colour masks count by their luminance), read
+  as weights in [0, 1]: white (1) is stylised, black (0) keeps the content, or takes the
+  ``outside_style`` if one is given; grey levels between weigh the two. The pipelines apply
+  it where their method works: Gatys in the Gram matrices it matches (guided Gram matrices,
+  Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer"),
+  AdaIN in feature space (Huang & Belongie 2017, sec. 7).
 """
 
 from __future__ import annotations
@@ -49,6 +55,37 @@ def check(strength: float = 1.0, preserve_color: str = "none") -> None:
         )
 
 
+def check_mask_size(mask_size: tuple[int, ...], content_size: tuple[int, ...]) -> None:
+    """InputError unless a mask's (height, width) is the content's."""
+    (h, w), (ch, cw) = mask_size[:2], content_size[:2]
+    if (h, w) != (ch, cw):
+        raise InputError(
+            f"mask is {w}x{h} but the content is {cw}x{ch}: the mask must have the content's size"
+        )
+
+
+def check_regions(mask, outside_style) -> None:
+    """InputError for an ``outside_style`` without a ``mask`` (it styles the mask's black)."""
+    if outside_style is not None and mask is None:
+        raise InputError("an outside style needs a mask: it styles the mask's black region")
+
+
+def mask_weights(mask: np.ndarray, content_size: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 mask image, (H, W) or (H, W, C) with 1 or 3 channels (3: grey by luminance),
+    as float (1, 1, H, W) weights in [0, 1], white = 1; InputError unless (H, W) is
+    ``content_size``'s."""
+    if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[-1] not in (1, 3)):
+        raise InputError(f"a mask is an (H, W) grey or (H, W, 3) RGB image, got {mask.shape}")
+    check_mask_size(mask.shape, content_size)
+    pixels = torch.from_numpy(np.require(mask, requirements=("C", "W"))).float() / 255
+    if mask.ndim == 3 and mask.shape[-1] == 3:
+        luma = torch.tensor(_LUMA_CHROMA["ycbcr"][0])
+        pixels = (pixels @ luma).clamp(0, 1)  # the weights sum to 1: float error only
+    elif mask.ndim == 3:
+        pixels = pixels[..., 0]
+    return pixels[None, None]
+
+
 def to_luma_chroma(images: torch.Tensor, space: ColorSpace) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3, H, W) RGB in [-1, 1] -> luma (B, 1, H, W) in [0, 1] and chroma (B, 2, H, W)."""
     matrix = torch.tensor(_LUMA_CHROMA[space], dtype=images.dtype, device=images.device)
@@ -72,8 +109,11 @@ def keep_colours(result: torch.Tensor, content: torch.Tensor, space: ColorSpace)
     )
 
 
-def blend(content: torch.Tensor, stylised: torch.Tensor, strength: float) -> torch.Tensor:
-    """``content + strength * (stylised - content)``: 0 = the content, 1 = ``stylised``."""
+def blend(
+    content: torch.Tensor, stylised: torch.Tensor, strength: float | torch.Tensor
+) -> torch.Tensor:
+    """``content + strength * (stylised - content)``: 0 = the content, 1 = ``stylised``;
+    ``strength`` may be a tensor of per-pixel weights (a mask) that broadcasts."""
     return torch.lerp(content, stylised, strength)
 
 

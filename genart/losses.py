@@ -74,11 +74,22 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, scaler=None
     return ((grads.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of (B, C, H, W) features, normalised by C*H*W (Johnson et al. eq. 3)."""
+def gram_matrix(features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """Gram matrix of (B, C, H, W) features, normalised by C*H*W (Johnson et al. eq. 3).
+
+    ``guide`` ((B or 1, 1, H, W) weights in [0, 1]) makes it the guided Gram matrix of Gatys et
+    al. 2017: of the features times the guide, normalised by C * sum(guide^2) rather
+    than C*H*W, so that it is the mean over the guided region, comparable with an unguided
+    Gram of a style image (a guide of ones gives the unguided Gram).
+    """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    if guide is None:
+        flat = features.reshape(b, c, h * w)
+        return flat @ flat.transpose(1, 2) / (c * h * w)
+    flat = (features * guide).reshape(b, c, h * w)
+    # An empty region (an all-black guide) has a zero Gram, not a division by zero.
+    energy = guide.square().sum(dim=(1, 2, 3)).clamp_min(1e-8).reshape(-1, 1, 1)
+    return flat @ flat.transpose(1, 2) / (c * energy)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,9 +97,13 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(features, target)
 
 
-def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
-    """Style reconstruction loss: MSE between the Gram matrix of ``features`` and a target Gram."""
-    return F.mse_loss(gram_matrix(features), target_gram.expand(features.shape[0], -1, -1))
+def style_loss(
+    features: torch.Tensor, target_gram: torch.Tensor, guide: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Style reconstruction loss: MSE between the Gram matrix of ``features`` (guided by
+    ``guide`` if given, see :func:`gram_matrix`) and a target Gram."""
+    gram = gram_matrix(features, guide)
+    return F.mse_loss(gram, target_gram.expand(features.shape[0], -1, -1))
 
 
 def tv_loss(images: torch.Tensor) -> torch.Tensor:

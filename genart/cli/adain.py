@@ -9,8 +9,10 @@ from pathlib import Path
 from genart.cli.common import (
     add_device,
     add_export_arg,
+    add_mask_flags,
     add_style_controls,
     add_tile,
+    read_content_and_mask,
     save_image,
     warn_random,
     write_json,
@@ -44,6 +46,7 @@ def register(verbs) -> None:
     # No --strength: --alpha is AdaIN's strength (in feature space, which looks better than a
     # pixel blend); a second name for it would only raise the question which one wins.
     add_style_controls(p, strength=False)
+    add_mask_flags(p)
     p.add_argument(
         "--size", type=int, default=0, help="resize long sides of all images first (0 = as is)"
     )
@@ -61,19 +64,21 @@ def stylize(args) -> int:
     from genart.images import read
     from genart.pipelines.adain import AdaINPipeline
 
-    content = read(args.content, 3, args.size)
+    content, mask, outside = read_content_and_mask(args)
     styles = [read(path, 3, args.size) for path in args.style]
     pipe = AdaINPipeline.from_export(
         args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
     )
     warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
-                 preserve_color=args.preserve_color)  # fmt: skip
+                 preserve_color=args.preserve_color, mask=mask,
+                 outside_style=outside)  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_image(image, output)
     info = {"model": args.model, "content": args.content, "styles": args.style,
             "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
+            "mask": args.mask, "outside_style": args.outside_style,
             "size": list(image.shape[:2]),
             "encoder": pipe.encoder.metadata}  # fmt: skip
     write_json(output.with_suffix(".json"), info)

@@ -89,6 +89,54 @@ def add_tile(p: argparse.ArgumentParser) -> None:
 # --- results --------------------------------------------------------------------------------
 
 
+def add_mask_flags(p: argparse.ArgumentParser) -> None:
+    """``--mask`` and ``--outside-style``: spatial control (genart.controls)."""
+    p.add_argument(
+        "--mask",
+        metavar="PATH",
+        help="an image of the content's size: its white region is stylised, its black region "
+        "keeps the content (or takes --outside-style), grey levels weigh the two",
+    )
+    p.add_argument(
+        "--outside-style",
+        metavar="PATH",
+        help="with --mask: a second style image, for the mask's black region",
+    )
+
+
+def read_content_and_mask(args):
+    """``(content, mask, outside_style)`` read for ``args.content``, ``args.mask`` and
+    ``args.outside_style`` (the last two None if not given), fit to ``args.size``.
+
+    The mask must have the content's size as both files are (a one-line error if not), and
+    is then resized with the content, so that the two stay aligned.
+    """
+    from genart import controls
+    from genart.data.transforms import fit_long_side
+    from genart.errors import InputError
+    from genart.images import read
+
+    def read_flag(flag: str, path: str | None, channels: int, side: int = 0):
+        """The image a flag names (None if not given); a refusal names the flag and file."""
+        if path is None:
+            return None
+        try:
+            return read(path, channels, side)
+        except InputError as err:
+            raise InputError(f"{flag} {path}: {err}") from err
+
+    controls.check_regions(args.mask, args.outside_style)
+    content = read(args.content, 3)
+    mask = read_flag("--mask", args.mask, 1)
+    if mask is not None:
+        controls.check_mask_size(mask.shape, content.shape)
+    content, mask = (
+        None if image is None else fit_long_side(image, args.size, upscale=True)
+        for image in (content, mask)
+    )
+    return content, mask, read_flag("--outside-style", args.outside_style, 3, args.size)
+
+
 def save_image(image, path: Path) -> None:
     """Write a uint8 (H, W, C) image as PNG."""
     from genart.images import encode_png

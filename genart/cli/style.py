@@ -23,9 +23,11 @@ from genart.cli import adain, video
 from genart.cli.common import (
     add_device,
     add_export_arg,
+    add_mask_flags,
     add_style_controls,
     add_tile,
     apply_to_images,
+    read_content_and_mask,
     save_image,
     warn_random,
     write_json,
@@ -99,6 +101,7 @@ def _register_gatys(verbs) -> None:
     p.add_argument("--log-every", type=int, default=10, help="print losses every K iterations")
     _add_common(p, default_size=512)
     add_device(p)
+    add_mask_flags(p)
     _add_config_flags(p, GATYS_FLAGS)
     p.set_defaults(func=gatys)
 
@@ -195,10 +198,10 @@ def gatys(args) -> int:
     from genart.pipelines.gatys import GatysPipeline
 
     cfg = _config(args, "gatys")
+    content, mask, outside = read_content_and_mask(args)
+    styles = [read(path, 3, args.size) for path in args.style]
     pipe = GatysPipeline.from_config(cfg, args.vgg_weights, args.device)
     warn_random(pipe.vgg.metadata)
-    content = read(args.content, 3, args.size)
-    styles = [read(path, 3, args.size) for path in args.style]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -210,9 +213,10 @@ def gatys(args) -> int:
             frame = output.with_name(f"{output.stem}-s{u.stage}-{u.iteration:05d}.png")
             save_image(to_uint8(u.image[0]), frame)
 
-    image, info = pipe(content, styles, progress)
+    image, info = pipe(content, styles, progress, mask=mask, outside_style=outside)
     save_image(image, output)
-    info = {"content": args.content, "styles": args.style, "size": list(image.shape[:2]), **info}
+    info = {"content": args.content, "styles": args.style, "mask": args.mask,
+            "outside_style": args.outside_style, "size": list(image.shape[:2]), **info}  # fmt: skip
     write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} in {info['seconds']} s; final losses {_short(info['losses'])}")
     return 0

@@ -4,7 +4,7 @@ the source's frame rate and audio."""
 
 from __future__ import annotations
 
-from genart.cli.common import add_device, add_direction, add_export_arg
+from genart.cli.common import add_device, add_direction, add_export_arg, add_style_controls
 
 
 def register(verbs) -> None:
@@ -20,6 +20,7 @@ def register(verbs) -> None:
         help="output video (.mp4 .mov .mkv .webm) for a file input, else a folder",
     )
     add_direction(p, "translation models; default: the model's first")
+    add_style_controls(p, strength=True)  # fast_style models only (checked before Ray starts)
     p.add_argument("--batch-size", type=int, default=8, help="frames per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one model each)")
     add_device(p)
@@ -57,6 +58,9 @@ def video(args) -> int:
     max_pixels = args.max_pixels or videos.MAX_PIXELS
     every = videos.PROGRESS_EVERY if args.progress_every is None else args.progress_every
     call = {"direction": args.direction} if args.direction else {}
+    # Only when changed: translation models take no style controls (check_job says so).
+    if args.strength != 1.0 or args.preserve_color != "none":
+        call |= {"strength": args.strength, "preserve_color": args.preserve_color}
     # Inputs and model are checked before Ray starts: bad ones fail fast, on one line.
     clips = videos.plan(args.input, args.output, max_pixels)
     source = runner.Source(export=storage.absolute(args.model))

@@ -10,8 +10,9 @@ decoder is trained on random (content, style) pairs with
                                 + |sigma(phi_l(g(t))) - sigma(phi_l(s))|^2)
 
 over ``relu1_1 ... relu4_1`` (eqs. 11-13; squared norms as mean squared errors). One network
-then stylises with any style, at any size, in one pass; ``alpha`` trades content for style and
-several styles blend by interpolating their targets (sec. 7).
+then stylises with any style, at any size, in one pass; ``alpha`` trades content for style,
+several styles blend by interpolating their targets, and a mask confines a style to a region
+of the content, with another style (or none) in the rest (sec. 7).
 
 The encoder is not trained, so it stays out of ``nets``: checkpoints and exports hold only the
 decoder, and :func:`encoder` rebuilds the VGG from ``vgg_weights`` (cached per device), in
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genart import images
+from genart import controls, images
 from genart.data import datasets
 from genart.errors import ConfigError, InputError
 from genart.losses import content_loss
@@ -68,24 +69,55 @@ class AdaINConfig:
 # --- AdaIN -------------------------------------------------------------------------------
 
 
-def channel_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image, per-channel mean and standard deviation of (B, C, H, W), as (B, C, 1, 1)."""
-    var, mean = torch.var_mean(features, dim=(2, 3), keepdim=True, correction=0)
+def channel_stats(
+    features: torch.Tensor, region: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel mean and standard deviation of (B, C, H, W), as (B, C, 1, 1);
+    with ``region`` ((B or 1, 1, H, W) weights in [0, 1]), over the positions it weighs."""
+    if region is None:
+        var, mean = torch.var_mean(features, dim=(2, 3), keepdim=True, correction=0)
+    else:
+        total = region.sum(dim=(2, 3), keepdim=True).clamp_min(EPS)  # an empty region: no NaN
+        mean = (features * region).sum(dim=(2, 3), keepdim=True) / total
+        var = ((features - mean).square() * region).sum(dim=(2, 3), keepdim=True) / total
     return mean, (var + EPS).sqrt()
 
 
-def adain(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """Content features normalised per channel to the style features' mean and std (eq. 8)."""
-    c_mean, c_std = channel_stats(content)
+def adain(
+    content: torch.Tensor, style: torch.Tensor, region: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Content features normalised per channel to the style features' mean and std (eq. 8);
+    with ``region``, the content's statistics are those of the region (sec. 7)."""
+    c_mean, c_std = channel_stats(content, region)
     s_mean, s_std = channel_stats(style)
     return (content - c_mean) / c_std * s_std + s_mean
 
 
-def blend(content: torch.Tensor, styles: Sequence[torch.Tensor], weights=None) -> torch.Tensor:
+def blend(
+    content: torch.Tensor, styles: Sequence[torch.Tensor], weights=None, region=None
+) -> torch.Tensor:
     """The AdaIN target of ``content`` features for several styles: the weighted mean of the
-    targets for each (sec. 7); ``weights`` (one per style, >= 0) are normalised, None = equal."""
+    targets for each (sec. 7); ``weights`` (one per style, >= 0) are normalised, None = equal;
+    ``region`` as in :func:`adain`."""
     weights = blend_weights(len(styles), weights)
-    return sum(w * adain(content, style) for w, style in zip(weights, styles))
+    return sum(w * adain(content, style, region) for w, style in zip(weights, styles))
+
+
+def regional(
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    weights,
+    mask: torch.Tensor,
+    outside: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Spatial control (sec. 7): the AdaIN target of ``content`` features in the ``styles``
+    where ``mask`` ((B or 1, 1, H, W) in [0, 1] at any size, averaged down to the features')
+    is white, and in the ``outside`` style features where it is black, each region normalised
+    by its own statistics; without ``outside``, the black region keeps the content features."""
+    inside = F.adaptive_avg_pool2d(mask, content.shape[-2:])
+    target = blend(content, styles, weights, inside)
+    rest = content if outside is None else adain(content, outside, 1 - inside)
+    return torch.lerp(rest, target, inside)
 
 
 def blend_weights(n: int, weights=None) -> list[float]:
@@ -235,9 +267,15 @@ def stylize(
     styles: Sequence[torch.Tensor],
     alpha: float = 1.0,
     weights: Sequence[float] | None = None,
+    mask: torch.Tensor | None = None,
+    outside: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``content`` (B, 3, H, W) in [-1, 1], any H and W, in a blend of ``styles`` (each a batch
     of B or 1 images, any size): float32 (B, 3, H, W) in [-1, 1] on ``content``'s device.
+
+    ``mask`` ((B or 1, 1, H, W) in [0, 1]) confines the styles to its white region, and
+    ``outside`` (a style batch) fills its black region, else the content's features do
+    (:func:`regional`).
 
     The content is padded (reflection; edge replication where the pad is wider than the
     image) to a multiple of ``STRIDE``, at least ``MIN_CONTENT_SIDE``, and the result cropped
@@ -247,15 +285,23 @@ def stylize(
     if not 0.0 <= alpha <= 1.0:  # checked before any work, as the weights are
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
     weights = blend_weights(len(styles), weights)
+    controls.check_regions(mask, outside)
     height, width = content.shape[-2:]
     padded = pad_to_multiple(content, STRIDE, MIN_CONTENT_SIDE)
     fc = vgg(padded, (CONTENT_LAYER,))[CONTENT_LAYER]
-    # A style under STRIDE pixels a side would pool away to nothing: padded to one position.
-    fs = [
-        vgg(pad_to_multiple(style, 1, STRIDE), (CONTENT_LAYER,))[CONTENT_LAYER] for style in styles
-    ]
+
+    def style_features(style: torch.Tensor) -> torch.Tensor:
+        # A style under STRIDE pixels a side would pool away to nothing: padded to one position.
+        return vgg(pad_to_multiple(style, 1, STRIDE), (CONTENT_LAYER,))[CONTENT_LAYER]
+
+    fs = [style_features(style) for style in styles]
+    if mask is None:
+        target = blend(fc, fs, weights)
+    else:
+        fo = None if outside is None else style_features(outside)
+        target = regional(fc, fs, weights, pad_to_multiple(mask, STRIDE, MIN_CONTENT_SIDE), fo)
     with evaluating(decoder) as module:
-        out = module(mix(fc, blend(fc, fs, weights), alpha))
+        out = module(mix(fc, target, alpha))
     return out[..., :height, :width].float().clamp(-1, 1)
 
 

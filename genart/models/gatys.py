@@ -8,7 +8,8 @@ statistics, eqs. 3-5), plus total variation for smoothness:
 
 Options from the follow-up work: luminance-only transfer to keep the content's colours (Gatys et
 al. 2016, "Preserving Color in Neural Artistic Style Transfer", sec. 2.2), coarse-to-fine
-optimisation over an image pyramid (Gatys et al., CVPR 2017, sec. 5) and blends of several styles.
+optimisation over an image pyramid (Gatys et al., CVPR 2017, sec. 5), spatial control by a
+mask through guided Gram matrices (same paper) and blends of several styles.
 
 This is not a Ray Train job: it optimises one image, so it registers an ``OptimisationSpec``
 (run by ``genart.pipelines.gatys``). Every target (content features, blended style Grams) is
@@ -85,6 +86,15 @@ class Progress:
     image: torch.Tensor  # the (1, 3, H, W) image being optimised (do not modify)
 
 
+@dataclass(frozen=True)
+class Regions:
+    """Spatial control: a (1, 1, H, W) ``mask`` in [0, 1] guiding the style loss, and the style
+    image matched ``outside`` it; None and None = the whole image in the styles."""
+
+    mask: torch.Tensor | None = None
+    outside: torch.Tensor | None = None
+
+
 def loss_network(cfg: GatysConfig, weights: str = "auto", device="cpu") -> VGGFeatures:
     """The VGG feature extractor ``cfg`` needs, truncated at its deepest content or style layer."""
     layers = (*cfg.content_layers, *cfg.style_layers)
@@ -99,8 +109,16 @@ def stylize(
     cfg: GatysConfig,
     vgg: VGGFeatures,
     progress: Callable[[Progress], None] | None = None,
+    mask: torch.Tensor | None = None,
+    outside: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Render ``content`` (3, H, W) in [-1, 1] in the style of ``styles`` (any sizes).
+
+    ``mask`` ((1, 1, H, W) weights in [0, 1], :func:`genart.controls.mask_weights`) confines
+    the style loss to its white region: the Gram matrices matched are guided by the mask,
+    resized to each style layer (Gatys et al. 2017). ``outside``, a second style image, is
+    then matched in the black region, guided by ``1 - mask``; without it the black region is
+    held to the content alone (the pipeline composites it with the content by the mask).
 
     ``progress`` receives a :class:`Progress` after every loss-network evaluation. Returns the
     (3, H, W) image in [-1, 1] and an info dict: the final weighted losses of the returned image
@@ -108,19 +126,29 @@ def stylize(
     seconds, the pyramid sizes, the config and ``vgg.metadata``.
     """
     _check(cfg, vgg, len(styles))
+    controls.check_regions(mask, outside)
     start = time.perf_counter()
     device = vgg.scale.device
     content = _as_batch(content).to(device)
     styles = [_as_batch(style).to(device) for style in styles]
+    regions = Regions(
+        None if mask is None else mask.float().to(device),
+        None if outside is None else _as_batch(outside).to(device),
+    )
     if cfg.preserve_color == "none":
-        image, losses, evaluations, sizes = _coarse_to_fine(content, styles, cfg, vgg, progress)
+        image, losses, evaluations, sizes = _coarse_to_fine(
+            content, styles, cfg, vgg, progress, regions
+        )
     else:
         luma = to_luma_chroma(content, cfg.preserve_color)[0]
-        grey_styles = [
-            _grey(match_luma(to_luma_chroma(s, cfg.preserve_color)[0], luma)) for s in styles
-        ]
+
+        def grey_style(style: torch.Tensor) -> torch.Tensor:
+            return _grey(match_luma(to_luma_chroma(style, cfg.preserve_color)[0], luma))
+
+        if regions.outside is not None:
+            regions = Regions(regions.mask, grey_style(regions.outside))
         grey, losses, evaluations, sizes = _coarse_to_fine(
-            _grey(luma), grey_styles, cfg, vgg, progress
+            _grey(luma), [grey_style(s) for s in styles], cfg, vgg, progress, regions
         )
         image = keep_colours(grey, content, cfg.preserve_color)
     info = {
@@ -161,16 +189,23 @@ def _as_batch(image: torch.Tensor) -> torch.Tensor:
     return (image if image.dim() == 4 else image.unsqueeze(0)).float()
 
 
-def _coarse_to_fine(content, styles, cfg, vgg, progress):
+def _coarse_to_fine(content, styles, cfg, vgg, progress, regions: Regions = Regions()):
     """Optimise at each pyramid size, starting each from the previous result upsampled."""
     min_side = _min_side(vgg)
     sizes = _pyramid(tuple(content.shape[-2:]), cfg, min_side)
     image, evaluations = None, 0
+
+    def style_at(style: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize(style, _style_size(style, size, cfg.style_scale, min_side))
+
     for scale, size in enumerate(sizes):
         scaled = resize(content, size)
-        style_sizes = [_style_size(s, size, cfg.style_scale, min_side) for s in styles]
-        scaled_styles = [resize(s, wanted) for s, wanted in zip(styles, style_sizes)]
-        loss_of = objective(vgg, scaled, scaled_styles, cfg)
+        scaled_styles = [style_at(s, size) for s in styles]
+        scaled_regions = Regions(
+            None if regions.mask is None else resize(regions.mask, size),
+            None if regions.outside is None else style_at(regions.outside, size),
+        )
+        loss_of = objective(vgg, scaled, scaled_styles, cfg, scaled_regions)
         start = _initial(cfg, scaled, scaled_styles) if image is None else resize(image, size)
 
         def report(iteration, terms, x, scale=scale, size=size):
@@ -185,20 +220,23 @@ def _coarse_to_fine(content, styles, cfg, vgg, progress):
     return image, losses, evaluations, [list(size) for size in sizes]
 
 
-def objective(vgg, content, styles, cfg) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+def objective(
+    vgg, content, styles, cfg, regions: Regions = Regions()
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """image -> its weighted loss terms (``content``, ``style``, ``tv``, ``total``) against
-    ``content`` and ``styles`` (batches of one), every target computed here, once."""
+    ``content`` and ``styles`` (batches of one), every target computed here, once; with
+    ``regions``, the style terms of the guided regions (see :func:`stylize`)."""
     with torch.no_grad():
-        content_targets = _features(vgg, content, cfg, cfg.content_layers)
+        guided = regions.mask is not None
+        layers = cfg.content_layers + (cfg.style_layers if guided else ())
+        features = _features(vgg, content, cfg, layers)
+        content_targets = {k: features[k] for k in cfg.content_layers}
         blend = _normalised(cfg.style_blend or [1.0] * len(styles))
-        # Blending Gram targets is exact: for weights summing to 1,
-        # sum_i b_i ||G - G_i||^2 = ||G - sum_i b_i G_i||^2 + const, so one style loss per
-        # layer serves any number of style images.
-        grams = {layer: 0.0 for layer in cfg.style_layers}
-        for weight, style in zip(blend, styles):
-            features = _features(vgg, style, cfg, cfg.style_layers)
-            for layer in cfg.style_layers:
-                grams[layer] = grams[layer] + weight * gram_matrix(features[layer])
+        # (guides per layer or None, target Grams per layer) for each region.
+        targets = [(_guides(regions.mask, features, cfg), _grams(vgg, styles, blend, cfg))]
+        if regions.outside is not None:
+            outside = _grams(vgg, [regions.outside], [1.0], cfg)
+            targets.append((_guides(1 - regions.mask, features, cfg), outside))
     n = len(cfg.style_layers)
     layer_weights = cfg.style_layer_weights or (1.0 / n,) * n
 
@@ -206,7 +244,9 @@ def objective(vgg, content, styles, cfg) -> Callable[[torch.Tensor], dict[str, t
         features = _features(vgg, image, cfg)
         c = sum(content_loss(features[k], v) for k, v in content_targets.items())
         s = sum(
-            w * style_loss(features[k], grams[k]) for k, w in zip(cfg.style_layers, layer_weights)
+            w * style_loss(features[k], grams[k], None if guides is None else guides[k])
+            for guides, grams in targets
+            for k, w in zip(cfg.style_layers, layer_weights)
         )
         terms = {
             "content": cfg.content_weight * c / len(content_targets),
@@ -217,6 +257,29 @@ def objective(vgg, content, styles, cfg) -> Callable[[torch.Tensor], dict[str, t
         return terms
 
     return objective
+
+
+def _grams(vgg: VGGFeatures, styles, blend: Sequence[float], cfg: GatysConfig) -> dict:
+    """Each style layer's target Gram: the ``blend``-weighted mean of the styles' Grams.
+
+    Blending Gram targets is exact: for weights summing to 1,
+    sum_i b_i ||G - G_i||^2 = ||G - sum_i b_i G_i||^2 + const, so one style loss per layer
+    serves any number of style images.
+    """
+    grams = {layer: 0.0 for layer in cfg.style_layers}
+    for weight, style in zip(blend, styles):
+        features = _features(vgg, style, cfg, cfg.style_layers)
+        for layer in cfg.style_layers:
+            grams[layer] = grams[layer] + weight * gram_matrix(features[layer])
+    return grams
+
+
+def _guides(mask, features: dict[str, torch.Tensor], cfg: GatysConfig) -> dict | None:
+    """The mask averaged down to each style layer's feature map (None without a mask): a
+    position's weight is the share of the mask over the pixels it pools."""
+    if mask is None:
+        return None
+    return {k: F.adaptive_avg_pool2d(mask, features[k].shape[-2:]) for k in cfg.style_layers}
 
 
 def _features(vgg: VGGFeatures, images, cfg: GatysConfig, layers=None) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Arbitrary style transfer with a trained AdaIN decoder (Huang & Belongie 2017).
 
 Any style, at any size, in one encoder-decoder pass; ``alpha`` trades content for style (in
-feature space: AdaIN's own strength), several styles blend by their weights, and
-``preserve_color`` keeps the content's colours (:mod:`genart.controls`):
+feature space: AdaIN's own strength), several styles blend by their weights, a ``mask``
+confines them to its white region (the black one keeps the content, or takes an
+``outside_style``), and ``preserve_color`` keeps the content's colours (:mod:`genart.controls`):
 
     pipe = AdaINPipeline.from_export("runs/adain/export")
     styled = pipe(read("photo.jpg"), [read("waves.png"), read("mosaic.png")], alpha=0.8,
@@ -55,22 +56,34 @@ class AdaINPipeline(ExportedPipeline):
         alpha: float = 1.0,
         weights: Sequence[float] | None = None,
         preserve_color: PreserveColor = "none",
+        mask: np.ndarray | None = None,
+        outside_style: np.ndarray | None = None,
     ) -> np.ndarray:
         """``content`` (uint8 (H, W, C)) in the style of ``styles`` (uint8, any sizes), blended
         by ``weights`` (one per style, >= 0, normalised; None = equal), at content-style
         trade-off ``alpha`` in [0, 1] (0 = the content as the decoder renders it), with the
-        content's colours if ``preserve_color`` is ``ycbcr`` or ``yiq``. Returns the uint8
-        (H, W, 3) result at the content's size. InputError for a bad alpha, weights or
-        ``preserve_color``.
+        content's colours if ``preserve_color`` is ``ycbcr`` or ``yiq``. A ``mask`` (uint8, the
+        content's height and width, :func:`genart.controls.mask_weights`) confines the styles
+        to its white region, in feature space; its black region keeps the content's features
+        or takes ``outside_style``'s. Returns the uint8 (H, W, 3) result at the content's size.
+        InputError for a bad alpha, weights, ``preserve_color`` or mask.
         """
         controls.check(preserve_color=preserve_color)
+        controls.check_regions(mask, outside_style)
         content_t = self._tensor(content)
         style_ts = [self._tensor(style) for style in styles]
+        outside = None if outside_style is None else self._tensor(outside_style)
+        inputs = content_t
+        if mask is not None:  # a fourth channel, so that tiles cut the mask with the content
+            guide = controls.mask_weights(mask, content.shape[:2]).to(self.device)
+            inputs = torch.cat([content_t, guide], dim=1)
 
         def stylize(tile: torch.Tensor) -> torch.Tensor:
-            return adain.stylize(self.nets["decoder"], self.encoder, tile, style_ts, alpha, weights)
+            image, region = tile[:, :3], (tile[:, 3:] if mask is not None else None)
+            return adain.stylize(self.nets["decoder"], self.encoder, image, style_ts, alpha,
+                                 weights, mask=region, outside=outside)  # fmt: skip
 
-        out = run_with_tile_option(stylize, content_t, self.tile, adain.STRIDE)
+        out = run_with_tile_option(stylize, inputs, self.tile, adain.STRIDE)
         if preserve_color != "none":
             out = controls.keep_colours(out, content_t, preserve_color)
         return to_uint8(out[0])

@@ -35,14 +35,21 @@ class GatysPipeline(OptimisationPipeline):
         content: np.ndarray | torch.Tensor,
         styles: Sequence[np.ndarray | torch.Tensor],
         progress: Progress | None = None,
+        *,
+        mask: np.ndarray | None = None,
+        outside_style: np.ndarray | torch.Tensor | None = None,
         **overrides,
     ) -> tuple[np.ndarray, dict]:
         """``content`` (uint8 (H, W, 3)) rendered in the style of ``styles`` (any sizes);
         ``overrides`` change settings for this call. Returns the uint8 image and its info.
 
-        The settings' ``strength`` blends the optimised image with the content last, in pixel
-        space (:mod:`genart.controls`); ``info["losses"]`` are the optimised image's.
+        ``mask`` (uint8, the content's height and width; :func:`genart.controls.mask_weights`)
+        confines the style to its white region; its black region takes ``outside_style`` if
+        given, else keeps the content. The settings' ``strength`` blends the optimised image
+        with the content last, in pixel space (:mod:`genart.controls`), weighted by the mask
+        where the black region keeps the content; ``info["losses"]`` are the optimised image's.
         """
+        controls.check_regions(mask, outside_style)
         cfg = self.settings(**overrides)
         done, total = 0, cfg.iterations * cfg.scales
 
@@ -54,10 +61,13 @@ class GatysPipeline(OptimisationPipeline):
 
         callback = report if progress is not None else None
         content = as_tensor(content)
-        image, info = gatys.stylize(
-            content, [as_tensor(s) for s in styles], cfg, self.vgg, callback
-        )
-        return to_uint8(controls.blend(content.to(image.device), image, cfg.strength)), info
+        guide = None if mask is None else controls.mask_weights(mask, content.shape[-2:])
+        outside = None if outside_style is None else as_tensor(outside_style)
+        image, info = gatys.stylize(content, [as_tensor(s) for s in styles], cfg, self.vgg,
+                                    callback, mask=guide, outside=outside)  # fmt: skip
+        # Without an outside style the black region is the content's: composited by the mask.
+        weight = cfg.strength if guide is None or outside is not None else cfg.strength * guide[0]
+        return to_uint8(controls.blend(content.to(image.device), image, weight)), info
 
     def run(self, inputs: dict, progress: Progress | None = None, **overrides):
         """:meth:`__call__` with inputs by name: ``{"content": image, "styles": [images]}``."""

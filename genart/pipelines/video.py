@@ -85,21 +85,30 @@ def plan(source: str, target: str, max_pixels: int = MAX_PIXELS) -> list[Clip]:
 
 def check_job(source: runner.Source, call: dict[str, Any] | None = None, smooth: float = 0.0):
     """InputError unless ``source`` builds an image-to-image pipeline that takes ``call``
-    (a ``direction`` only for translation models, and one they translate) and ``smooth`` is
-    a smoothing strength.
+    (a ``direction`` only for translation models, and one they translate; ``strength`` and
+    ``preserve_color`` only for fast style, valid ones) and ``smooth`` is a smoothing
+    strength.
 
     Builds the pipeline once on this process's CPU: a bad export fails here, on one line,
     rather than inside every actor.
     """
+    from genart import controls
+    from genart.pipelines.style import FastStylePipeline
     from genart.pipelines.translate import TranslationPipeline
 
+    call = call or {}
     TemporalSmoother(smooth)
+    style_controls = {k: call[k] for k in ("strength", "preserve_color") if k in call}
+    controls.check(**style_controls)
     pipe = source.build("cpu")
     model = pipe.cfg.model
     if not isinstance(pipe, ImagePipeline):
         raise InputError(f"{source.export} holds a '{model}' model: videos take image-to-image "
                          "models (fast_style, pix2pix, cyclegan)")  # fmt: skip
-    direction = (call or {}).get("direction")
+    if style_controls and not isinstance(pipe, FastStylePipeline):
+        raise InputError(f"strength and preserve_color apply to fast_style models; "
+                         f"{source.export} holds a '{model}' model")  # fmt: skip
+    direction = call.get("direction")
     if direction is not None:
         if not isinstance(pipe, TranslationPipeline):
             raise InputError(f"a direction applies to translation models (pix2pix, cyclegan); "

@@ -121,67 +121,88 @@ class Gateway:
             )
         return job
 
-    async def gatys_inputs(self, body: v.GatysRequest) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Decoded content and styles, resized to the requested long side."""
+    async def decode_images(self, named: dict[str, str], side: int) -> dict[str, np.ndarray]:
+        """Base64 images by field name, decoded and fit to ``side`` (long side, never up); a
+        refusal names the field. A ``mask`` must have the ``content``'s size as sent (checked
+        before fitting; fit alike, the two stay aligned)."""
+        limits = self.settings.limits
+
+        def named_error(name: str, err: v.RequestError) -> v.RequestError:
+            return v.RequestError(err.status, f"{name}: {err.reason}")
+
+        def decode() -> dict[str, np.ndarray]:
+            images = {}
+            for name, text in named.items():
+                try:
+                    images[name] = v.decode_base64_image(text, limits)
+                except v.RequestError as err:
+                    raise named_error(name, err) from err
+            if "mask" in images:
+                v.check_mask(images["mask"], images["content"])
+            fitted = {}
+            for name, image in images.items():
+                try:
+                    fitted[name] = v.fit_long_side(image, side, limits.min_side)
+                except v.RequestError as err:
+                    raise named_error(name, err) from err
+            return fitted
+
+        return await asyncio.to_thread(decode)
+
+    @staticmethod
+    def regions(body: v.Regions) -> dict[str, str]:
+        """The spatial-control images a request sent, by field name (none: {})."""
+        return {k: text for k, text in (("mask", body.mask), ("outside_style", body.outside_style))
+                if text is not None}  # fmt: skip
+
+    async def gatys_inputs(
+        self, body: v.GatysRequest
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        """Decoded content, styles and spatial control (:meth:`regions`), resized to the
+        requested long side."""
         server = self.settings.gatys
         if body.settings.size > server.max_side:
             raise v.RequestError(422, f"settings.size must be <= {server.max_side} here")
+        named = {"content": body.content} | {
+            f"styles[{i}]": text for i, text in enumerate(body.styles)
+        }
+        images = await self.decode_images(named | self.regions(body), body.settings.size)
+        styles = [images[f"styles[{i}]"] for i in range(len(body.styles))]
+        return images["content"], styles, {k: images[k] for k in self.regions(body)}
 
-        def decode() -> list[np.ndarray]:
-            named = {"content": body.content} | {
-                f"styles[{i}]": text for i, text in enumerate(body.styles)
-            }
-            images = []
-            for name, text in named.items():
-                try:  # say which of the images it was
-                    image = v.decode_base64_image(text, self.settings.limits)
-                    images.append(
-                        v.fit_long_side(image, body.settings.size, self.settings.limits.min_side)
-                    )
-                except v.RequestError as err:
-                    raise v.RequestError(err.status, f"{name}: {err.reason}") from err
-            return images
-
-        content, *styles = await asyncio.to_thread(decode)
-        return content, styles
-
-    async def adain_inputs(self, body: v.AdaINRequest) -> tuple[np.ndarray, np.ndarray | None]:
-        """The decoded content and uploaded style (None for a named one), fit to the requested
-        long side, at most the server's."""
+    async def adain_inputs(
+        self, body: v.AdaINRequest
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """The decoded content, uploaded style (None for a named one) and spatial control
+        (:meth:`regions`), fit to the requested long side, at most the server's."""
         side = min(body.size, self.settings.adain.max_side)
         named = {"content": body.content} | ({"style": body.style} if body.style else {})
-
-        def decode() -> list[np.ndarray]:
-            images = []
-            for name, text in named.items():
-                try:  # say which of the images it was
-                    image = v.decode_base64_image(text, self.settings.limits)
-                    images.append(v.fit_long_side(image, side, self.settings.limits.min_side))
-                except v.RequestError as err:
-                    raise v.RequestError(err.status, f"{name}: {err.reason}") from err
-            return images
-
-        content, *style = await asyncio.to_thread(decode)
-        return content, (style[0] if style else None)
+        images = await self.decode_images(named | self.regions(body), side)
+        return images["content"], images.get("style"), {k: images[k] for k in self.regions(body)}
 
     async def submit_gatys(self, body: v.GatysRequest) -> str:
         """Create a job and hand it to the Gatys deployment; returns the job id."""
         worker, jobs = self.backend("gatys"), self.backend("jobs")
-        content, styles = await self.gatys_inputs(body)
+        content, styles, regions = await self.gatys_inputs(body)
         settings = body.settings.model_dump()
         job_id = await jobs.create.remote(settings)
-        task = asyncio.create_task(self.dispatch(worker, jobs, job_id, content, styles, settings))
+        task = asyncio.create_task(
+            self.dispatch(worker, jobs, job_id, content, styles, settings, regions)
+        )
         self.dispatches.add(task)
         task.add_done_callback(self.dispatches.discard)
         return job_id
 
     @staticmethod
-    async def dispatch(worker, jobs, job_id: str, content, styles, settings: dict) -> None:
-        """Run a job. The worker records the job's own outcome; recorded here are only the
-        failures of the call itself: the job was never run (overload), or its worker replica
-        stopped before answering (the job is then lost with it)."""
+    async def dispatch(
+        worker, jobs, job_id: str, content, styles, settings: dict, regions: dict
+    ) -> None:
+        """Run a job (``regions``: its mask and outside style, if any). The worker records the
+        job's own outcome; recorded here are only the failures of the call itself: the job was
+        never run (overload), or its worker replica stopped before answering (the job is then
+        lost with it)."""
         try:
-            await worker.run_job.remote(job_id, content, styles, settings)
+            await worker.run_job.remote(job_id, content, styles, settings, **regions)
         except Exception as err:  # the job must not stay "queued" or "running" forever
             await jobs.abandon.remote(job_id, dispatch_failure(err))
 
@@ -373,8 +394,8 @@ def _gatys_routes(models: APIRouter, app: Gateway) -> None:
                 f"synchronous mode allows size <= {server.sync_max_side} and iterations x scales"
                 f" <= {server.sync_max_evaluations}; POST /gatys/jobs for bigger work",
             )
-        content, styles = await app.gatys_inputs(body)
-        png, _ = await worker.stylize.remote(content, styles, s.model_dump())
+        content, styles, regions = await app.gatys_inputs(body)
+        png, _ = await worker.stylize.remote(content, styles, s.model_dump(), **regions)
         return Response(png, media_type="image/png")
 
 
@@ -393,16 +414,17 @@ def _adain_route(models: APIRouter, app: Gateway) -> None:
     @models.post("/adain/stylize", tags=["adain"], responses=IMAGE_REPLY)
     async def adain_stylize(body: v.AdaINRequest) -> Response:
         """The content image in the uploaded ``style`` or the server's ``style_name``, at
-        content-style trade-off ``alpha``, with its own colours if ``preserve_color``; both
-        images fit to ``size`` (long side) at most."""
+        content-style trade-off ``alpha``, with its own colours if ``preserve_color``, where
+        the ``mask`` is white if one is sent (its black region keeps the content or takes
+        ``outside_style``); every image fit to ``size`` (long side) at most."""
         worker = app.backend("adain")
         named = app.settings.adain.styles
         if body.style_name is not None and body.style_name not in named:
             raise v.RequestError(
                 404, f"unknown style '{body.style_name}'; available: {sorted(named)}"
             )
-        content, style = await app.adain_inputs(body)
+        content, style, regions = await app.adain_inputs(body)
         chosen = body.style_name if style is None else style
         return image_response(
-            await worker.stylize.remote(content, chosen, body.alpha, body.preserve_color)
+            await worker.stylize.remote(content, chosen, body.alpha, body.preserve_color, **regions)
         )

@@ -285,14 +285,18 @@ class AdaIN:
                                        "max_side": self.settings.max_side}  # fmt: skip
 
     async def stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
-                      preserve_color: str = "none") -> bytes:  # fmt: skip
-        """The content (uint8 HWC RGB) in ``style`` (an image, or a named style), as PNG."""
-        return await asyncio.to_thread(self._stylize, content, style, alpha, preserve_color)
+                      preserve_color: str = "none", **regions: np.ndarray) -> bytes:  # fmt: skip
+        """The content (uint8 HWC RGB) in ``style`` (an image, or a named style), as PNG;
+        ``regions``: a ``mask`` and ``outside_style`` (uint8 images) if the request sent them."""
+        return await asyncio.to_thread(
+            self._stylize, content, style, alpha, preserve_color, **regions
+        )
 
     def _stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
-                 preserve_color: str = "none") -> bytes:  # fmt: skip
+                 preserve_color: str = "none", **regions: np.ndarray) -> bytes:  # fmt: skip
         image = self.styles[style] if isinstance(style, str) else style
-        return encode_png(self.pipe(content, [image], alpha=alpha, preserve_color=preserve_color))
+        return encode_png(self.pipe(content, [image], alpha=alpha, preserve_color=preserve_color,
+                                    **regions))  # fmt: skip
 
 
 class JobProgress:
@@ -330,9 +334,9 @@ class GatysWorker:
         fields = ("max_side", "sync_max_side", "sync_max_evaluations", "max_jobs")
         return self.pipe.describe() | self.settings.model_dump(include=set(fields))
 
-    async def run_job(self, job_id: str, content, styles, settings: dict) -> None:
+    async def run_job(self, job_id: str, content, styles, settings: dict, **regions) -> None:
         """Optimise, reporting progress every PROGRESS_INTERVAL_S; the outcome goes to the job
-        store, not to the caller.
+        store, not to the caller. ``regions``: the request's ``mask`` and ``outside_style``.
 
         The store may restart meanwhile (it keeps jobs in ``jobs_dir``): a report it misses is
         replaced by the next one (each says "running", so a missed start heals too), and the
@@ -341,7 +345,7 @@ class GatysWorker:
         await self._report(job_id, status="running", started=time.time())
         progress = JobProgress(settings["iterations"], settings["scales"])
         work = asyncio.ensure_future(
-            asyncio.to_thread(self._stylize, content, styles, settings, progress.record)
+            asyncio.to_thread(self._stylize, content, styles, settings, progress.record, **regions)
         )
         while not work.done():
             await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
@@ -372,13 +376,13 @@ class GatysWorker:
                     raise
                 await asyncio.sleep(PROGRESS_INTERVAL_S)
 
-    async def stylize(self, content, styles, settings: dict) -> tuple[bytes, dict]:
+    async def stylize(self, content, styles, settings: dict, **regions) -> tuple[bytes, dict]:
         """The synchronous mode: the result PNG and its info."""
-        return await asyncio.to_thread(self._stylize, content, styles, settings, None)
+        return await asyncio.to_thread(self._stylize, content, styles, settings, None, **regions)
 
-    def _stylize(self, content, styles, settings: dict, progress) -> tuple[bytes, dict]:
+    def _stylize(self, content, styles, settings: dict, progress, **regions) -> tuple[bytes, dict]:
         chosen = {k: value for k, value in settings.items() if k != "size"}
-        image, info = self.pipe(content, styles, progress, **chosen)
+        image, info = self.pipe(content, styles, progress, **regions, **chosen)
         return encode_png(image), info
 
 

@@ -194,6 +194,15 @@ def fit_long_side(image: np.ndarray, side: int, min_side: int = 1) -> np.ndarray
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
 
 
+def check_mask(mask: np.ndarray, content: np.ndarray) -> None:
+    """422 unless a mask has the content's size, both as sent (before any resizing)."""
+    (h, w), (ch, cw) = mask.shape[:2], content.shape[:2]
+    if (h, w) != (ch, cw):
+        raise RequestError(
+            422, f"mask is {w}x{h} but the content is {cw}x{ch}: send a mask of the content's size"
+        )
+
+
 # --- JSON bodies --------------------------------------------------------------------------------
 
 
@@ -263,8 +272,23 @@ class GatysSettings(Strict):
     seed: Seed = 0
 
 
-class GatysRequest(Strict):
-    """Content and style images as base64 (PNG, JPEG or WebP) plus settings."""
+class Regions(Strict):
+    """Spatial control (genart.controls): ``mask``, an image of the content's size whose white
+    region is stylised and whose black region keeps the content, or takes ``outside_style``."""
+
+    mask: str | None = Field(None, min_length=1)
+    outside_style: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _outside_needs_a_mask(self):
+        if self.outside_style is not None and self.mask is None:
+            raise ValueError("outside_style needs a mask: it styles the mask's black region")
+        return self
+
+
+class GatysRequest(Regions):
+    """Content and style images as base64 (PNG, JPEG or WebP) plus settings; a ``mask`` and
+    ``outside_style`` too (see :class:`Regions`)."""
 
     content: str = Field(min_length=1)
     styles: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=4)
@@ -282,9 +306,10 @@ class GatysRequest(Strict):
         return self
 
 
-class AdaINRequest(Strict):
+class AdaINRequest(Regions):
     """A content image in a style: another image (``style``) or one of the server's named
-    styles (``style_name``, see ``GET /models``); images as base64 (PNG, JPEG or WebP)."""
+    styles (``style_name``, see ``GET /models``); images as base64 (PNG, JPEG or WebP); a
+    ``mask`` and ``outside_style`` too (see :class:`Regions`)."""
 
     content: str = Field(min_length=1)
     style: str | None = Field(None, min_length=1)

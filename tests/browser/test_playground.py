@@ -30,7 +30,8 @@ BROWSER = next(
 )
 
 # Runs in the page: upload a generated 40x30 PNG, pick ACTION, set the CONTROLS (element id ->
-# value or checked state), press Run, wait for the result; compare its pixels with the upload's.
+# value, checked state, or [width, height, colour] of a PNG to choose in a file input), press
+# Run, wait for the result; compare its pixels with the upload's.
 STYLISE = """
 (async () => {
   const $ = (id) => document.getElementById(id);
@@ -48,8 +49,21 @@ STYLISE = """
   $("image").dispatchEvent(new Event("change"));
   $("action").value = ACTION;
   $("action").dispatchEvent(new Event("change"));
+  const png = async (width, height, colour) => {
+    const c = document.createElement("canvas");
+    c.width = width; c.height = height;
+    const g = c.getContext("2d");
+    g.fillStyle = colour; g.fillRect(0, 0, width, height);
+    const blob = await new Promise((r) => c.toBlob(r, "image/png"));
+    return new File([blob], "mask.png", {type: "image/png"});
+  };
   for (const [id, value] of Object.entries(CONTROLS)) {
-    if (typeof value === "boolean") $(id).checked = value; else $(id).value = value;
+    if (typeof value === "boolean") $(id).checked = value;
+    else if (Array.isArray(value)) {
+      const chosen = new DataTransfer();
+      chosen.items.add(await png(...value));
+      $(id).files = chosen.files;
+    } else $(id).value = value;
   }
   $("run").click();
   const done = () => $("status").textContent.startsWith("done");
@@ -154,6 +168,7 @@ async def in_page(ws_url: str, url: str, script: str) -> dict:
         ("style:mosaic", {"strength": "0"}, True),  # the slider at 0 gives the upload back
         ("style:mosaic", {"preserve-color": True}, False),
         ("adain:demo", {"preserve-color": True}, False),
+        ("adain:demo", {"mask": [40, 30, "#fff"]}, False),
     ],
 )
 def test_playground_stylises_an_upload(playground_url, devtools, action, controls, same_as_upload):
@@ -163,3 +178,12 @@ def test_playground_stylises_an_upload(playground_url, devtools, action, control
     assert outcome["status"].startswith("done"), outcome
     assert (outcome["width"], outcome["height"]) == (40, 30)
     assert outcome["same_as_upload"] == same_as_upload
+
+
+def test_playground_says_why_a_mask_was_refused(playground_url, devtools):
+    controls = {"mask": [20, 30, "#fff"]}  # half the upload's width
+    script = STYLISE.replace("ACTION", json.dumps("adain:demo"))
+    outcome = asyncio.run(
+        in_page(devtools, playground_url, script.replace("CONTROLS", json.dumps(controls)))
+    )
+    assert outcome["error"] and "mask is 20x30 but the content is 40x30" in outcome["status"]

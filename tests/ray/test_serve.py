@@ -269,6 +269,29 @@ def test_gatys_job_runs_to_completion(served):
     assert base64.b64decode(job["result_png"]) == result.content
 
 
+def test_a_masked_gatys_job_keeps_the_content_where_the_mask_is_black(served):
+    from genart.serve.validation import fit_long_side
+
+    mask = np.zeros((30, 40, 3), np.uint8)
+    mask[:, :20] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, "PNG")
+    body = {"content": b64(png(40, 30)), "styles": [b64(png(24, 24, seed=1))],
+            "mask": b64(buffer.getvalue()), "outside_style": None,
+            "settings": {"size": 32, "iterations": 10}}  # fmt: skip
+    status_url = served.post("/gatys/jobs", json=body).json()["status_url"]
+    deadline = time.monotonic() + 180
+    while (job := served.get(status_url).json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job["status"] == "done", job.get("error")
+    result = decoded(base64.b64decode(job["result_png"]))
+    content = fit_long_side(decoded(png(40, 30)).astype(np.uint8), 32)  # as the server fit it
+    assert result.shape == (24, 32, 3)
+    np.testing.assert_array_equal(result[:, 20:], content[:, 20:])  # black: the content
+    assert np.abs(result[:, :12] - content[:, :12]).mean() > 1  # white: stylised
+
+
 def test_gatys_synchronous_mode_is_for_small_work(served):
     body = {"content": b64(png(40, 30)), "styles": [b64(png(24, 24, seed=1))],
             "settings": {"size": 32, "iterations": 5}}  # fmt: skip

@@ -303,6 +303,7 @@ def refused(argv: list[str], capsys, monkeypatch) -> str:
         ("missing.mp4", [], "does not exist"),
         ("long.mp4", ["--smooth", "1.5"], "smoothing strength must be in [0, 1), got 1.5"),
         ("long.mp4", ["--direction", "BtoA"], "a direction applies to translation models"),
+        ("long.mp4", ["--strength", "1.5"], "strength must be a number in [0, 1], got 1.5"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_ray_starts(
@@ -328,3 +329,44 @@ def test_a_model_that_does_not_map_images_to_images_is_refused(bad_inputs, root,
             str(bad_inputs / "long.mp4"), "--output", str(root / "out.mp4")]  # fmt: skip
     message = "holds a 'dcgan' model: videos take image-to-image models"
     assert message in refused(argv, capsys, monkeypatch)
+
+
+def test_style_controls_apply_to_fast_style_models_only(bad_inputs, root, capsys, monkeypatch):
+    tiny = ["cyclegan.ngf=4", "cyclegan.ndf=4", "cyclegan.n_blocks=1"]
+    argv = ["stylize", "video", "--model", make_export(root, "cyclegan", tiny), "--input",
+            str(bad_inputs / "long.mp4"), "--output", str(root / "out.mp4"),
+            "--preserve-color", "yiq"]  # fmt: skip
+    message = "strength and preserve_color apply to fast_style models"
+    assert message in refused(argv, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("flags", "call"),
+    [
+        ([], {}),  # the defaults: nothing a translation model would refuse
+        (["--strength", "0.25", "--preserve-color", "ycbcr"],
+         {"strength": 0.25, "preserve_color": "ycbcr"}),
+    ],
+)  # fmt: skip
+def test_the_style_control_flags_reach_every_frames_call(fast_export, clip, root, monkeypatch,
+                                                         flags, call):  # fmt: skip
+    from genart.train import launch
+
+    jobs = []
+    monkeypatch.setattr(launch, "init_ray", lambda *a, **k: None)
+    monkeypatch.setattr(video, "stylize_videos", lambda clips, source, **kw: jobs.append(kw) or [])
+    argv = ["stylize", "video", "--model", fast_export, "--input", clip, "--output",
+            str(root / "controlled.mp4"), *flags]  # fmt: skip
+    assert main(argv) == 0
+    assert [job["call"] for job in jobs] == [call]
+
+
+def test_stylised_frames_take_the_style_controls(fast_export, clip):
+    source = runner.Source(export=fast_export)
+    batch = {"clip": np.array([0]), "uri": np.array([clip])}
+    frames = next(video._decode(batch, video_io.MAX_PIXELS, batch_size=4, still=False))
+    none = video._Stylist(source, {"strength": 0.0})(frames)["frame"]
+    np.testing.assert_array_equal(none, frames["frame"])  # strength 0: the input frames
+    kept = video._Stylist(source, {"preserve_color": "yiq"})(frames)["frame"]
+    expected = pipelines.load(fast_export, "cpu")(list(frames["frame"]), preserve_color="yiq")
+    np.testing.assert_array_equal(kept, np.stack(expected))
