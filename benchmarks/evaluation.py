@@ -1,11 +1,14 @@
-"""Evaluation memory and time: the Pix2Pix and CycleGAN ``evaluate`` hooks on growing eval sets.
+"""Evaluation memory and time: the Pix2Pix and CycleGAN ``evaluate`` hooks on growing eval sets,
+and the image metrics alone.
 
 Each row runs the registry spec's ``evaluate(nets, params, reference)`` as the training loop
 does (``side_effect_free``: no autograd, forked RNG) in a fresh Python process, on a reference
 set of random uint8 images, (B, 3, H, W), as the loop keeps it: Pix2Pix pairs ``A``/``B``;
-CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. Full mode: 128
-and 256 pixels, 64 and 512 images; ``--quick``: 64 and 128 pixels, 16 and 64 images. It runs
-on CPU even where there is a GPU: the memory in question is the training worker's RSS.
+CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. The
+``psnr_ssim`` rows time :func:`genart.metrics.mean_quality` alone on ``A``/``B`` pairs (no
+network: what the metrics themselves cost). Full mode: 128 and 256 pixels, 64 and 512 images;
+``--quick``: 64 and 128 pixels, 16 and 64 images. It runs on CPU even where there is a GPU:
+the memory in question is the training worker's RSS.
 
 Columns, per row (MiB of resident memory of that process):
 
@@ -41,8 +44,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("pix2pix", "cyclegan")
-KEYS = {"pix2pix": ("A", "B"), "cyclegan": ("A", "B", "A_truth", "B_truth")}
+MODELS = ("pix2pix", "cyclegan", "psnr_ssim")
+KEYS = {
+    "pix2pix": ("A", "B"),
+    "cyclegan": ("A", "B", "A_truth", "B_truth"),
+    "psnr_ssim": ("A", "B"),
+}
 
 
 def settings(quick: bool) -> dict:
@@ -81,26 +88,39 @@ def reference_set(model: str, size: int, images: int, seed: int = 0) -> dict:
     return {k: torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8) for k in KEYS[model]}
 
 
-def child(model: str, size: int, images: int, ngf: int) -> dict:
-    """Build the nets and the reference set, then time and measure one ``evaluate`` call."""
+def evaluator(model: str, size: int, ngf: int):
+    """What a row times: ``reference -> scores``, built (nets included) before timing starts."""
     import torch
 
-    from genart import registry
+    from genart import images, metrics, registry
     from genart.config import DataConfig
-    from genart.train.rng import side_effect_free
 
-    torch.set_num_threads(1)
+    if model == "psnr_ssim":
+        return lambda reference: metrics.mean_quality(
+            images.float_chunks(reference["A"], reference["B"])
+        )
     spec = registry.trained(model)
     params = spec.config(ngf=ngf)
     torch.manual_seed(0)
     nets = spec.build(params, DataConfig(size=size, channels=3))
+    return lambda reference: spec.evaluate(nets, params, reference)
+
+
+def child(model: str, size: int, images: int, ngf: int) -> dict:
+    """Build the nets and the reference set, then time and measure one ``evaluate`` call."""
+    import torch
+
+    from genart.train.rng import side_effect_free
+
+    torch.set_num_threads(1)
+    evaluate = evaluator(model, size, ngf)
     reference = reference_set(model, size, images)
     gc.collect()
     before = _status_mib("VmRSS")
     reset = _reset_peak()
     start = time.perf_counter()
     with side_effect_free(torch.device("cpu")):
-        scores = spec.evaluate(nets, params, reference)
+        scores = evaluate(reference)
     wall = time.perf_counter() - start
     peak = _status_mib("VmHWM") if reset else None
     return {"rss_before": before, "eval_peak": peak, "wall_s": wall, "scores": scores}
@@ -132,6 +152,13 @@ def measure(model: str, size: int, images: int, ngf: int) -> dict:
             "ssim": round(result["scores"]["ssim"], 4)}  # fmt: skip
 
 
+def commit() -> str | None:
+    """The code measured: ``git describe`` of the checkout (None outside a git checkout)."""
+    found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    return found.stdout.strip() or None
+
+
 def run(out_dir: Path, quick: bool, ngf: int = 16) -> dict:
     """Measure every row; print the table and write ``evaluation.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
@@ -144,7 +171,8 @@ def run(out_dir: Path, quick: bool, ngf: int = 16) -> dict:
                 rows.append(measure(model, size, images, ngf))
                 print(f"  {model} {size}px {images} images: {rows[-1]['wall_s']} s", flush=True)
     print_table(rows)
-    result = {"quick": quick, "settings": s, "ngf": ngf, "threads": 1, "rows": rows}
+    result = {"quick": quick, "settings": s, "ngf": ngf, "threads": 1, "commit": commit(),
+              "rows": rows}  # fmt: skip
     write_json("evaluation", result, out_dir)
     return result
 
