@@ -29,7 +29,7 @@ pixels most of all), and the width only sets the per-chunk activation memory and
 time, not how either grows with the number of images. Torch runs one thread, as in the other
 CPU benchmarks (see ``benchmarks.translation.one_thread``).
 
-    python -m benchmarks.evaluation [--quick] [--ngf 16] [--out bench-results]
+    python -m benchmarks.evaluation [--quick] [--only ROW ...] [--ngf 16] [--out bench-results]
 """
 
 from __future__ import annotations
@@ -159,13 +159,13 @@ def commit() -> str | None:
     return found.stdout.strip() or None
 
 
-def run(out_dir: Path, quick: bool, ngf: int = 16) -> dict:
-    """Measure every row; print the table and write ``evaluation.json`` in ``out_dir``."""
+def run(out_dir: Path, quick: bool, ngf: int = 16, only: tuple[str, ...] = MODELS) -> dict:
+    """Measure the rows of ``only``; print the table, write ``evaluation.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
 
     s = settings(quick)
     rows = []
-    for model in MODELS:
+    for model in only:
         for size in s["sizes"]:
             for images in s["images"]:
                 rows.append(measure(model, size, images, ngf))
@@ -182,12 +182,14 @@ def main() -> None:
 
     parser = common.parser(__doc__)
     parser.add_argument("--ngf", type=int, default=16, help="generator width (default 16)")
+    parser.add_argument("--only", nargs="+", choices=MODELS, default=MODELS,
+                        help="measure only these rows (default: all)")  # fmt: skip
     parser.add_argument("--child", help="internal: measure one row given as JSON")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(**json.loads(args.child))))
     else:
-        run(args.out, args.quick, args.ngf)
+        run(args.out, args.quick, args.ngf, tuple(args.only))
 
 
 if __name__ == "__main__":
