@@ -24,6 +24,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from genart.images import to_uint8
 
@@ -278,17 +279,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Ten
     """Peak signal-to-noise ratio per image, 10 log10(range^2 / MSE), in dB: shape (B,).
 
     ``data_range`` is max - min of the pixel scale: 2 for [-1, 1], 255 for uint8 values.
-    Identical images give +inf. The float64 differences are formed a chunk of images at a time.
+    Identical images give +inf. torchmetrics computes it in float64, a chunk of images at a time.
     """
     a, b = torch.broadcast_tensors(a, b)
     rows = _rows_per_chunk(math.prod(a.shape[1:]))
-    mse = torch.cat(
-        [
-            (x.double() - y.double()).pow_(2).flatten(1).mean(dim=1)
-            for x, y in zip(a.split(rows), b.split(rows))
-        ]
-    )
-    return (10 * torch.log10(data_range**2 / mse)).to(_score_dtype(a))
+    per_image = tuple(range(1, a.dim()))
+    scores = [
+        peak_signal_noise_ratio(x.double(), y.double(), data_range, reduction="none", dim=per_image)
+        for x, y in zip(a.split(rows), b.split(rows))
+    ]
+    return torch.cat(scores).to(_score_dtype(a))
 
 
 def _score_dtype(images: torch.Tensor) -> torch.dtype:
