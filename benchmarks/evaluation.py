@@ -6,7 +6,10 @@ does (``side_effect_free``: no autograd, forked RNG) in a fresh Python process, 
 set of random uint8 images, (B, 3, H, W), as the loop keeps it: Pix2Pix pairs ``A``/``B``;
 CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. The
 ``psnr_ssim`` rows time :func:`genart.metrics.mean_quality` alone on ``A``/``B`` pairs (no
-network: what the metrics themselves cost). Full mode: 128 and 256 pixels, 64 and 512 images;
+network: what the metrics themselves cost); the ``fid_kid_*`` rows time :func:`genart.fid.scores`
+of ``A`` against ``B`` in Inception v3's features (seeded random weights: the cost does not
+depend on the weights' values, and the scores of random images mean nothing) and in the modes
+judge's. Full mode: 128 and 256 pixels, 64 and 512 images;
 ``--quick``: 64 and 128 pixels, 16 and 64 images. It runs on CPU even where there is a GPU:
 the memory in question is the training worker's RSS.
 
@@ -20,8 +23,8 @@ Columns, per row (MiB of resident memory of that process):
   grow with the number of images: the hooks translate and score a chunk at a time.
 - ``process_peak``: the process's peak over its whole life (``wait4``'s ``ru_maxrss``).
 - ``wall_s`` and ``ms_per_image`` of the ``evaluate`` call.
-- ``psnr``, ``ssim``: the hook's mean scores (of random nets on random images: they only show
-  that every row did the same work).
+- ``psnr``, ``ssim`` (or FID and KID): the mean scores (of random nets on random images: they
+  only show that every row did the same work).
 
 The generators are the specs' defaults except their width, ``--ngf`` (16 unless given): at the
 default 64 the CPU forward passes take most of the time (CycleGAN's 9-block generators at 256
@@ -44,11 +47,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("pix2pix", "cyclegan", "psnr_ssim")
+MODELS = ("pix2pix", "cyclegan", "psnr_ssim", "fid_kid_inception", "fid_kid_modes")
+SCORES = ("psnr", "ssim", "fid_inception", "kid_inception", "frechet_modes", "kid_modes")
+# Most images a row of these takes: each image costs an Inception forward pass at 299 px.
+LIMITS = {"fid_kid_inception": 64}
 KEYS = {
     "pix2pix": ("A", "B"),
     "cyclegan": ("A", "B", "A_truth", "B_truth"),
     "psnr_ssim": ("A", "B"),
+    "fid_kid_inception": ("A", "B"),
+    "fid_kid_modes": ("A", "B"),
 }
 
 
@@ -95,6 +103,12 @@ def evaluator(model: str, size: int, ngf: int):
     from genart import images, metrics, registry
     from genart.config import DataConfig
 
+    if model.startswith("fid_kid_"):
+        from genart import fid
+
+        space = model.removeprefix("fid_kid_")
+        features = fid.extractor(space, inception_weights="random")
+        return lambda reference: fid.scores(reference["A"], reference["B"], space, features)
     if model == "psnr_ssim":
         return lambda reference: metrics.mean_quality(
             images.float_chunks(reference["A"], reference["B"])
@@ -148,8 +162,7 @@ def measure(model: str, size: int, images: int, ngf: int) -> dict:
             "process_peak_mib": round(usage.ru_maxrss / 1024),  # KiB on Linux
             "wall_s": round(result["wall_s"], 2),
             "ms_per_image": round(1e3 * result["wall_s"] / images, 1),
-            "psnr": round(result["scores"]["psnr"], 3),
-            "ssim": round(result["scores"]["ssim"], 4)}  # fmt: skip
+            **{k: round(v, 4) for k, v in result["scores"].items() if k in SCORES}}  # fmt: skip
 
 
 def commit() -> str | None:
@@ -168,6 +181,8 @@ def run(out_dir: Path, quick: bool, ngf: int = 16, only: tuple[str, ...] = MODEL
     for model in only:
         for size in s["sizes"]:
             for images in s["images"]:
+                if images > LIMITS.get(model, images):
+                    continue
                 rows.append(measure(model, size, images, ngf))
                 print(f"  {model} {size}px {images} images: {rows[-1]['wall_s']} s", flush=True)
     print_table(rows)
