@@ -1,13 +1,17 @@
 """FID and KID (genart.fid, computed by torchmetrics) against independent computations, and the
 Inception v3 feature network loaded from a local file of random weights (never downloaded)."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 import torchvision
+from PIL import Image
 
 from genart import fid, inception, metrics
+from genart.cli import main
 from genart.pretrained import WeightsNotFound
 
 
@@ -134,3 +138,25 @@ def test_random_inception_is_seeded_and_its_features_are_finite():
     features = net(images)
     assert features.abs().max() < 1e4 and not torch.allclose(features[0], features[1])
     torch.testing.assert_close(inception.load_inception("random")(images), features)
+
+
+def write_pngs(folder, count: int, seed: int) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_cli_eval_fid_scores_folders_with_given_inception_weights(inception_file, tmp_path, capsys):
+    path, _ = inception_file
+    write_pngs(tmp_path / "real", 3, seed=0)
+    write_pngs(tmp_path / "fake", 4, seed=1)
+    out = tmp_path / "fid.json"
+    argv = ["eval", "fid", str(tmp_path / "real"), str(tmp_path / "fake"), "--size", "16"]
+    assert main([*argv, "--inception-weights", str(path), "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert list(saved["metrics"]) == ["fid_inception", "kid_inception", "kid_inception_std"]
+    assert saved["n"] == 3 and saved["inception_weights"] == f"imagenet ({path})"
+    assert "fid_inception" in capsys.readouterr().out
+    assert main([*argv, "--inception-weights", str(tmp_path / "none.pth")]) == 2
+    assert "--inception-weights /path/to/" in capsys.readouterr().err
