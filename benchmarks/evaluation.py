@@ -6,12 +6,14 @@ does (``side_effect_free``: no autograd, forked RNG) in a fresh Python process, 
 set of random uint8 images, (B, 3, H, W), as the loop keeps it: Pix2Pix pairs ``A``/``B``;
 CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. The
 ``psnr_ssim`` rows time :func:`genart.metrics.mean_quality` alone on ``A``/``B`` pairs (no
-network: what the metrics themselves cost); the ``fid_kid_*`` rows time :func:`genart.fid.scores`
-of ``A`` against ``B`` in Inception v3's features (seeded random weights: the cost does not
-depend on the weights' values, and the scores of random images mean nothing) and in the modes
-judge's. Full mode: 128 and 256 pixels, 64 and 512 images;
-``--quick``: 64 and 128 pixels, 16 and 64 images. It runs on CPU even where there is a GPU:
-the memory in question is the training worker's RSS.
+network: what the metrics themselves cost), the ``psnr_ssim_torchmetrics`` rows the same scores
+by torchmetrics (:func:`torchmetrics_quality`; imported before the timing, so its import shows
+in ``rss_before``); the ``fid_kid_*`` rows time :func:`genart.fid.scores` of ``A`` against
+``B`` in Inception v3's features (seeded random weights: the cost does not depend on the
+weights' values, and the scores of random images mean nothing) and in the modes judge's.
+Full mode: 128 and 256 pixels, 64 and 512 images (Inception: 64 at most); ``--quick``: 64 and
+128 pixels, 16 and 64 images. It runs on CPU even where there is a GPU: the memory in question
+is the training worker's RSS.
 
 Columns, per row (MiB of resident memory of that process):
 
@@ -47,7 +49,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("pix2pix", "cyclegan", "psnr_ssim", "fid_kid_inception", "fid_kid_modes")
+MODELS = ("pix2pix", "cyclegan", "psnr_ssim", "psnr_ssim_torchmetrics", "fid_kid_modes",
+          "fid_kid_inception")  # fmt: skip
 SCORES = ("psnr", "ssim", "fid_inception", "kid_inception", "frechet_modes", "kid_modes")
 # Most images a row of these takes: each image costs an Inception forward pass at 299 px.
 LIMITS = {"fid_kid_inception": 64}
@@ -55,6 +58,7 @@ KEYS = {
     "pix2pix": ("A", "B"),
     "cyclegan": ("A", "B", "A_truth", "B_truth"),
     "psnr_ssim": ("A", "B"),
+    "psnr_ssim_torchmetrics": ("A", "B"),
     "fid_kid_inception": ("A", "B"),
     "fid_kid_modes": ("A", "B"),
 }
@@ -109,6 +113,12 @@ def evaluator(model: str, size: int, ngf: int):
         space = model.removeprefix("fid_kid_")
         features = fid.extractor(space, inception_weights="random")
         return lambda reference: fid.scores(reference["A"], reference["B"], space, features)
+    if model == "psnr_ssim_torchmetrics":
+        import torchmetrics.functional.image  # noqa: F401  (loaded now, not in the timing)
+
+        return lambda reference: torchmetrics_quality(
+            images.float_chunks(reference["A"], reference["B"])
+        )
     if model == "psnr_ssim":
         return lambda reference: metrics.mean_quality(
             images.float_chunks(reference["A"], reference["B"])
@@ -118,6 +128,24 @@ def evaluator(model: str, size: int, ngf: int):
     torch.manual_seed(0)
     nets = spec.build(params, DataConfig(size=size, channels=3))
     return lambda reference: spec.evaluate(nets, params, reference)
+
+
+def torchmetrics_quality(pairs) -> dict[str, float]:
+    """What :func:`genart.metrics.mean_quality` returns, by torchmetrics: its PSNR, and its SSIM
+    map averaged over the windows inside the image as genart's (its own mean takes the padded
+    border too), in float32: its fast path (float64, genart's precision, is 15-30x slower)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio as psnr
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    totals, count, border = {"psnr": 0.0, "ssim": 0.0}, 0, 5  # (11 - 1) / 2
+    for output, target in pairs:
+        found = psnr(output, target, data_range=2.0, reduction="none", dim=(1, 2, 3))
+        totals["psnr"] += found.double().sum().item()
+        _, full = ssim(output, target, data_range=2.0, reduction="none", return_full_image=True)
+        inside = full[..., border:-border, border:-border].flatten(1).mean(dim=1)
+        totals["ssim"] += inside.double().sum().item()
+        count += len(output)
+    return {name: total / count for name, total in totals.items()}
 
 
 def child(model: str, size: int, images: int, ngf: int) -> dict:

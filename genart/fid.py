@@ -38,7 +38,8 @@ from genart import images, judges
 SPACES = ("inception", "digits", "modes")
 KID_SUBSETS = 100  # the KID paper's and torchmetrics' default
 KID_SUBSET_SIZE = 1000  # at most; smaller sets use all their images per subset
-BATCH = {"inception": 32, "digits": 512, "modes": 512}  # images per forward pass (memory)
+# Images per forward pass: what one pass allocates (the float images among it) stays tens of MB.
+BATCH = {"inception": 32, "digits": 64, "modes": 64}
 
 
 class _Given(nn.Module):
