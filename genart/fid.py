@@ -84,12 +84,17 @@ def distances(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str
 
     KID's subsets are drawn from ``seed`` (the global RNG is left as it was): repeatable.
     """
-    width = real.shape[1]
-    fid = FrechetInceptionDistance(feature=_Given(width))
+    # No sync: by default compute() gathers the states of every process of an initialised
+    # torch.distributed group, and in a Ray Train run only rank 0 scores (the others would never
+    # join the gather, and rank 0 would wait for ever).
+    width, local = real.shape[1], {"sync_on_compute": False}
+    fid = FrechetInceptionDistance(feature=_Given(width), **local)
     size = min(KID_SUBSET_SIZE, len(real), len(fake))
     with warnings.catch_warnings():  # that KID keeps every feature: it must, and these are small
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_Given(width), subsets=KID_SUBSETS, subset_size=size)
+        kid = KernelInceptionDistance(
+            feature=_Given(width), subsets=KID_SUBSETS, subset_size=size, **local
+        )
     for features, is_real in ((real, True), (fake, False)):
         for chunk in features.split(4096):  # FID's float64 outer products, a chunk at a time
             fid.update(chunk, real=is_real)

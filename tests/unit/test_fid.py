@@ -65,6 +65,24 @@ def test_kid_subsets_are_seeded_and_leave_the_global_rng_alone(sets):
     assert fid.distances(real, fake, seed=4)["kid"] != first["kid"]
 
 
+def test_distances_stay_local_in_a_distributed_group(sets, tmp_path, monkeypatch):
+    """In a Ray Train run only rank 0 scores: a gather across the group would wait for ranks
+    that never join. In a group (of one here), nothing may be gathered."""
+    import torch.distributed as dist
+
+    def gather(*args, **kwargs):
+        raise AssertionError("gathered across the process group")
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0,
+                            world_size=1)  # fmt: skip
+    monkeypatch.setattr(dist, "all_gather", gather)
+    try:
+        found = fid.distances(*sets)
+    finally:
+        dist.destroy_process_group()
+    assert found == fid.distances(*sets)
+
+
 def test_scores_are_named_for_their_feature_space_and_take_uint8_images():
     gen = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (20, 3, 8, 8), generator=gen, dtype=torch.uint8)
