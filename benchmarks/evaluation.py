@@ -133,7 +133,8 @@ def evaluator(model: str, size: int, ngf: int):
 def torchmetrics_quality(pairs) -> dict[str, float]:
     """What :func:`genart.metrics.mean_quality` returns, by torchmetrics: its PSNR, and its SSIM
     map averaged over the windows inside the image as genart's (its own mean takes the padded
-    border too), in float32: its fast path (float64, genart's precision, is 15-30x slower)."""
+    border too), in float32: its fast path (float64, genart's precision, is tens of times
+    slower)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio as psnr
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
