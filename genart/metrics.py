@@ -18,8 +18,8 @@ side by side: ``python -m benchmarks.evaluation --only psnr_ssim psnr_ssim_torch
 - SSIM: torchmetrics' (1.9) averages the SSIM map over the whole image, its border
   windows reflect-padded, where the paper's reference code and skimage average only windows
   inside the image (its scores differ by about 0.01 on 64 px images); and its one 11x11
-  convolution costs 2-4x the time and memory of the separable filter below in float32, and
-  25-40x in float64, the precision SSIM's variances need here.
+  convolution costs 3-13x the time and 3-10x the memory of the separable filter below in
+  float32, and 25-40x in float64, the precision SSIM's variances need here.
 - SWD: no library has the Karras et al. recipe.
 - The Fréchet distance between given statistics (:func:`frechet_from_stats`): the judges keep
   their reference statistics in their weight files, and torchmetrics' FID takes only images
