@@ -10,10 +10,9 @@ Weights are torchvision's ImageNet ``state_dict``: from an explicit path, an ``s
 caller names, or (``auto``) the torch hub cache, where they are downloaded from torchvision's URL
 on first use as torchvision does (:mod:`genart.download`; not with ``GENART_OFFLINE=1``). Every
 model gets its weights through :func:`resolve_weights` (:mod:`genart.pretrained`, the rules
-Inception v3 follows too). Without them :class:`WeightsNotFound`
-says where we looked and how to provide them. ``weights="random"`` builds a seeded,
-Kaiming-initialised network for tests and demos; every result made with it carries
-``metadata["vgg_weights"]`` saying so.
+Inception v3 follows too). Without them :class:`WeightsNotFound` says where we looked and how
+to provide them. ``weights="random"`` builds a seeded, Kaiming-initialised network for tests
+and demos; every result made with it carries ``metadata["vgg_weights"]`` saying so.
 """
 
 from __future__ import annotations
