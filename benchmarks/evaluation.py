@@ -1,11 +1,19 @@
-"""Evaluation memory and time: the Pix2Pix and CycleGAN ``evaluate`` hooks on growing eval sets.
+"""Evaluation memory and time: the Pix2Pix and CycleGAN ``evaluate`` hooks on growing eval sets,
+and the image metrics alone.
 
 Each row runs the registry spec's ``evaluate(nets, params, reference)`` as the training loop
 does (``side_effect_free``: no autograd, forked RNG) in a fresh Python process, on a reference
 set of random uint8 images, (B, 3, H, W), as the loop keeps it: Pix2Pix pairs ``A``/``B``;
-CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. Full mode: 128
-and 256 pixels, 64 and 512 images; ``--quick``: 64 and 128 pixels, 16 and 64 images. It runs
-on CPU even where there is a GPU: the memory in question is the training worker's RSS.
+CycleGAN images of both domains with held-out truths ``A_truth``/``B_truth``. The
+``psnr_ssim`` rows time :func:`genart.metrics.mean_quality` alone on ``A``/``B`` pairs (no
+network: what the metrics themselves cost), the ``psnr_ssim_torchmetrics`` rows the same scores
+by torchmetrics (:func:`torchmetrics_quality`; imported before the timing, so its import shows
+in ``rss_before``); the ``fid_kid_*`` rows time :func:`genart.fid.scores` of ``A`` against
+``B`` in Inception v3's features (seeded random weights: the cost does not depend on the
+weights' values, and the scores of random images mean nothing) and in the modes judge's.
+Full mode: 128 and 256 pixels, 64 and 512 images (Inception: 64 at most); ``--quick``: 64 and
+128 pixels, 16 and 64 images. It runs on CPU even where there is a GPU: the memory in question
+is the training worker's RSS.
 
 Columns, per row (MiB of resident memory of that process):
 
@@ -17,8 +25,8 @@ Columns, per row (MiB of resident memory of that process):
   grow with the number of images: the hooks translate and score a chunk at a time.
 - ``process_peak``: the process's peak over its whole life (``wait4``'s ``ru_maxrss``).
 - ``wall_s`` and ``ms_per_image`` of the ``evaluate`` call.
-- ``psnr``, ``ssim``: the hook's mean scores (of random nets on random images: they only show
-  that every row did the same work).
+- ``psnr``, ``ssim`` (or FID and KID): the mean scores (of random nets on random images: they
+  only show that every row did the same work).
 
 The generators are the specs' defaults except their width, ``--ngf`` (16 unless given): at the
 default 64 the CPU forward passes take most of the time (CycleGAN's 9-block generators at 256
@@ -26,7 +34,7 @@ pixels most of all), and the width only sets the per-chunk activation memory and
 time, not how either grows with the number of images. Torch runs one thread, as in the other
 CPU benchmarks (see ``benchmarks.translation.one_thread``).
 
-    python -m benchmarks.evaluation [--quick] [--ngf 16] [--out bench-results]
+    python -m benchmarks.evaluation [--quick] [--only ROW ...] [--ngf 16] [--out bench-results]
 """
 
 from __future__ import annotations
@@ -41,8 +49,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("pix2pix", "cyclegan")
-KEYS = {"pix2pix": ("A", "B"), "cyclegan": ("A", "B", "A_truth", "B_truth")}
+MODELS = ("pix2pix", "cyclegan", "psnr_ssim", "psnr_ssim_torchmetrics", "fid_kid_modes",
+          "fid_kid_inception")  # fmt: skip
+SCORES = ("psnr", "ssim", "fid_inception", "kid_inception", "frechet_modes", "kid_modes")
+# Most images a row of these takes: each image costs an Inception forward pass at 299 px.
+LIMITS = {"fid_kid_inception": 64}
+KEYS = {
+    "pix2pix": ("A", "B"),
+    "cyclegan": ("A", "B", "A_truth", "B_truth"),
+    "psnr_ssim": ("A", "B"),
+    "psnr_ssim_torchmetrics": ("A", "B"),
+    "fid_kid_inception": ("A", "B"),
+    "fid_kid_modes": ("A", "B"),
+}
 
 
 def settings(quick: bool) -> dict:
@@ -81,26 +100,70 @@ def reference_set(model: str, size: int, images: int, seed: int = 0) -> dict:
     return {k: torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8) for k in KEYS[model]}
 
 
-def child(model: str, size: int, images: int, ngf: int) -> dict:
-    """Build the nets and the reference set, then time and measure one ``evaluate`` call."""
+def evaluator(model: str, size: int, ngf: int):
+    """What a row times: ``reference -> scores``, built (nets included) before timing starts."""
     import torch
 
-    from genart import registry
+    from genart import images, metrics, registry
     from genart.config import DataConfig
-    from genart.train.rng import side_effect_free
 
-    torch.set_num_threads(1)
+    if model.startswith("fid_kid_"):
+        from genart import fid
+
+        space = model.removeprefix("fid_kid_")
+        features = fid.extractor(space, inception_weights="random")
+        return lambda reference: fid.scores(reference["A"], reference["B"], space, features)
+    if model == "psnr_ssim_torchmetrics":
+        import torchmetrics.functional.image  # noqa: F401  (loaded now, not in the timing)
+
+        return lambda reference: torchmetrics_quality(
+            images.float_chunks(reference["A"], reference["B"])
+        )
+    if model == "psnr_ssim":
+        return lambda reference: metrics.mean_quality(
+            images.float_chunks(reference["A"], reference["B"])
+        )
     spec = registry.trained(model)
     params = spec.config(ngf=ngf)
     torch.manual_seed(0)
     nets = spec.build(params, DataConfig(size=size, channels=3))
+    return lambda reference: spec.evaluate(nets, params, reference)
+
+
+def torchmetrics_quality(pairs) -> dict[str, float]:
+    """What :func:`genart.metrics.mean_quality` returns, by torchmetrics: its PSNR, and its SSIM
+    map averaged over the windows inside the image as genart's (its own mean takes the padded
+    border too), in float32: its fast path (float64, genart's precision, is tens of times
+    slower)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio as psnr
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    totals, count, border = {"psnr": 0.0, "ssim": 0.0}, 0, 5  # (11 - 1) / 2
+    for output, target in pairs:
+        found = psnr(output, target, data_range=2.0, reduction="none", dim=(1, 2, 3))
+        totals["psnr"] += found.double().sum().item()
+        _, full = ssim(output, target, data_range=2.0, reduction="none", return_full_image=True)
+        inside = full[..., border:-border, border:-border].flatten(1).mean(dim=1)
+        totals["ssim"] += inside.double().sum().item()
+        count += len(output)
+    return {name: total / count for name, total in totals.items()}
+
+
+def child(model: str, size: int, images: int, ngf: int) -> dict:
+    """Build the nets and the reference set, then time and measure one ``evaluate`` call."""
+    import torch
+
+    from genart.train.rng import side_effect_free
+
+    torch.set_num_threads(1)
+    evaluate = evaluator(model, size, ngf)
     reference = reference_set(model, size, images)
     gc.collect()
     before = _status_mib("VmRSS")
     reset = _reset_peak()
     start = time.perf_counter()
     with side_effect_free(torch.device("cpu")):
-        scores = spec.evaluate(nets, params, reference)
+        scores = evaluate(reference)
     wall = time.perf_counter() - start
     peak = _status_mib("VmHWM") if reset else None
     return {"rss_before": before, "eval_peak": peak, "wall_s": wall, "scores": scores}
@@ -128,23 +191,32 @@ def measure(model: str, size: int, images: int, ngf: int) -> dict:
             "process_peak_mib": round(usage.ru_maxrss / 1024),  # KiB on Linux
             "wall_s": round(result["wall_s"], 2),
             "ms_per_image": round(1e3 * result["wall_s"] / images, 1),
-            "psnr": round(result["scores"]["psnr"], 3),
-            "ssim": round(result["scores"]["ssim"], 4)}  # fmt: skip
+            **{k: round(v, 4) for k, v in result["scores"].items() if k in SCORES}}  # fmt: skip
 
 
-def run(out_dir: Path, quick: bool, ngf: int = 16) -> dict:
-    """Measure every row; print the table and write ``evaluation.json`` in ``out_dir``."""
+def commit() -> str | None:
+    """The code measured: ``git describe`` of the checkout (None outside a git checkout)."""
+    found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    return found.stdout.strip() or None
+
+
+def run(out_dir: Path, quick: bool, ngf: int = 16, only: tuple[str, ...] = MODELS) -> dict:
+    """Measure the rows of ``only``; print the table, write ``evaluation.json`` in ``out_dir``."""
     from benchmarks.common import print_table, write_json
 
     s = settings(quick)
     rows = []
-    for model in MODELS:
+    for model in only:
         for size in s["sizes"]:
             for images in s["images"]:
+                if images > LIMITS.get(model, images):
+                    continue
                 rows.append(measure(model, size, images, ngf))
                 print(f"  {model} {size}px {images} images: {rows[-1]['wall_s']} s", flush=True)
     print_table(rows)
-    result = {"quick": quick, "settings": s, "ngf": ngf, "threads": 1, "rows": rows}
+    result = {"quick": quick, "settings": s, "ngf": ngf, "threads": 1, "commit": commit(),
+              "rows": rows}  # fmt: skip
     write_json("evaluation", result, out_dir)
     return result
 
@@ -154,12 +226,14 @@ def main() -> None:
 
     parser = common.parser(__doc__)
     parser.add_argument("--ngf", type=int, default=16, help="generator width (default 16)")
+    parser.add_argument("--only", nargs="+", choices=MODELS, default=MODELS,
+                        help="measure only these rows (default: all)")  # fmt: skip
     parser.add_argument("--child", help="internal: measure one row given as JSON")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(**json.loads(args.child))))
     else:
-        run(args.out, args.quick, args.ngf)
+        run(args.out, args.quick, args.ngf, tuple(args.only))
 
 
 if __name__ == "__main__":

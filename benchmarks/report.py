@@ -152,7 +152,10 @@ ABOUT = {
         "The in-training quality scores of Pix2Pix and CycleGAN (the specs' evaluate hooks: "
         "PSNR/SSIM chunk by chunk) at 128 and 256 px with 64 and 512 reference images, each in "
         "a fresh process: wall time and peak RSS before and during the evaluation. Target: "
-        "the evaluation's own memory (growth) does not grow with the number of images."
+        "the evaluation's own memory (growth) does not grow with the number of images. The "
+        "metric rows time the scores alone: genart's PSNR/SSIM (`psnr_ssim`) beside "
+        "torchmetrics' (`psnr_ssim_torchmetrics`, its import in `rss_before`), and FID/KID "
+        "(torchmetrics) in the modes judge's and in Inception v3's features (random weights)."
     ),
     "video": (
         "Video stylisation through Ray Data (`genart stylize video`): frames/s end to end "

@@ -15,6 +15,13 @@ driver started with :func:`start`, and a thread of the driver prints what it hol
 Where no driver started one (a Train run under a foreign driver, or no Ray at all), ``emit``
 writes to stdout as before. On a terminal, progress lines share one line that is redrawn in
 place.
+
+Why not tqdm or rich for the bars: they would replace only the terminal drawing
+(:class:`Display`, :func:`bar`; a few dozen lines), not the relay from Ray workers, which
+neither has (Ray's ``tqdm_ray`` rides on worker output reaching the driver, which genart
+hides). And off a terminal they do not write a log's plain periodic lines: tqdm writes every
+update into one line joined by carriage returns (or nothing, with ``disable=None``), rich only
+the finished bar.
 """
 
 from __future__ import annotations

@@ -7,6 +7,24 @@
 - :func:`frechet_distance` between two feature sets (Heusel et al. 2017), used by
   :mod:`genart.digits` on a classifier's features.
 
+FID and KID come from torchmetrics (:mod:`genart.fid`). These stay here, and why (measured
+side by side: ``python -m benchmarks.evaluation --only psnr_ssim psnr_ssim_torchmetrics``):
+
+- PSNR: torchmetrics' ``peak_signal_noise_ratio`` gives the same values at the same cost, but
+  importing any of torchmetrics loads all of it (scipy and matplotlib among it): about 2 s and
+  100 MiB more in a training worker that holds torch and torchvision already, 260 MiB in a bare
+  process, for a three-line formula that every Pix2Pix and CycleGAN worker imports.
+  :mod:`genart.fid` imports torchmetrics only where FID or KID is computed.
+- SSIM: torchmetrics' (1.9) averages the SSIM map over the whole image, its border
+  windows reflect-padded, where the paper's reference code and skimage average only windows
+  inside the image (its scores differ by about 0.01 on 64 px images); and its one 11x11
+  convolution costs 3-13x the time and 3-10x the memory of the separable filter below in
+  float32, and 25-40x in float64, the precision SSIM's variances need here.
+- SWD: no library has the Karras et al. recipe.
+- The Fréchet distance between given statistics (:func:`frechet_from_stats`): the judges keep
+  their reference statistics in their weight files, and torchmetrics' FID takes only images
+  or features through ``update`` (its distance function is private).
+
 Image conventions: tensors are float (B, C, H, W) in [-1, 1], the range every genart model
 produces. :func:`swd` also takes uint8 numpy arrays (N, H, W, C) as decoded from image files,
 and uint8 tensors (N, C, H, W) as reference sets are kept.

@@ -9,17 +9,15 @@ the architecture rather than hard-coded indices.
 Weights are torchvision's ImageNet ``state_dict``: from an explicit path, an ``s3://`` object the
 caller names, or (``auto``) the torch hub cache, where they are downloaded from torchvision's URL
 on first use as torchvision does (:mod:`genart.download`; not with ``GENART_OFFLINE=1``). Every
-model gets its weights through :func:`resolve_weights`. Without them :class:`WeightsNotFound`
-says where we looked and how to provide them. ``weights="random"`` builds a seeded,
-Kaiming-initialised network for tests and demos; every result made with it carries
-``metadata["vgg_weights"]`` saying so.
+model gets its weights through :func:`resolve_weights` (:mod:`genart.pretrained`, the rules
+Inception v3 follows too). Without them :class:`WeightsNotFound` says where we looked and how
+to provide them. ``weights="random"`` builds a seeded, Kaiming-initialised network for tests
+and demos; every result made with it carries ``metadata["vgg_weights"]`` saying so.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -28,7 +26,15 @@ import torch
 import torchvision
 from torch import nn
 
-from genart import download
+from genart.pretrained import (  # noqa: F401  (re-exported: VGG's callers find them here)
+    TEST_URLS,
+    WeightsNotFound,
+    cached_weights,
+    hub_cache_path,
+    load_state,
+    resolve_weights,
+    weights_url,
+)
 
 Arch = Literal["vgg16", "vgg19"]
 Pooling = Literal["max", "avg"]
@@ -39,30 +45,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 RANDOM_NOTE = f"random (seed {RANDOM_SEED}) — not ImageNet; results are not artistic"
 
-_ARCHS = {
-    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
-    "vgg19": (torchvision.models.vgg19, torchvision.models.VGG19_Weights.IMAGENET1K_V1),
-}
-
-
-# Tests only: arch -> URL of a file served on 127.0.0.1 (named with that file's own sha256
-# prefix), in place of torchvision's. genart itself never sets it.
-TEST_URLS: dict[str, str] = {}
-
-
-class WeightsNotFound(FileNotFoundError):
-    """No VGG weights where we looked, or their download failed; the message says how to
-    provide them."""
-
-
-def weights_url(arch: str) -> str:
-    """Where torchvision publishes the ImageNet weights of ``arch`` (its ``VGG*_Weights``)."""
-    return TEST_URLS.get(_check_arch(arch)) or _ARCHS[arch][1].url
-
-
-def hub_cache_path(arch: str) -> Path:
-    """The torch hub cache file torchvision would download ``arch``'s weights to."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_url(arch))
+_ARCHS = {"vgg16": torchvision.models.vgg16, "vgg19": torchvision.models.vgg19}
 
 
 def layer_names(arch: str = "vgg16") -> list[str]:
@@ -184,87 +167,6 @@ def public_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return {**metadata, "vgg_weights": f"imagenet ({source.group(1).rsplit('/', 1)[-1]})"}
 
 
-def resolve_weights(arch: str, weights: str) -> tuple[Path, str]:
-    """The local file holding ``arch``'s weights for a ``weights`` spec, and a description of it.
-
-    ``auto`` is the torch hub cache, filled from torchvision's URL when empty (unless offline).
-    """
-    _check_arch(arch)
-    if weights.startswith("s3://"):
-        return _download_s3(weights), f"imagenet ({weights})"
-    if weights == "auto":
-        path = cached_weights(arch)
-        return path, f"imagenet ({path})"
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path, f"imagenet ({path})"
-    raise WeightsNotFound(_missing_message(arch, [f"{path} (given path)"]))
-
-
-def cached_weights(arch: str) -> Path:
-    """``arch``'s weights in the torch hub cache, downloaded there first if missing.
-
-    Raises :class:`WeightsNotFound` when offline (``GENART_OFFLINE=1``) with nothing cached, or
-    with a one-line reason when the download fails (nothing is left in the cache then).
-    """
-    path = hub_cache_path(arch)
-    if path.is_file():
-        return path
-    if download.offline():
-        looked = [f"{path} (torch hub cache; downloading is off: {download.OFFLINE_ENV}=1)"]
-        raise WeightsNotFound(_missing_message(arch, looked))
-    try:
-        return download.download(weights_url(arch), path)
-    except download.DownloadError as err:
-        raise WeightsNotFound(
-            f"could not download the {arch} weights: {err}; nothing was saved. Retry, or pass "
-            "--vgg-weights PATH|s3://... (genart weights fetch stages them)"
-        ) from err
-
-
-def _missing_message(arch: str, looked: list[str]) -> str:
-    cache = hub_cache_path(arch)
-    lines = [f"no ImageNet weights for {arch} found. Looked in:"]
-    lines += [f"  - {place}" for place in looked]
-    lines += [
-        "Provide them by one of:",
-        f"  - fetching {weights_url(arch)} to {cache} (the torch hub cache; TORCH_HOME moves it;"
-        f" genart weights fetch {arch} does it)",
-        f"  - passing a local file: --vgg-weights /path/to/{cache.name}",
-        f"  - passing an S3 object: --vgg-weights s3://bucket/{cache.name}",
-        "  - or --vgg-weights random: a seeded random network for tests and demos (not artistic)",
-    ]
-    return "\n".join(lines)
-
-
-def _download_s3(uri: str) -> Path:
-    """Fetch ``s3://bucket/key`` into the hub cache once; reuse it while the size matches."""
-    import boto3
-    import botocore.exceptions
-
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    target = Path(torch.hub.get_dir()) / "genart-s3" / bucket / key
-    try:
-        client = boto3.client("s3")
-        size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-        if target.is_file() and target.stat().st_size == size:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Download beside the target, then rename: concurrent workers never read a partial file.
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(fd)
-        client.download_file(bucket, key, partial)
-        os.replace(partial, target)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-        looked = [f"{uri} (S3: {err})"]
-        raise WeightsNotFound(_missing_message(_arch_of(key), looked)) from err
-    return target
-
-
-def _arch_of(key: str) -> str:
-    return "vgg19" if "vgg19" in key else "vgg16"
-
-
 def _check_arch(arch: str) -> str:
     if arch not in _ARCHS:
         raise ValueError(f"unknown VGG architecture '{arch}'; valid: {sorted(_ARCHS)}")
@@ -274,7 +176,7 @@ def _check_arch(arch: str) -> str:
 def _architecture(arch: str) -> nn.Sequential:
     """torchvision's ``features`` for ``arch``, built on the meta device (no memory, no init)."""
     with torch.device("meta"):
-        return _ARCHS[_check_arch(arch)][0](weights=None).features
+        return _ARCHS[_check_arch(arch)](weights=None).features
 
 
 def _names(features: nn.Sequential) -> list[str]:
@@ -307,11 +209,7 @@ def _random_init(body: nn.Sequential, seed: int) -> None:
 
 
 def _load_state(body: nn.Sequential, path: Path) -> None:
-    try:
-        # mmap: only the tensors of the kept layers are read from a ~550 MB file.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # files in torch's legacy (non-zip) format cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state(path)  # memory-mapped: only the kept layers are read from ~550 MB
     if any(key.startswith("features.") for key in state):
         state = {k.removeprefix("features."): v for k, v in state.items() if k[:9] == "features."}
     # Keys look like "28.weight" (module index in ``features``); drop the layers we cut off.

@@ -1,4 +1,4 @@
-"""``genart eval``: score folders of images (SWD against real images, digit scores).
+"""``genart eval``: score folders of images (SWD or FID/KID against real images, digit scores).
 
 Each verb is one ``_add_<verb>`` function in ``VERBS`` that adds its parser and sets ``func``;
 every verb prints a table and, with ``--json OUT``, writes ``{"metrics": ..., **details}``.
@@ -16,7 +16,7 @@ from genart.cli.translate import register_translation
 
 def register(sub) -> None:
     """Add ``genart eval`` and its verbs to the top-level sub-parsers."""
-    parser = sub.add_parser("eval", help="score generated images (swd, digits)")
+    parser = sub.add_parser("eval", help="score generated images (swd, fid, digits)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add_verb in VERBS:
         add_verb(verbs)
@@ -70,6 +70,54 @@ def _run_swd(args) -> int:
     return _report(args, result, n=n, size=args.size, real=args.real_dir, fake=args.fake_dir)
 
 
+# --- fid ----------------------------------------------------------------------------------------
+
+
+def _add_fid(verbs) -> None:
+    p = verbs.add_parser(
+        "fid",
+        help="FID and KID between two image folders, in Inception v3's or a judge's features",
+        description="FID and KID (lower is better) of generated images against real ones. "
+        "--features inception (default): torchvision's ImageNet Inception v3 (scores "
+        "fid_inception, kid_inception; weights as --inception-weights says). digits or modes: "
+        "genart's judge classifier of that synthetic set (frechet_digits/kid_digits, "
+        "frechet_modes/kid_modes), only meaningful for images of that set. Images are scaled "
+        "and centre-cropped to --size; the same number is taken from each folder.",
+    )
+    p.add_argument("real_dir", metavar="REAL_DIR", help="folder of real (training) images")
+    p.add_argument("fake_dir", metavar="FAKE_DIR", help="folder of generated images")
+    p.add_argument("--features", choices=("inception", "digits", "modes"), default="inception",
+                   help="the feature space (default: inception)")  # fmt: skip
+    p.add_argument(
+        "--inception-weights",
+        default="auto",
+        metavar="auto|PATH|s3://...|random",
+        help="Inception v3 weights: auto (torch hub cache, downloaded on first use), a file of "
+        "torchvision's state_dict, an s3:// object, or random (tests; meaningless scores)",
+    )
+    p.add_argument("--n", type=int, default=1000, help="images per folder (default: 1000)")
+    p.add_argument("--size", type=int, default=64, help="image size (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="subset and KID seed (default: 0)")
+    _add_json_flag(p)
+    p.set_defaults(func=_run_fid)
+
+
+def _run_fid(args) -> int:
+    from genart import fid, images
+    from genart.images import find_images
+
+    n = min(args.n, *(len(find_images(d)) for d in (args.real_dir, args.fake_dir)))
+    channels = 3 if args.features != "digits" else 1
+    real, fake = (images.load_folder(d, n, args.size, channels, seed=args.seed)
+                  for d in (args.real_dir, args.fake_dir))  # fmt: skip
+    features = fid.extractor(args.features, args.inception_weights)
+    result = fid.scores(real, fake, args.features, features, seed=args.seed)
+    details = {"n": n, "size": args.size, "real": args.real_dir, "fake": args.fake_dir}
+    if args.features == "inception":
+        details["inception_weights"] = features.note
+    return _report(args, result, **details)
+
+
 # --- digits -------------------------------------------------------------------------------------
 
 
@@ -94,4 +142,4 @@ def _run_digits(args) -> int:
     return _report(args, result, dir=args.dir)
 
 
-VERBS = (_add_swd, _add_digits, register_translation)
+VERBS = (_add_swd, _add_fid, _add_digits, register_translation)

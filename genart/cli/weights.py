@@ -1,13 +1,14 @@
-"""``genart weights fetch vgg16|vgg19 [--to PATH|s3://...]``: stage pretrained weights ahead of
-time, for a cluster whose workers cannot reach the internet (they then take ``--vgg-weights``
-with the path or ``s3://`` URI printed here)."""
+"""``genart weights fetch vgg16|vgg19|inception_v3 [--to PATH|s3://...]``: stage pretrained
+weights ahead of time, for a cluster whose workers cannot reach the internet (they then take
+``--vgg-weights`` or ``--inception-weights`` with the path or ``s3://`` URI printed here)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-ARCHS = ("vgg16", "vgg19")  # genart.vgg.Arch, not imported here: genart.vgg loads torch
+# genart.vgg.Arch and genart.inception.ARCH, not imported here: both load torch.
+ARCHS = ("vgg16", "vgg19", "inception_v3")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = weights.add_subparsers(dest="verb", required=True, metavar="VERB")
     fetch = verbs.add_parser(
         "fetch",
-        help="download torchvision's ImageNet VGG weights (verified) and copy them somewhere",
-        description="Download torchvision's ImageNet VGG weights into the torch hub cache "
-        "(where --vgg-weights auto looks; kept if already there), checking their sha256, and "
-        "optionally copy them to a file, folder or s3:// URI that a cluster's workers can read.",
+        help="download torchvision's ImageNet weights (verified) and copy them somewhere",
+        description="Download torchvision's ImageNet weights of VGG (style losses) or Inception "
+        "v3 (FID/KID) into the torch hub cache (where --vgg-weights/--inception-weights auto "
+        "look; kept if already there), checking their sha256, and optionally copy them to a "
+        "file, folder or s3:// URI that a cluster's workers can read.",
     )
     fetch.add_argument("arch", choices=ARCHS)
     fetch.add_argument(
@@ -33,14 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def fetch_command(args) -> int:
     """Make sure the hub cache holds ``args.arch``'s weights; copy them to ``args.to``."""
-    from genart import storage, vgg
+    from genart import pretrained, storage
 
-    cached = vgg.cached_weights(args.arch)
+    cached = pretrained.cached_weights(args.arch)
     where = str(cached)
     if args.to:
         where = destination(args.to, cached.name)
         storage.upload_file(cached, where)
-    print(f"{args.arch} weights: {where} (pass --vgg-weights {where}, or auto for the cache)")
+    flag = pretrained.FLAGS[args.arch]
+    print(f"{args.arch} weights: {where} (pass {flag} {where}, or auto for the cache)")
     return 0
 
 

@@ -225,6 +225,13 @@ def test_dcgan_evaluate_adds_mode_scores_when_asked(cache, monkeypatch):
     scores = dcgan.evaluate(dcgan.build(p, data), p, reference)
     assert {"swd", "modes_coverage", "modes_recognised", "modes_frechet"} <= set(scores)
     assert scores["modes_coverage"] <= 2  # an untrained generator draws no mode
+    # KID against the run's real images in the judge's features: far for an untrained G, near 0
+    # for other real images.
+    assert scores["kid_modes"] > 10 * scores["kid_modes_std"] > 0
+    others = torch.from_numpy(synthetic.render_modes(64, size=32, seed=HELD_OUT_SEED + 1)[0])
+    judge = modes_classifier.load_classifier(cache)
+    same = dcgan._judge_kid(reference["image"], others.permute(0, 3, 1, 2), "modes", judge)
+    assert abs(same["kid_modes"]) < scores["kid_modes"] / 20
     plain = dcgan.DCGANConfig(g_width=4, d_width=4, latent_dim=8)
     assert not any(k.startswith("modes_") for k in dcgan.evaluate(dcgan.build(plain, data),
                                                                   plain, reference))  # fmt: skip

@@ -190,9 +190,30 @@ def test_fetch_uploads_to_s3(server, monkeypatch, weights):
     assert body == weights[1]
 
 
-def test_cli_architectures_match_the_loss_network():
+def test_cli_architectures_match_the_loss_network_and_inception():
     import typing
 
+    from genart import inception, pretrained
     from genart.cli.weights import ARCHS
 
-    assert typing.get_args(vgg.Arch) == ARCHS
+    assert (*typing.get_args(vgg.Arch), inception.ARCH) == ARCHS == tuple(pretrained.PUBLISHED)
+
+
+def test_inception_weights_follow_the_same_rules(server, monkeypatch, weights, capsys):
+    """Fetched into the hub cache with progress, named for --inception-weights; offline with
+    nothing cached, the message says where it looked and how to provide them."""
+    from genart import inception
+
+    name = publish(server, monkeypatch, weights[1], arch="inception_v3")
+    assert main(["weights", "fetch", "inception_v3"]) == 0
+    cached = vgg.hub_cache_path("inception_v3")
+    assert cached.name == name and cached.read_bytes() == weights[1]
+    out = capsys.readouterr().out
+    assert f"{name}: 100% of " in out and f"(pass --inception-weights {cached}" in out
+    cached.unlink()
+    monkeypatch.setenv(download.OFFLINE_ENV, "1")
+    with pytest.raises(vgg.WeightsNotFound) as found:
+        inception.load_inception("auto")
+    message = str(found.value)
+    assert str(cached) in message and "genart weights fetch inception_v3" in message
+    assert "--inception-weights s3://bucket/" in message and server.requests == [name]
