@@ -127,8 +127,8 @@ class Gateway:
         before fitting; fit alike, the two stay aligned)."""
         limits = self.settings.limits
 
-        def named_error(name: str, err: v.RequestError) -> v.RequestError:
-            return v.RequestError(err.status, f"{name}: {err.reason}")
+        def named_error(name: str, err: v.RequestError, status: int = 0) -> v.RequestError:
+            return v.RequestError(status or err.status, f"{name}: {err.reason}")
 
         def decode() -> dict[str, np.ndarray]:
             images = {}
@@ -136,7 +136,11 @@ class Gateway:
                 try:
                     images[name] = v.decode_base64_image(text, limits)
                 except v.RequestError as err:
-                    raise named_error(name, err) from err
+                    # The body is well-formed JSON of a supported type: a field whose text is
+                    # not an image (bad base64, another format, corrupt data) is an unusable
+                    # value, 422 like any other; 413 still says the image is too large.
+                    status = 422 if err.status in (400, 415) else err.status
+                    raise named_error(name, err, status) from err
             if "mask" in images:
                 v.check_mask(images["mask"], images["content"])
             fitted = {}

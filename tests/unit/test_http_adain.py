@@ -65,7 +65,7 @@ def test_a_named_style_goes_by_name_and_an_unknown_one_is_404():
         ({"style_name": "waves", "preserve_color": "lab"}, 422, "'none', 'ycbcr' or 'yiq'"),
         ({"style_name": "waves", "preserve_color": True}, 422, "'none', 'ycbcr' or 'yiq'"),
         ({"style": b64(200, 200)}, 413, "style: image is 200x200"),
-        ({"style": "not base64!"}, 400, "style: image is not valid base64"),
+        ({"style": "not base64!"}, 422, "style: image is not valid base64"),
     ],
 )
 def test_bad_requests_never_reach_the_model(fields, status, words):

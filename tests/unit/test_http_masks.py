@@ -77,12 +77,12 @@ def test_gatys_masks_reach_the_synchronous_worker_and_the_jobs():
     [
         ({"mask": b64(40, 40)}, 422,
          "mask is 40x40 but the content is 96x48: send a mask of the content's size"),
-        ({"mask": base64.b64encode(b"GIF89a not a mask").decode()}, 415,
+        ({"mask": base64.b64encode(b"GIF89a not a mask").decode()}, 422,
          "mask: unsupported image format: send one of PNG, JPEG, WEBP"),
-        ({"mask": "not base64!"}, 400, "mask: image is not valid base64"),
+        ({"mask": "not base64!"}, 422, "mask: image is not valid base64"),
         ({"mask": b64(300, 10)}, 413, "mask: image is 300x10"),
         ({"outside_style": b64(16, 16)}, 422, "outside_style needs a mask"),
-        ({"mask": b64(96, 48), "outside_style": "%%"}, 400, "outside_style: image is not valid"),
+        ({"mask": b64(96, 48), "outside_style": "%%"}, 422, "outside_style: image is not valid"),
         ({"alpha": 1.5}, 422, "less than or equal to 1"),
     ],
 )  # fmt: skip
