@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -60,6 +61,8 @@ def require():
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+        # Ending a run on a server prints links to it on stdout; genart's line names the run.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return mlflow
 
 
