@@ -11,6 +11,7 @@ from genart import config, tracking
 from genart.cli import train as cli_train
 from genart.errors import ConfigError, InputError
 from genart.train import launch
+from genart.tune import driver, settings, space
 
 
 def test_flatten_gives_dotted_keys_and_text_values():
@@ -180,3 +181,17 @@ def test_models_uri_must_name_a_version_of_a_genart_export(tmp_path, store):
     mlflow_client.create_model_version("other", source, run_id=record.run_id)
     with pytest.raises(InputError, match="no genart export"):
         tracking.download_model("models:/other/1", store, str(tmp_path / "dl"))
+
+
+def test_sweep_trials_track_into_the_sweeps_local_store(tmp_path):
+    overrides = ["run.name=sweep", f"run.storage_path={tmp_path}", "run.tracking_uri=local"]
+    base = settings.base_config(config.load("dcgan", overrides=overrides), "asha")
+    assert base.run.tracking_uri == f"sqlite:///{tmp_path}/sweep/mlflow/mlflow.db"
+
+
+def test_optimisation_sweeps_refuse_tracking(tmp_path):
+    raw = config.apply_overrides({"model": "dream"}, [f"data.uri={tmp_path / 'a.png'}"])
+    job = settings.optimisation_job("dream", raw, [], 32, "random")
+    job.run = config.RunConfig(name="sweep", storage_path=str(tmp_path), tracking_uri="local")
+    with pytest.raises(ConfigError, match="dream sweeps are not tracked"):
+        driver.sweep_optimisation(job, space.load("dream"), settings.Settings())
