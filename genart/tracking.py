@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -202,8 +204,10 @@ def end_run(record: Record, status: str) -> None:
 class RunLog:
     """What rank 0 logs to its run while it trains: metrics at each log step and files.
 
-    A failed call warns once and stops the logging: a run must not fail, or wait at every
-    step, because its tracking server went away (``metrics.jsonl`` keeps every report).
+    The calls run in order in a thread of their own, so a log step never waits for the
+    tracking server (a round trip to one on the same machine takes tens of milliseconds, more
+    than many steps). A failed call warns once and stops the logging: a run must not fail
+    because its tracking server went away (``metrics.jsonl`` keeps every report).
     """
 
     def __init__(self, record: Record, warn):
@@ -211,6 +215,10 @@ class RunLog:
         self.client = client(record.tracking_uri)
         self.warn = warn
         self.working = True
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        # A daemon: a run that fails drops what is still queued rather than hang on it.
+        self.thread = threading.Thread(target=self._work, name="genart-mlflow", daemon=True)
+        self.thread.start()
 
     @classmethod
     def of(cls, folder: str, warn) -> RunLog | None:
@@ -228,20 +236,28 @@ class RunLog:
             for k, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        self._call(self.client.log_batch, self.record.run_id, metrics=numbers)
+        self.pending.put((self.client.log_batch, (self.record.run_id,), {"metrics": numbers}))
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
-        """The file at ``path``, into the run's artifacts (under ``folder``)."""
-        self._call(self.client.log_artifact, self.record.run_id, str(path), folder)
+        """The file at ``path`` (left in place until :meth:`close`), into the run's artifacts
+        (under ``folder``)."""
+        self.pending.put((self.client.log_artifact, (self.record.run_id, str(path), folder), {}))
 
-    def _call(self, fn, *args, **kwargs) -> None:
-        if not self.working:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as error:  # any failure of the tracking store: the run goes on
-            self.working = False
-            self.warn(f"MLflow tracking stopped ({type(error).__name__}: {error})")
+    def close(self) -> None:
+        """Wait until every call made so far has run (or failed), and stop the thread."""
+        self.pending.put(None)
+        self.thread.join()
+
+    def _work(self) -> None:
+        while (call := self.pending.get()) is not None:
+            if not self.working:
+                continue
+            fn, args, kwargs = call
+            try:
+                fn(*args, **kwargs)
+            except Exception as error:  # any failure of the tracking store: the run goes on
+                self.working = False
+                self.warn(f"MLflow tracking stopped ({type(error).__name__}: {error})")
 
 
 def register_export(record: Record, export_dir: Path, model: str, step: int) -> str:

@@ -121,6 +121,7 @@ class RunOutputs:
         if self.tracking is not None:
             self.tracking.artifact(self.dir / "metrics.json")
             self.tracking.artifact(curve)
+            self.tracking.close()  # all logged before the driver ends the MLflow run
         storage.upload_dir(self.dir, self.uri)
         samples = sorted((self.dir / "samples").glob("step_*.png"))
         files = {

@@ -133,16 +133,17 @@ def test_run_log_warns_once_and_stops_when_the_store_fails(tmp_path, store):
     warnings, calls = [], []
     log = tracking.RunLog(record, warnings.append)
     log.metrics(2, {"loss_g": 1.5, "eval_split": "train", "steps": 2})
-    history = tracking.client(store).get_metric_history(record.run_id, "loss_g")
-    assert [(m.step, m.value) for m in history] == [(2, 1.5)]
 
     def broken(*args, **kwargs):
         calls.append(args)
         raise ConnectionError("server gone")
 
-    log.client.log_batch = broken
+    log.client.log_batch = broken  # the calls made from now on fail
     log.metrics(4, {"loss_g": 1.0})
     log.metrics(6, {"loss_g": 0.5})
+    log.close()
+    history = tracking.client(store).get_metric_history(record.run_id, "loss_g")
+    assert [(m.step, m.value) for m in history] == [(2, 1.5)]  # labels are not metrics
     assert len(calls) == 1 and len(warnings) == 1 and "server gone" in warnings[0]
 
 
