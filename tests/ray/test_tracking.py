@@ -142,6 +142,15 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_trial(ray_local, server, digit
         assert child.info.status == "FINISHED"
         assert steps_of(mlflow_client, child.info.run_id, "loss_g") == [2, 4]
 
+    cfg.run.resume = True  # a finished sweep resumed: the same parent, no new children
+    driver.sweep(cfg, searched, settings.Settings(scheduler="fifo", max_concurrent=2))
+    assert tracking.read_record(str(tmp_path / "sweep")) == parent
+    assert mlflow_client.get_run(parent.run_id).info.status == "FINISHED"
+    again = mlflow_client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'"
+    )
+    assert sorted(c.info.run_id for c in again) == sorted(c.info.run_id for c in children)
+
 
 def test_tracking_local_needs_no_server(ray_local, digits, tmp_path, capsys):
     args = ["train", "dcgan", "--config", str(SMOKE), "--data", str(digits), "--steps", "2",
