@@ -108,6 +108,9 @@ class RunConfig:
     # optimizer moments, step and RNG come from it, hyper-parameters from this config (how a
     # PBT trial exploits another trial's checkpoint).
     init_from: str = ""
+    # MLflow tracking (genart/tracking.py): "" = off; a tracking server (http://HOST:PORT) or
+    # any MLflow tracking URI; "local" = a SQLite store under the run folder, no server needed.
+    tracking_uri: str = ""
 
     def __post_init__(self):
         at_least(self, "run", -1, "max_failures")  # -1: retry without limit (as Ray's)

@@ -16,6 +16,7 @@ SHORTCUTS = {
     "name": "run.name",
     "storage": "run.storage_path",
     "max_failures": "run.max_failures",
+    "tracking": "run.tracking_uri",
 }
 
 
@@ -63,6 +64,12 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="storage path: folder or s3:// URI (run.storage_path)")
     p.add_argument("--max-failures", type=int, help="automatic restarts (run.max_failures)")
     p.add_argument("--resume", action="store_true", help="continue the named run")
+    p.add_argument(
+        "--tracking",
+        metavar="URI",
+        help="track in MLflow: a server (http://HOST:PORT), any MLflow tracking URI, or "
+        "'local' (a store in the run folder) (run.tracking_uri)",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from genart import config, registry, storage
+from genart import config, registry, storage, tracking
 from genart.config import Config, ConfigError
 from genart.train.checkpoint import CHECKPOINT_PREFIX, newest_config
 
@@ -78,12 +78,14 @@ def saved_config(cfg: Config) -> Config | None:
 
 
 def resolve_run(cfg: Config) -> Config:
-    """Fill in the run name and absolute storage path; refuse to clobber an existing run, or
-    to resume one with a config that changes the experiment (``config.refuse_changes``)."""
+    """Fill in the run name, absolute storage path and tracking URI (``local``: the store in
+    the run folder); refuse to clobber an existing run, or to resume one with a config that
+    changes the experiment (``config.refuse_changes``)."""
     if not cfg.run.name:
         cfg.run.name = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg.run.storage_path = storage.absolute(cfg.run.storage_path)
     run_uri = storage.join(cfg.run.storage_path, cfg.run.name)
+    cfg.run.tracking_uri = tracking.resolve_uri(cfg.run.tracking_uri, run_uri)
     has_checkpoints = any(d.startswith(CHECKPOINT_PREFIX) for d in storage.list_dirs(run_uri))
     if has_checkpoints and not cfg.run.resume:
         raise ConfigError(
@@ -108,6 +110,8 @@ def fit(cfg: Config, callbacks: list | None = None):
     """Train ``cfg`` with Ray Train; returns the ``ray.train.Result``.
 
     ``callbacks``: Ray Train ``UserCallback``s run on the controller (Tune relays reports).
+    With ``run.tracking_uri``, the run's MLflow run is started (or continued) before the
+    workers start and ended after them, its export registered (:mod:`genart.tracking`).
     """
     import ray.train
     from ray.data import ExecutionOptions
@@ -118,6 +122,7 @@ def fit(cfg: Config, callbacks: list | None = None):
     from genart.train.loop import train_loop_per_worker
 
     cfg = resolve_run(cfg)
+    tracked = tracking.start(cfg)  # before Ray starts: a missing MLflow fails at once
     s = cfg.scaling
     init_ray(s.workers, s.cpus_per_worker)
     resources = {
@@ -146,6 +151,11 @@ def fit(cfg: Config, callbacks: list | None = None):
     )
     use_own_cluster_cleaner()  # Ray's asks whichever cluster it finds (genart.compat.isolation)
     try:
-        return trainer.fit()
+        result = trainer.fit()
     finally:
         console.flush()  # the run's last lines before whatever the caller prints next
+    if tracked is not None:
+        version = tracking.finish(cfg, tracked, failed=result.error is not None)
+        registered = f"; its export is {version}" if version else ""
+        console.emit(f"[{cfg.run.name}] MLflow run {tracked.run_id}{registered}")
+    return result

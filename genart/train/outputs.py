@@ -5,8 +5,9 @@ Layout of a run folder ``<storage_path>/<name>/`` (next to Ray's ``checkpoint_*`
 checkpoint on resume so no step is lost or repeated), ``samples/step_XXXXXX.png`` (grids from
 the fixed inputs), ``tb/`` (TensorBoard events), and at the end ``loss_curve.png`` and
 ``metrics.json`` (final losses and quality scores, with ``eval_split``: the split they were
-scored on). For remote storage the files are staged locally and uploaded at every checkpoint
-and at the end.
+scored on). With ``run.tracking_uri`` the reports, grids, curve and metrics also go to the
+run's MLflow run (:mod:`genart.tracking`). For remote storage the files are staged locally
+and uploaded at every checkpoint and at the end.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from genart import console, registry, storage
+from genart import console, registry, storage, tracking
 from genart.config import Config, save
 from genart.images import grid, save_grid
 
@@ -48,6 +49,8 @@ class RunOutputs:
         self.tb = SummaryWriter(
             str(self.dir / "tb"), purge_step=history[-1]["step"] + 1 if history else None
         )
+        # The MLflow run the driver started for this run (genart.tracking), logged from here.
+        self.tracking = tracking.RunLog.of(self.uri, self.log) if cfg.run.tracking_uri else None
 
     def log(self, message: str, progress: tuple[int, int] | None = None) -> None:
         """A line on genart's console (from this worker, through the driver's console relay);
@@ -70,6 +73,8 @@ class RunOutputs:
         for key, value in metrics.items():
             if not isinstance(value, str):
                 self.tb.add_scalar(key, value, step)
+        if self.tracking is not None:
+            self.tracking.metrics(step, metrics)
         self.log(self._progress(step, metrics), progress=(step, self.cfg.train.steps))
 
     def _progress(self, step: int, metrics: dict[str, float | str]) -> str:
@@ -100,6 +105,8 @@ class RunOutputs:
         path = self.dir / "samples" / f"step_{step:06d}.png"
         save_grid(images, path)
         self.tb.add_image("samples", (grid(images) + 1) / 2, step)
+        if self.tracking is not None:
+            self.tracking.artifact(path, "samples")
 
     def checkpointed(self, step: int) -> None:
         if self.enabled:
@@ -111,6 +118,10 @@ class RunOutputs:
         (self.dir / "metrics.json").write_text(json.dumps(final, indent=1))
         curve = plot_losses(self.history, self.dir / "loss_curve.png")
         self.tb.close()
+        if self.tracking is not None:
+            self.tracking.artifact(self.dir / "metrics.json")
+            self.tracking.artifact(curve)
+            self.tracking.close()  # all logged before the driver ends the MLflow run
         storage.upload_dir(self.dir, self.uri)
         samples = sorted((self.dir / "samples").glob("step_*.png"))
         files = {

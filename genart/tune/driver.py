@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from genart import config, registry, storage
+from genart import config, registry, storage, tracking
 from genart.config import Config, ConfigError
 from genart.tune import report, trials
 from genart.tune.settings import (
@@ -92,6 +92,11 @@ def sweep_optimisation(job: OptimisationJob, space: Space, settings: Settings) -
     from genart.train.launch import init_ray
 
     spec = job.spec
+    if job.run.tracking_uri:
+        raise ConfigError(
+            f"MLflow tracking covers training runs and their sweeps; {spec.name} sweeps are "
+            "not tracked: drop --tracking"
+        )
     if settings.scheduler == "pbt":
         raise ConfigError(f"{spec.name} trials keep no checkpoints to exploit: use asha or fifo")
     if settings.metric not in ("", spec.metric) or settings.mode not in ("", spec.mode):
@@ -148,11 +153,31 @@ def run(plan: Plan, space: Space, settings: Settings) -> Report:
         )
         if plan.stored is not None:
             _write(exp_uri, {SWEEP_FILE: yaml.safe_dump(plan.stored, sort_keys=False)})
+    tracked = _track(plan, exp_uri)
     started = time.perf_counter()
     results = tuner.fit()
     if plan.janitor is not None:  # the trials' processes are ending: release what they held
         ray.get(plan.janitor.drain.remote())
-    return report.summarise(results, plan, exp_uri, time.perf_counter() - started)
+    summary = report.summarise(results, plan, exp_uri, time.perf_counter() - started)
+    if tracked is not None:
+        tracking.finish_sweep(tracked, summary.files, summary.best, plan.metric)
+    return summary
+
+
+def _track(plan: Plan, exp_uri: str) -> tracking.Record | None:
+    """The sweep's parent MLflow run, started or (resuming) continued; None untracked.
+
+    Its params are what ``sweep.yaml`` holds; each trial's Train run is a child run of it
+    (:func:`genart.tune.trials.train_trial` finds it in the sweep's folder).
+    """
+    if not plan.run.tracking_uri or plan.stored is None:
+        return None
+    model = plan.stored["config"]["model"]
+    tags = {"genart.model": model, "genart.sweep": plan.run.name}
+    experiment = tracking.experiment_name(model)
+    return tracking.open_run(
+        exp_uri, plan.run.tracking_uri, plan.run.name, experiment, plan.stored, tags
+    )
 
 
 def stored_sweep(run_cfg: config.RunConfig, settings: Settings) -> tuple[Config, Settings]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from genart import config, registry, storage
+from genart import config, registry, storage, tracking
 from genart.config import Config, ConfigError
 
 DRIVER_CPU = 0.01  # the Tune function only waits on its Train run; Tune rejects 0 CPUs
@@ -194,6 +194,9 @@ def base_config(cfg: Config, scheduler: str) -> Config:
     """
     cfg = Config.from_dict(cfg.to_dict())  # a copy: the caller's config stays as given
     cfg.run = sweep_run(cfg.run, cfg.model)
+    # Trials track into the sweep's store: "local" is the one in the sweep's folder.
+    sweep_uri = storage.join(cfg.run.storage_path, cfg.run.name)
+    cfg.run.tracking_uri = tracking.resolve_uri(cfg.run.tracking_uri, sweep_uri)
     # Tune runs each trial in its own working folder: relative data paths would break there.
     for key in ("uri", "uri_b"):
         value = getattr(cfg.data, key)

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from genart import storage
+from genart import storage, tracking
 from genart.config import Config, ConfigError
 from genart.train import checkpoint
 from genart.tune.settings import RUNS, OptimisationJob
@@ -59,6 +59,15 @@ def train_trial(params: dict, base: dict, metric: str, relay: Relay) -> None:
         "init_from": _uri(start) if start is not None else "",
     }
     cfg = Config.from_dict(raw)
+    if cfg.run.tracking_uri:
+        sweep = storage.join(base["run"]["storage_path"], base["run"]["name"])
+        # The trial's child run; its later Train runs (PBT restarts) continue it.
+        tracking.start(
+            cfg,
+            parent=tracking.read_record(sweep),
+            tags={"genart.trial": trial},
+            inherit=storage.join(runs, trial),
+        )
     finished = final_scores(cfg, metric)
     if finished is not None:  # the run ended before an interruption, its last report did not
         tune.report({**finished, "run": cfg.run.name})
