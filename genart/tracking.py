@@ -302,8 +302,10 @@ def download_model(model_uri: str, tracking_uri: str | None = None, dst: str | N
             artifact_uri=source, dst_path=dst, tracking_uri=tracking_uri
         )
     )
-    if not (path / "meta.json").is_file():
-        raise InputError(f"{model_uri} holds no genart export (no meta.json in {source})")
+    from genart import export
+
+    if not export.is_export(str(path)):
+        raise InputError(f"{model_uri} holds no genart export (no manifest in {source})")
     return path
 
 
@@ -337,11 +339,10 @@ def finish(cfg: Config, record: Record, failed: bool) -> str | None:
     if failed:
         end_run(record, "FAILED")
         return None
-    from genart.train import checkpoint
+    from genart import export
 
     with tempfile.TemporaryDirectory(prefix="genart-export-") as tmp:
-        checkpoint.export(run_folder(cfg), tmp)
-        step = json.loads((Path(tmp) / "meta.json").read_text())["step"]
+        step = export.from_checkpoint(run_folder(cfg), tmp)["source"]["step"]
         version = register_export(record, Path(tmp), experiment_name(cfg.model), step)
     end_run(record, "FINISHED")
     return version

@@ -115,7 +115,7 @@ def test_a_run_and_its_resume_are_one_mlflow_run(ray_local, server, digits, tmp_
     assert len(versions) == 2 and latest.tags["genart.step"] == "8"
     local = tracking.download_model(f"models:/genart-dcgan/{latest.version}", server,
                                     str(tmp_path / "download"))  # fmt: skip
-    assert json.loads((local / "meta.json").read_text())["step"] == 8
+    assert json.loads((local / "export.json").read_text())["source"]["step"] == 8
     assert (local / "G.pt").is_file()
     assert "View run" not in capsys.readouterr().out  # MLflow's links to the run stay out
 
