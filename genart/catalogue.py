@@ -111,7 +111,9 @@ class Catalogue:
         return export.load(self.usable(name).uri, device)
 
     def publish(self, source: str, name: str, replace: bool = False) -> Entry:
-        """Export the run or checkpoint folder ``source`` as the model ``name``.
+        """Export ``source`` as the model ``name``: a run or checkpoint folder, or a model
+        registered in MLflow (``models:/NAME/VERSION``, from ``MLFLOW_TRACKING_URI``'s registry;
+        its export is verified, then copied).
 
         An existing name is refused unless ``replace``; replacing removes the old export
         first, so the name is absent (never a mix of two exports) while the new one is written.
@@ -119,7 +121,12 @@ class Catalogue:
         uri = self.claim(name, replace)
         if storage.exists(uri):
             storage.remove(uri)
-        export.from_checkpoint(source, uri)
+        if source.startswith("models:/"):
+            from genart import tracking
+
+            export.copy(str(tracking.download_model(source)), uri)
+        else:
+            export.from_checkpoint(source, uri)
         return self._describe(name)
 
     def claim(self, name: str, replace: bool = False) -> str:

@@ -119,6 +119,20 @@ def write(
     return manifest
 
 
+def copy(source: str, out: str) -> dict[str, Any]:
+    """Copy the export at ``source`` (verified first) to ``out``, its manifest last, so a reader
+    never takes a partial copy for a complete export; returns the manifest."""
+    manifest = verify(source)
+    local = storage.local_copy(source)
+    if not (local / MANIFEST).is_file():
+        raise InvalidExport(f"{source}: an export of an older format; export its run again")
+    for path in sorted(local.iterdir()):
+        if path.is_file() and path.name != MANIFEST:
+            storage.upload_file(path, storage.join(out, path.name))
+    storage.upload_file(local / MANIFEST, storage.join(out, MANIFEST))
+    return manifest
+
+
 def _manifest(cfg: Config, origin: dict[str, Any]) -> dict[str, Any]:
     """The manifest of an export of ``cfg``'s family whose weights came from ``origin``
     (``source``, ``weights``, ``scores``), less its creation time and files."""

@@ -29,7 +29,11 @@ def register(sub) -> None:
     p.set_defaults(func=train)
 
     p = sub.add_parser("export", help="export a run's generator(s) + config for serving")
-    p.add_argument("run", help="run folder or checkpoint folder (local or s3://)")
+    p.add_argument(
+        "run",
+        help="run folder or checkpoint folder (local or s3://); with --catalogue also a model "
+        "registered in MLflow, models:/NAME/VERSION",
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="output folder (local or s3://)")
     where.add_argument("--catalogue", help="catalogue (folder or s3:// prefix) to add it to")

@@ -196,3 +196,18 @@ def test_optimisation_sweeps_refuse_tracking(tmp_path):
     job.run = config.RunConfig(name="sweep", storage_path=str(tmp_path), tracking_uri="local")
     with pytest.raises(ConfigError, match="dream sweeps are not tracked"):
         driver.sweep_optimisation(job, space.load("dream"), settings.Settings())
+
+
+@store_tests
+def test_a_registered_model_is_published_to_a_catalogue(tmp_path, store, monkeypatch):
+    from exports import make_export
+
+    from genart.catalogue import Catalogue
+
+    made = make_export(tmp_path, "dcgan", ["dcgan.g_width=4", "dcgan.d_width=4"])
+    record = tracking.open_run(str(tmp_path / "run"), store, "a", "genart-dcgan-cat", {})
+    uri = tracking.register_export(record, Path(made), "genart-dcgan-cat", 0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    entry = Catalogue(str(tmp_path / "cat")).publish(uri, "from-registry")
+    assert entry.usable and entry.family == "dcgan"
+    assert Catalogue(str(tmp_path / "cat")).load("from-registry").nets["G"] is not None
