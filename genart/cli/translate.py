@@ -8,6 +8,7 @@ local or ``s3://``.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing the pipelines would load torch
 
@@ -26,9 +27,12 @@ def register(sub) -> None:
     add_tile(p)
     p.set_defaults(func=translate)
 
-    p = sub.add_parser("onnx", help="export a run's generators as ONNX, checked with onnxruntime")
-    p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
-    p.add_argument("--out", required=True, help="folder for <net>.onnx")
+    p = sub.add_parser(
+        "onnx", help="add ONNX graphs, checked with onnxruntime, to an export (or write them)"
+    )
+    p.add_argument("run", metavar="RUN", help="exported folder, checkpoint or run folder")
+    p.add_argument("--out", help="folder for <net>.onnx (default: into the export RUN itself, "
+                   "which then runs on onnxruntime on CPU)")  # fmt: skip
     p.set_defaults(func=onnx)
 
 
@@ -61,17 +65,29 @@ def translate(args) -> int:
 
 
 def onnx(args) -> int:
-    from genart import pipelines
+    """Write the checked graphs into the export RUN (its meta lists them) or into ``--out``."""
+    from genart import onnx_export, storage
     from genart.errors import InputError
-    from genart.pipelines.adain import AdaINPipeline
-    from genart.pipelines.base import ImagePipeline
+    from genart.pipelines.base import load_nets
 
-    pipe = pipelines.load(args.run, device="cpu")
-    if not isinstance(pipe, ImagePipeline | AdaINPipeline):
-        raise InputError(f"{args.run} holds a '{pipe.cfg.model}' model: ONNX export takes "
-                         "image models (fast_style, adain, pix2pix, cyclegan)")  # fmt: skip
-    for path, diff in pipe.export_onnx(args.out).items():  # raises above the tolerance
-        print(f"{path}: max abs diff vs torch {diff:.2e}")
+    into_export = args.out is None
+    if into_export and (storage.is_remote(args.run) or not storage.exists(
+            storage.join(args.run, "meta.json"))):  # fmt: skip
+        raise InputError(f"{args.run} is not a local export folder: give --out for the graphs")
+    nets, cfg = load_nets(args.run, device="cpu")
+    if cfg.model not in onnx_export.GRAPH_FAMILIES:
+        raise InputError(f"{args.run} holds a '{cfg.model}' model: ONNX graphs are for "
+                         f"{', '.join(onnx_export.GRAPH_FAMILIES)}")  # fmt: skip
+    folder = Path(args.run if into_export else args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if into_export:
+        written = onnx_export.add_to_export(folder, nets, cfg)
+    else:
+        written = onnx_export.write_graphs(folder, nets, cfg)
+    if not written["onnx"]:
+        raise InputError(f"no ONNX graph written: {written['onnx_error']}")
+    for file in written["onnx"].values():
+        print(f"wrote {folder / file} (max abs diff vs torch {written['onnx_max_diff']:.2e})")
     return 0
 
 

@@ -8,15 +8,16 @@ feature space: AdaIN's own strength), several styles blend by their weights, and
     styled = pipe(read("photo.jpg"), [read("waves.png"), read("mosaic.png")], alpha=0.8,
                   weights=[0.7, 0.3], preserve_color="ycbcr")
 
-The export holds only the decoder; the frozen VGG-19 encoder is rebuilt from the training
-config's ``vgg_weights`` (or the ``vgg_weights`` given here). :meth:`AdaINPipeline.describe`
+The export holds only the decoder (its weights, and its ONNX graph that ``backend``
+onnxruntime runs: see :meth:`ExportedPipeline.use_backend`); the frozen VGG-19 encoder is
+rebuilt from the training config's ``vgg_weights`` (or the ``vgg_weights`` given here) and
+runs on torch. :meth:`AdaINPipeline.describe`
 says which weights it has: random VGG weights (tests, demos) say so there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from genart import controls
 from genart.controls import PreserveColor
 from genart.images import from_uint8, to_uint8
 from genart.models import adain
+from genart.onnx_export import Backend
 from genart.pipelines.base import ExportedPipeline, with_channels
 from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
@@ -35,19 +37,27 @@ class AdaINPipeline(ExportedPipeline):
 
     ``tile``: a content with a side above it is stylised in blended overlapping tiles of that
     side (:mod:`genart.pipelines.tiles`), each normalised to the style by its own feature
-    statistics; 0 = never tile.
+    statistics; 0 = never tile. ``backend``: which runs the decoder (the heaviest part at
+    output resolution).
     """
 
     MODELS = ("adain",)
 
     def __init__(
-        self, nets, cfg, description, vgg_weights: str | None = None, tile: int = DEFAULT_TILE
+        self,
+        nets,
+        cfg,
+        description,
+        vgg_weights: str | None = None,
+        tile: int = DEFAULT_TILE,
+        backend: Backend = "auto",
     ):
         super().__init__(nets, cfg, description)
         self.tile = check_tile(tile)
         weights = vgg_weights or cfg.params.vgg_weights
         self.encoder = adain.encoder(weights, self.device)
-        self.description = {**description, "encoder": dict(self.encoder.metadata)}
+        self.description |= {"encoder": dict(self.encoder.metadata)}
+        self.use_backend(backend)
 
     def __call__(
         self,
@@ -68,8 +78,10 @@ class AdaINPipeline(ExportedPipeline):
         content_t = self._tensor(content)
         style_ts = [self._tensor(style) for style in styles]
 
+        decoder = self.onnx.get("decoder", self.nets["decoder"])
+
         def stylize(tile: torch.Tensor) -> torch.Tensor:
-            return adain.stylize(self.nets["decoder"], self.encoder, tile, style_ts, alpha, weights)
+            return adain.stylize(decoder, self.encoder, tile, style_ts, alpha, weights)
 
         out = run_with_tile_option(stylize, content_t, self.tile, adain.STRIDE)
         if preserve_color != "none":
@@ -82,27 +94,3 @@ class AdaINPipeline(ExportedPipeline):
         # Copied only if need be: torch cannot wrap a read-only array (one read with PIL).
         rgb = torch.from_numpy(np.require(with_channels(image, 3), requirements=("C", "W")))
         return from_uint8(rgb.to(self.device)).unsqueeze(0)
-
-    def export_onnx(self, folder: str | Path) -> dict[str, float]:
-        """The whole stylizer (encoder, AdaIN, decoder) as ``stylizer.onnx``, checked against
-        torch with onnxruntime; returns {path: max |onnxruntime - torch|}.
-
-        Inputs ``content`` (B, 3, H, W) with H and W multiples of 8, ``style`` (B, 3, any
-        size), both in [-1, 1], and the scalar ``alpha``; output (B, 3, H, W) in [-1, 1].
-        Blending several styles is left to the caller (one target per style). Raises
-        AssertionError above the tolerance.
-        """
-        from genart.onnx_export import export_checked
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        stylizer = adain.Stylizer(self.encoder, self.nets["decoder"]).to(self.device)
-        s = adain.STRIDE
-        generator = torch.Generator().manual_seed(0)
-        probe = {
-            "content": torch.rand(1, 3, 2 * s, 3 * s, generator=generator) * 2 - 1,
-            "style": torch.rand(1, 3, 3 * s, 2 * s, generator=generator) * 2 - 1,
-            "alpha": torch.tensor(0.75),
-        }
-        path = folder / "stylizer.onnx"
-        return {str(path): export_checked(stylizer, path, probe)}

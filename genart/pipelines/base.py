@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +22,7 @@ from genart import storage
 from genart.config import Config
 from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
-from genart.models.layers import forward_any_size, stride_of, without_test_dropout
+from genart.models.layers import forward_any_size, stride_of
 from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
 Images = list[np.ndarray]
@@ -50,7 +49,8 @@ class ExportedPipeline:
     def __init__(self, nets: dict[str, nn.Module], cfg: Config, description: dict[str, Any]):
         self.nets = nets
         self.cfg = cfg
-        self.description = description
+        self.description = {**description, "backend": "torch"}
+        self.onnx: dict[str, nn.Module] = {}  # onnxruntime stand-ins of ``nets``, by name
 
     @classmethod
     def from_export(cls, uri: str, device: str | torch.device = "auto", **options):
@@ -66,8 +66,23 @@ class ExportedPipeline:
         return next(next(iter(self.nets.values())).parameters()).device
 
     def describe(self) -> dict[str, Any]:
-        """Where the networks came from and the config they were trained with."""
+        """Where the networks came from, the config they were trained with, and the backend
+        that runs them."""
         return self.description
+
+    def use_backend(self, wanted: str = "auto") -> str:
+        """Run the networks on ``wanted``: ``torch``, ``onnxruntime`` (the export's checked
+        graphs, on CPU) or ``auto`` (onnxruntime on CPU where the export has checked graphs,
+        else torch: :func:`genart.onnx_export.choose_backend`). Returns the backend."""
+        from genart import onnx_export
+
+        where = self.description
+        graphs = onnx_export.checked_graphs(where.get("checkpoint", ""), where.get("meta", {}))
+        backend = onnx_export.choose_backend(wanted, self.device, bool(graphs))
+        self.onnx = onnx_export.onnx_nets(graphs, self.nets) if backend == "onnxruntime" else {}
+        threads = {"threads": next(iter(self.onnx.values())).threads} if self.onnx else {}
+        self.description = {**self.description, "backend": backend, **threads}
+        return backend
 
 
 def load_nets(uri: str, device: str | torch.device = "auto") -> tuple[dict, Config]:
@@ -123,50 +138,33 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 class ImagePipeline(ExportedPipeline):
-    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, ONNX.
+    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, on
+    torch or onnxruntime.
 
     ``tile``: an image with a side above it runs in overlapping tiles of that side, blended
     with feathered weights (:mod:`genart.pipelines.tiles`), so memory is bounded by the tile,
-    not the image; 0 = never tile.
+    not the image; 0 = never tile. ``backend``: see :meth:`ExportedPipeline.use_backend`.
     """
 
-    def __init__(self, nets, cfg, description, tile: int = DEFAULT_TILE):
+    def __init__(self, nets, cfg, description, tile: int = DEFAULT_TILE, backend="auto"):
         super().__init__(nets, cfg, description)
         self.tile = check_tile(tile)
+        self.use_backend(backend)
 
-    def forward(self, net: nn.Module, images: Sequence[np.ndarray], precision="fp32") -> Images:
-        """``net`` over uint8 images of any sizes (converted to the model's channels), in
-        tiles where an image is larger than ``self.tile``."""
+    def forward(self, name: str, images: Sequence[np.ndarray], precision="fp32") -> Images:
+        """Network ``name`` over uint8 images of any sizes (converted to the model's channels),
+        on the pipeline's backend, in tiles where an image is larger than ``self.tile``."""
         channels = self.cfg.data.channels
         inputs = [with_channels(image, channels) for image in images]
+        net = self.nets[name]
+        onnx = self.onnx.get(name)
 
         def whole(batch: torch.Tensor) -> torch.Tensor:
+            if onnx is not None:  # it pads to the stride itself
+                return onnx(batch)
             return forward_any_size(net, batch, batch_size=len(batch), precision=precision)
 
         def run(batch: torch.Tensor) -> torch.Tensor:
             return run_with_tile_option(whole, batch, self.tile, stride_of(net))
 
         return run_grouped(inputs, run, self.device)
-
-    def export_onnx(self, folder: str | Path) -> dict[str, float]:
-        """Each network as ``<name>.onnx`` (dynamic batch, height, width), checked against
-        torch with onnxruntime; returns max |onnxruntime - torch| per file.
-
-        Exported in eval mode with Pix2Pix's test-time dropout off: onnxruntime's training-mode
-        Dropout is not reproducible, and a deterministic graph is what serving wants. The probe
-        is non-square, a few strides per side. Raises AssertionError above the tolerance.
-        """
-        from genart.models.layers import stride_of
-        from genart.onnx_export import export_checked
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        diffs = {}
-        for name, net in self.nets.items():
-            stride = stride_of(net)
-            probe = torch.rand(2, self.cfg.data.channels, 2 * stride, 3 * stride) * 2 - 1
-            with without_test_dropout(net):
-                diffs[str(folder / f"{name}.onnx")] = export_checked(
-                    net, folder / f"{name}.onnx", probe
-                )
-        return diffs

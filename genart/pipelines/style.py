@@ -3,7 +3,7 @@
 One forward pass per image, at any size (padded to the network's stride, cropped back), with
 the shared style controls (:mod:`genart.controls`):
 
-    pipe = FastStylePipeline.from_export("runs/mosaic/export", precision="bf16")
+    pipe = FastStylePipeline.from_export("runs/mosaic/export", backend="onnxruntime")
     (styled,) = pipe([genart.images.read("photo.jpg")], strength=0.7, preserve_color="ycbcr")
 """
 
@@ -16,6 +16,8 @@ import torch
 
 from genart import controls
 from genart.controls import PreserveColor
+from genart.errors import ConfigError
+from genart.onnx_export import Backend
 from genart.pipelines.base import ImagePipeline, Images, with_channels
 from genart.pipelines.tiles import DEFAULT_TILE
 
@@ -28,12 +30,21 @@ class FastStylePipeline(ImagePipeline):
     MODELS = ("fast_style",)
 
     def __init__(
-        self, nets, cfg, description, precision: Precision = "fp32", tile: int = DEFAULT_TILE
+        self,
+        nets,
+        cfg,
+        description,
+        precision: Precision = "fp32",
+        tile: int = DEFAULT_TILE,
+        backend: Backend = "auto",
     ):
-        super().__init__(nets, cfg, description, tile)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if precision == "bf16" and backend == "onnxruntime":
+            raise ConfigError("precision bf16 runs on torch: the ONNX graphs are float32")
         self.precision = precision
+        # auto with bf16: torch, which was asked for a precision the graphs do not have.
+        super().__init__(nets, cfg, description, tile, backend if precision == "fp32" else "torch")
         # NHWC convolutions pay on GPUs; with oneDNN on CPU they are no faster.
         fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.nets["G"] = self.nets["G"].to(memory_format=fmt)
@@ -49,7 +60,7 @@ class FastStylePipeline(ImagePipeline):
         faster on CPUs with AVX512-BF16 and on GPUs, within a few grey levels of fp32.
         """
         controls.check(strength, preserve_color)
-        styled = self.forward(self.nets["G"], images, self.precision)
+        styled = self.forward("G", images, self.precision)
         return [
             controls.apply(with_channels(image, out.shape[-1]), out, strength, preserve_color)
             for image, out in zip(images, styled)

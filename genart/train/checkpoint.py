@@ -9,7 +9,8 @@ incomplete and is never restored: the previous complete one is used instead.
 
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 
-Export format: ``<net>.pt`` state_dicts + ``config.yaml`` + ``meta.json``. A state_dict with the
+Export format: ``<net>.pt`` state_dicts + ``config.yaml`` + ``meta.json``, and ``<net>.onnx``
+graphs for onnxruntime where they pass their check (``genart.onnx_export``). A state_dict with the
 config is the safe, portable choice: loading executes no pickled code (TorchScript archives
 carry code), and the architecture is rebuilt from genart's own model code, the single source of
 truth that Serve and the CLI already import.
@@ -178,7 +179,10 @@ def resolve(path: str) -> Path:
 
 
 def export(source: str, out: str) -> Path:
-    """Export the serving networks of a run/checkpoint to ``out`` (local path or URI)."""
+    """Export the serving networks of a run/checkpoint to ``out`` (local path or URI), with
+    their checked ONNX graphs (:mod:`genart.onnx_export`)."""
+    from genart import onnx_export  # it builds networks from the registry too
+
     ckpt = resolve(source)
     state, cfg, _ = load(ckpt)
     spec = registry.trained(cfg.model)
@@ -198,6 +202,7 @@ def export(source: str, out: str) -> Path:
         "checkpoint": str(source),
         "format": "state_dict+config",
     }
+    meta |= onnx_export.graphs_for_weights(staging, cfg, weights)  # checked graphs, or why not
     (staging / "meta.json").write_text(json.dumps(meta, indent=1))
     storage.upload_dir(staging, out)
     return staging
