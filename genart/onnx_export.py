@@ -224,8 +224,9 @@ class OnnxNet(nn.Module):
     float (B, C, H, W) in, float32 out on the input's device.
 
     Inputs are padded to the network's ``stride`` and the output cropped back, as torch's
-    forward does for image-to-image networks (:func:`genart.models.layers.forward_any_size`). A module without parameters, so that code
-    written for the torch network (eval mode, ``no_grad``) runs it unchanged.
+    forward does for image-to-image networks (:func:`genart.models.layers.forward_any_size`).
+    A module without parameters, so that code written for the torch network (eval mode,
+    ``no_grad``) runs it unchanged.
     """
 
     def __init__(self, graph: str, stride: int = 1, threads: int | None = None):

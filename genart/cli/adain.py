@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(verbs) -> None:
     """Add ``adain`` to the ``stylize`` verbs."""
-    from genart.cli.style import add_style_controls, add_tile
+    from genart.cli.style import add_backend, add_style_controls, add_tile
 
     p = verbs.add_parser(
         "adain", help="arbitrary style transfer with a trained AdaIN decoder (any style image)"
@@ -45,6 +45,7 @@ def register(verbs) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     add_tile(p)
+    add_backend(p)
     p.set_defaults(func=stylize)
 
 
@@ -57,7 +58,7 @@ def stylize(args) -> int:
     content = read(args.content, 3, args.size)
     styles = [read(path, 3, args.size) for path in args.style]
     pipe = AdaINPipeline.from_export(
-        args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
+        args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile, backend=args.backend
     )
     _warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
@@ -68,7 +69,7 @@ def stylize(args) -> int:
     info = {"model": args.model, "content": args.content, "styles": args.style,
             "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
             "size": list(image.shape[:2]),
-            "encoder": pipe.encoder.metadata}  # fmt: skip
+            "encoder": pipe.encoder.metadata, "backend": pipe.describe()["backend"]}  # fmt: skip
     _write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} ({image.shape[1]}x{image.shape[0]}, alpha {args.alpha})")
     return 0

@@ -121,6 +121,7 @@ def _register_fast(verbs) -> None:
     )
     add_style_controls(p, strength=True)
     add_tile(p)
+    add_backend(p)
     p.set_defaults(func=fast)
 
 
@@ -181,6 +182,17 @@ def add_tile(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run images larger than N px a side in overlapping N px tiles, blended, so memory "
         "follows N, not the image (default 1024; 0 = never tile)",
+    )
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    """``--backend``: which runs the networks (the pipelines' ``backend`` option)."""
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="auto (default): onnxruntime on CPU where the export has checked ONNX graphs, "
+        "else torch; onnxruntime uses as many threads as torch (OMP_NUM_THREADS)",
     )
 
 
@@ -395,7 +407,8 @@ def fast(args) -> int:
     call = {"strength": args.strength, "preserve_color": args.preserve_color}
     controls.check(**call)  # here, not in each Ray Data actor
     written = apply_to_images(args, args.model, ("fast_style",), call, folder_output=False,
-                              options={"precision": args.precision, "tile": args.tile})  # fmt: skip
+                              options={"precision": args.precision, "tile": args.tile,
+                                       "backend": args.backend})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")
     return 0

@@ -15,7 +15,7 @@ DIRECTIONS = ("AtoB", "BtoA")  # kept here too: importing the pipelines would lo
 
 def register(sub) -> None:
     """Add the ``translate`` and ``onnx`` verbs."""
-    from genart.cli.style import add_tile  # here: genart.cli.style imports this module
+    from genart.cli.style import add_backend, add_tile  # here: genart.cli.style imports this
 
     p = sub.add_parser("translate", help="translate an image or a folder with a trained generator")
     p.add_argument("run", metavar="RUN", help="exported generator folder, checkpoint or run folder")
@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per Ray Data batch")
     p.add_argument("--actors", type=int, default=1, help="Ray Data actors (one generator each)")
     add_tile(p)
+    add_backend(p)
     p.set_defaults(func=translate)
 
     p = sub.add_parser(
@@ -59,7 +60,7 @@ def translate(args) -> int:
 
     written = apply_to_images(args, args.run, ("pix2pix", "cyclegan"),
                               {"direction": args.direction}, folder_output=True,
-                              options={"tile": args.tile})  # fmt: skip
+                              options={"tile": args.tile, "backend": args.backend})  # fmt: skip
     print(f"translated {len(written)} image(s) into {args.output}")
     return 0
 
