@@ -26,7 +26,7 @@ from torch import nn
 
 from genart import registry, storage
 from genart.errors import ConfigError
-from genart.models.layers import pad_to_multiple, stride_of, without_test_dropout
+from genart.models.layers import NoiseDropout, pad_to_multiple, stride_of, without_test_dropout
 from genart.registry import unwrap
 
 TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted
@@ -175,13 +175,20 @@ def checked_graphs(uri: str, meta: dict) -> dict[str, str]:
 
 
 def choose_backend(
-    wanted: str, device: torch.device, has_graphs: bool, installed: bool | None = None
+    wanted: str,
+    device: torch.device,
+    has_graphs: bool,
+    installed: bool | None = None,
+    test_dropout: bool = False,
 ) -> str:
     """``torch`` or ``onnxruntime`` for a pipeline on ``device``.
 
     ``auto``: onnxruntime on CPU where the export has checked graphs and onnxruntime is
     installed, torch otherwise (on a GPU torch is the fast one; onnxruntime here runs on CPU).
-    ``onnxruntime`` asked for where it cannot run is a ConfigError saying why.
+    Also torch where the networks keep dropout on at test time (``test_dropout``: Pix2Pix's
+    noise, as in the paper), which the deterministic graphs leave out; asked for by name,
+    onnxruntime runs them without it. ``onnxruntime`` asked for where it cannot run is a
+    ConfigError saying why.
     """
     if wanted not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {wanted!r}")
@@ -198,8 +205,14 @@ def choose_backend(
     if wanted == "onnxruntime" and why_not:
         raise ConfigError(f"backend onnxruntime: {why_not}")
     if wanted == "auto":
-        return "torch" if why_not else "onnxruntime"
+        return "torch" if why_not or test_dropout else "onnxruntime"
     return wanted
+
+
+def has_test_dropout(nets: dict[str, nn.Module]) -> bool:
+    """Whether any of ``nets`` keeps dropout on in eval mode (Pix2Pix's test-time noise)."""
+    return any(isinstance(m, NoiseDropout) and m.at_test and m.p > 0
+               for net in nets.values() for m in net.modules())  # fmt: skip
 
 
 def intra_op_threads() -> int:

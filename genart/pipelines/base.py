@@ -73,12 +73,16 @@ class ExportedPipeline:
     def use_backend(self, wanted: str = "auto") -> str:
         """Run the networks on ``wanted``: ``torch``, ``onnxruntime`` (the export's checked
         graphs, on CPU) or ``auto`` (onnxruntime on CPU where the export has checked graphs,
-        else torch: :func:`genart.onnx_export.choose_backend`). Returns the backend."""
+        else torch: :func:`genart.onnx_export.choose_backend`). The graphs are deterministic:
+        a Pix2Pix generator with test-time dropout runs on torch under ``auto``, and without
+        its dropout on ``onnxruntime``. Returns the backend."""
         from genart import onnx_export
 
         where = self.description
         graphs = onnx_export.checked_graphs(where.get("checkpoint", ""), where.get("meta", {}))
-        backend = onnx_export.choose_backend(wanted, self.device, bool(graphs))
+        backend = onnx_export.choose_backend(
+            wanted, self.device, bool(graphs), test_dropout=onnx_export.has_test_dropout(self.nets)
+        )
         self.onnx = onnx_export.onnx_nets(graphs, self.nets) if backend == "onnxruntime" else {}
         threads = {"threads": next(iter(self.onnx.values())).threads} if self.onnx else {}
         self.description = {**self.description, "backend": backend, **threads}

@@ -1,6 +1,5 @@
 """Fast style (Johnson et al.): the transformer net, the registered spec, training, ONNX."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np

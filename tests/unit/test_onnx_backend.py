@@ -23,7 +23,8 @@ pytest.importorskip("onnxruntime")
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 TINY = {
     "fast_style": TINY_FAST_STYLE,
-    "pix2pix": ["data.size=32", "pix2pix.ngf=4", "pix2pix.ndf=4"],
+    # Without test-time dropout: the graphs are deterministic (see the test of it below).
+    "pix2pix": ["data.size=32", "pix2pix.ngf=4", "pix2pix.ndf=4", "pix2pix.dropout_at_test=false"],
     "cyclegan": ["data.size=32", "cyclegan.ngf=4", "cyclegan.ndf=4", "cyclegan.n_blocks=1"],
     "adain": ["adain.vgg_weights=random", "adain.width=8"],
 }
@@ -63,6 +64,16 @@ def grey_levels_apart(a: list[np.ndarray], b: list[np.ndarray]) -> int:
 )
 def test_backend_rules(wanted, device, graphs, installed, chosen):
     assert onnx_export.choose_backend(wanted, device, graphs, installed) == chosen
+
+
+def test_pix2pix_with_test_time_dropout_stays_on_torch_unless_asked(tmp_path):
+    assert onnx_export.choose_backend("auto", CPU, True, True, test_dropout=True) == "torch"
+    assert onnx_export.choose_backend("onnxruntime", CPU, True, True, True) == "onnxruntime"
+    noisy = make_export(tmp_path, "pix2pix", TINY["pix2pix"][:-1])  # the paper's default
+    assert TranslationPipeline.from_export(noisy, "cpu").describe()["backend"] == "torch"
+    asked = TranslationPipeline.from_export(noisy, "cpu", backend="onnxruntime")
+    image = pictures((32, 32, 3))
+    assert np.array_equal(asked(image)[0], asked(image)[0])  # deterministic: no dropout
 
 
 @pytest.mark.parametrize(
