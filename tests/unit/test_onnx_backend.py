@@ -236,6 +236,8 @@ def test_the_backend_flag_reaches_the_verbs(exports, model, tmp_path):
         out = folder if model == "pix2pix" else folder / "photo.png"
         assert main([*argv, "--output", str(out), "--backend", backend]) == 0
         outputs.append(np.asarray(Image.open(folder / "photo.png")))
+        if model == "adain":  # its JSON says which backend ran
+            assert json.loads((folder / "photo.json").read_text())["backend"] == backend
     assert grey_levels_apart(outputs[:1], outputs[1:]) <= 1
     with pytest.raises(SystemExit):  # argparse: exit status 2, the choices named
         main([*argv, "--output", str(tmp_path / "x.png"), "--backend", "tensorrt"])
