@@ -179,6 +179,10 @@ def test_models_say_what_is_loaded_from_where(served):
     assert listing["dcgan"]["config"]["model"] == "dcgan" and listing["dcgan"]["meta"]["step"] == 0
     assert set(listing["styles"]) == {"mosaic", "candy"}
     assert listing["translators"]["zebra"]["config"]["model"] == "cyclegan"
+    # The exports carry checked graphs, and the replicas run on CPU: onnxruntime, with one
+    # thread for a replica's share of a CPU.
+    assert listing["styles"]["mosaic"]["backend"] == "onnxruntime"
+    assert listing["translators"]["zebra"]["threads"] == 1
     assert "random" in listing["gatys"]["vgg_weights"] and listing["dream"]["max_side"] == 64
 
 
