@@ -283,3 +283,12 @@ def test_serve_settings_take_a_backend_and_refuse_unknown_ones():
     assert AdaINServerSettings(model="m", backend="torch").backend == "torch"
     with pytest.raises(ValidationError, match="backend"):
         AppSettings.model_validate({"backend": "tensorrt"})
+
+
+def test_the_ray_data_runner_builds_its_pipelines_on_the_backend_asked(exports):
+    from genart.pipelines import runner
+
+    export = exports["fast_style"]
+    assert runner.Source(export=export).build("cpu").describe()["backend"] == "onnxruntime"
+    asked = runner.Source(export=export, options={"backend": "torch"})
+    assert asked.build("cpu").describe()["backend"] == "torch"
