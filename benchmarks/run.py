@@ -17,6 +17,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     "ingest", "dcgan", "style", "translation", "quality", "evaluation", "tune", "serve", "video",
+    "inference",
 ]  # fmt: skip
 
 

@@ -26,7 +26,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import yaml
 from torch import nn
 
 import genart
-from genart import registry, storage
+from genart import onnx_export, registry, storage
 from genart.config import Config, save
 from genart.errors import InputError
 
@@ -60,6 +60,7 @@ class Export:
     nets: dict[str, nn.Module]
     cfg: Config
     manifest: dict[str, Any]
+    graphs: dict[str, str] = field(default_factory=dict)  # {net: URI} of its checked ONNX graphs
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -101,8 +102,9 @@ def write(
     for name in spec.export:
         torch.save(state_dicts[name], staging / f"{name}.pt")
     save(cfg, staging / CONFIG)
+    graphs = _write_graphs(staging, cfg, state_dicts)
     # Every file staged by now is recorded in the manifest (and checked on loading).
-    origin = {"source": source, "weights": weights, "scores": scores or {}}
+    origin = {"source": source, "weights": weights, "scores": scores or {}, **graphs}
     manifest = _manifest(cfg, origin) | {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {p.name: _file_entry(p) for p in sorted(staging.iterdir()) if p.is_file()},
@@ -117,6 +119,28 @@ def write(
         tmp.write_bytes(_encode(manifest))
         tmp.rename(staging / MANIFEST)
     return manifest
+
+
+def _write_graphs(folder: Path, cfg: Config, state_dicts: StateDicts) -> dict[str, Any]:
+    """The checked ONNX graphs of a family that has them, written into ``folder``; what the
+    manifest records of them (:func:`genart.onnx_export.write_graphs`), {} for the others."""
+    if cfg.model not in onnx_export.GRAPH_FAMILIES:
+        return {}
+    return onnx_export.write_graphs(folder, build(cfg, state_dicts), cfg)
+
+
+def add_graphs(uri: str) -> dict[str, Any]:
+    """Rewrite the export at ``uri`` with checked ONNX graphs (what ``genart onnx EXPORT`` does
+    to an export made before exports carried them, an older format included); returns the new
+    manifest. Its networks, source, weights and scores stay as they were."""
+    if not is_export(uri):
+        raise InvalidExport(f"{uri}: not an export; give --out for the graphs of a run")
+    loaded = load(uri)  # its files checked against its manifest
+    old = loaded.manifest
+    state_dicts = {name: net.state_dict() for name, net in loaded.nets.items()}
+    weights = old.get("weights") or "live"
+    return write(uri, loaded.cfg, state_dicts, source=old["source"], weights=weights,
+                 scores=old.get("scores"))  # fmt: skip
 
 
 def copy(source: str, out: str) -> dict[str, Any]:
@@ -233,11 +257,13 @@ def load(uri: str, device: str | torch.device = "cpu") -> Export:
             state_dicts = {n: _weights(local / f"{n}.pt") for n in manifest["nets"]}
         finally:
             _forget(uri, local)
+        graphs = onnx_export.checked_graphs(uri, manifest)
     else:
         state, cfg, origin = _from_training(uri)
         manifest = _manifest(cfg, origin)
         state_dicts = serving_weights(state, manifest["nets"])
-    return Export(build(cfg, state_dicts, device), cfg, manifest)
+        graphs = {}
+    return Export(build(cfg, state_dicts, device), cfg, manifest, graphs)
 
 
 def build(cfg: Config, state_dicts: StateDicts, device: str | torch.device = "cpu") -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genart.cli.common import (
+    add_backend,
     add_device,
     add_export_arg,
     add_mask_flags,
@@ -56,6 +57,7 @@ def register(verbs) -> None:
     )
     add_device(p)
     add_tile(p)
+    add_backend(p)
     p.set_defaults(func=stylize)
 
 
@@ -67,7 +69,7 @@ def stylize(args) -> int:
     content, mask, outside = read_content_and_mask(args)
     styles = [read(path, 3, args.size) for path in args.style]
     pipe = AdaINPipeline.from_export(
-        args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile
+        args.model, args.device, vgg_weights=args.vgg_weights, tile=args.tile, backend=args.backend
     )
     warn_random(pipe.encoder.metadata)
     image = pipe(content, styles, alpha=args.alpha, weights=args.blend,
@@ -80,7 +82,7 @@ def stylize(args) -> int:
             "alpha": args.alpha, "blend": args.blend, "preserve_color": args.preserve_color,
             "mask": args.mask, "outside_style": args.outside_style,
             "size": list(image.shape[:2]),
-            "encoder": pipe.encoder.metadata}  # fmt: skip
+            "encoder": pipe.encoder.metadata, "backend": pipe.describe()["backend"]}  # fmt: skip
     write_json(output.with_suffix(".json"), info)
     print(f"wrote {output} ({image.shape[1]}x{image.shape[0]}, alpha {args.alpha})")
     return 0

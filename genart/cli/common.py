@@ -137,6 +137,17 @@ def read_content_and_mask(args):
     return content, mask, read_flag("--outside-style", args.outside_style, 3, args.size)
 
 
+def add_backend(p: argparse.ArgumentParser) -> None:
+    """``--backend``: which runs the networks (the pipelines' ``backend`` option)."""
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="auto (default): onnxruntime on CPU where the export has checked ONNX graphs, "
+        "else torch; onnxruntime uses as many threads as torch (OMP_NUM_THREADS)",
+    )
+
+
 def save_image(image, path: Path) -> None:
     """Write a uint8 (H, W, C) image as PNG."""
     from genart.images import encode_png

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genart.cli import adain, video
 from genart.cli.common import (
+    add_backend,
     add_device,
     add_export_arg,
     add_mask_flags,
@@ -133,6 +134,7 @@ def _register_fast(verbs) -> None:
     )
     add_style_controls(p, strength=True)
     add_tile(p)
+    add_backend(p)
     p.set_defaults(func=fast)
 
 
@@ -304,7 +306,8 @@ def fast(args) -> int:
     call = {"strength": args.strength, "preserve_color": args.preserve_color}
     controls.check(**call)  # here, not in each Ray Data actor
     written = apply_to_images(args, args.model, "stylize fast", call, folder_output=False,
-                              options={"precision": args.precision, "tile": args.tile})  # fmt: skip
+                              options={"precision": args.precision, "tile": args.tile,
+                                       "backend": args.backend})  # fmt: skip
     took = time.perf_counter() - start
     print(f"stylised {len(written)} image(s) into {args.output} in {took:.2f} s")
     return 0

@@ -178,24 +178,6 @@ class Decoder(nn.Module):
         return self.body(features)
 
 
-class Stylizer(nn.Module):
-    """Encoder, AdaIN and decoder as one module: (content, style, alpha) -> image in [-1, 1].
-
-    Content sides must be multiples of ``STRIDE``, at least ``MIN_CONTENT_SIDE``; the style may
-    have any size. What
-    the ONNX export holds (its inputs ``content``, ``style`` and a scalar ``alpha``).
-    """
-
-    def __init__(self, vgg: VGGFeatures, decoder: nn.Module):
-        super().__init__()
-        self.vgg, self.decoder = vgg, decoder
-
-    def forward(self, content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor):
-        fc = self.vgg(content, (CONTENT_LAYER,))[CONTENT_LAYER]
-        fs = self.vgg(style, (CONTENT_LAYER,))[CONTENT_LAYER]
-        return self.decoder(mix(fc, adain(fc, fs), alpha)).clamp(-1, 1)
-
-
 # --- the spec hooks ------------------------------------------------------------------------
 
 

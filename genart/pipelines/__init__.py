@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from genart import export, registry
+from genart import registry
 from genart.errors import ConfigError, InputError
 from genart.pipelines.base import ExportedPipeline, load_nets
 
@@ -39,8 +39,7 @@ def load(
     family = loaded.cfg.model
     if families and family not in families:
         raise InputError(f"{uri} holds a '{family}' model; this takes {', '.join(families)}")
-    cls = registry.trained(family).pipeline_class()
-    return cls(loaded.nets, loaded.cfg, export.public(loaded.manifest), **options)
+    return registry.trained(family).pipeline_class().of(loaded, **options)
 
 
 def optimisation(family: str, params=None, vgg_weights: str = "auto", device="auto"):

@@ -9,15 +9,16 @@ confines them to its white region (the black one keeps the content, or takes an
     styled = pipe(read("photo.jpg"), [read("waves.png"), read("mosaic.png")], alpha=0.8,
                   weights=[0.7, 0.3], preserve_color="ycbcr")
 
-The export holds only the decoder; the frozen VGG-19 encoder is rebuilt from the training
-config's ``vgg_weights`` (or the ``vgg_weights`` given here). :meth:`AdaINPipeline.describe`
+The export holds only the decoder (its weights, and its ONNX graph that ``backend``
+onnxruntime runs: see :meth:`ExportedPipeline.use_backend`); the frozen VGG-19 encoder is
+rebuilt from the training config's ``vgg_weights`` (or the ``vgg_weights`` given here) and
+runs on torch. :meth:`AdaINPipeline.describe`
 says which weights it has: random VGG weights (tests, demos) say so there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,17 +38,23 @@ class AdaINPipeline(ExportedPipeline):
 
     ``tile``: a content with a side above it is stylised in blended overlapping tiles of that
     side (:mod:`genart.pipelines.tiles`), each normalised to the style by its own feature
-    statistics; 0 = never tile.
+    statistics; 0 = never tile. The backend (:meth:`ExportedPipeline.use_backend`) runs the
+    decoder, the heaviest part at output resolution.
     """
 
     def __init__(
-        self, nets, cfg, description, vgg_weights: str | None = None, tile: int = DEFAULT_TILE
+        self,
+        nets,
+        cfg,
+        description,
+        vgg_weights: str | None = None,
+        tile: int = DEFAULT_TILE,
     ):
         super().__init__(nets, cfg, description)
         self.tile = check_tile(tile)
         weights = vgg_weights or cfg.params.vgg_weights
         self.encoder = adain.encoder(weights, self.device)
-        self.description = {**description, "encoder": public_metadata(self.encoder.metadata)}
+        self.description |= {"encoder": public_metadata(self.encoder.metadata)}
 
     def __call__(
         self,
@@ -78,9 +85,11 @@ class AdaINPipeline(ExportedPipeline):
             guide = controls.mask_weights(mask, content.shape[:2]).to(self.device)
             inputs = torch.cat([content_t, guide], dim=1)
 
+        decoder = self.onnx.get("decoder", self.nets["decoder"])
+
         def stylize(tile: torch.Tensor) -> torch.Tensor:
             image, region = tile[:, :3], (tile[:, 3:] if mask is not None else None)
-            return adain.stylize(self.nets["decoder"], self.encoder, image, style_ts, alpha,
+            return adain.stylize(decoder, self.encoder, image, style_ts, alpha,
                                  weights, mask=region, outside=outside)  # fmt: skip
 
         out = run_with_tile_option(stylize, inputs, self.tile, adain.STRIDE)
@@ -94,27 +103,3 @@ class AdaINPipeline(ExportedPipeline):
         # Copied only if need be: torch cannot wrap a read-only array (one read with PIL).
         rgb = torch.from_numpy(np.require(with_channels(image, 3), requirements=("C", "W")))
         return from_uint8(rgb.to(self.device)).unsqueeze(0)
-
-    def export_onnx(self, folder: str | Path) -> dict[str, float]:
-        """The whole stylizer (encoder, AdaIN, decoder) as ``stylizer.onnx``, checked against
-        torch with onnxruntime; returns {path: max |onnxruntime - torch|}.
-
-        Inputs ``content`` (B, 3, H, W) with H and W multiples of 8, ``style`` (B, 3, any
-        size), both in [-1, 1], and the scalar ``alpha``; output (B, 3, H, W) in [-1, 1].
-        Blending several styles is left to the caller (one target per style). Raises
-        AssertionError above the tolerance.
-        """
-        from genart.onnx_export import export_checked
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        stylizer = adain.Stylizer(self.encoder, self.nets["decoder"]).to(self.device)
-        s = adain.STRIDE
-        generator = torch.Generator().manual_seed(0)
-        probe = {
-            "content": torch.rand(1, 3, 2 * s, 3 * s, generator=generator) * 2 - 1,
-            "style": torch.rand(1, 3, 3 * s, 2 * s, generator=generator) * 2 - 1,
-            "alpha": torch.tensor(0.75),
-        }
-        path = folder / "stylizer.onnx"
-        return {str(path): export_checked(stylizer, path, probe)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from genart import export, registry
 from genart.config import Config
 from genart.errors import ConfigError
 from genart.images import from_uint8, to_uint8
-from genart.models.layers import forward_any_size, stride_of, without_test_dropout
+from genart.models.layers import forward_any_size, stride_of
 from genart.pipelines.tiles import DEFAULT_TILE, check_tile, run_with_tile_option
 
 Images = list[np.ndarray]
@@ -48,18 +47,29 @@ class ExportedPipeline:
     def __init__(self, nets: dict[str, nn.Module], cfg: Config, description: dict[str, Any]):
         self.nets = nets
         self.cfg = cfg
-        self.description = description
+        self.description = {**description, "backend": "torch"}
+        self.onnx: dict[str, nn.Module] = {}  # onnxruntime stand-ins of ``nets``, by name
 
     @classmethod
-    def from_export(cls, uri: str, device: str | torch.device = "auto", **options):
-        """The pipeline of an exported folder, checkpoint or run (local path or ``s3://``);
-        a ConfigError if it holds a family this pipeline does not serve."""
+    def from_export(
+        cls, uri: str, device: str | torch.device = "auto", backend: str = "auto", **options
+    ):
+        """The pipeline of an exported folder, checkpoint or run (local path or ``s3://``),
+        running on ``backend`` (:meth:`use_backend`); a ConfigError if it holds a family this
+        pipeline does not serve."""
         loaded = load_nets(uri, device)
         if loaded.cfg.model not in cls.families():
             raise ConfigError(
                 f"{uri} holds a '{loaded.cfg.model}' model; expected one of {cls.families()}"
             )
-        return cls(loaded.nets, loaded.cfg, export.public(loaded.manifest), **options)
+        return cls.of(loaded, backend, **options)
+
+    @classmethod
+    def of(cls, loaded: export.Export, backend: str = "auto", **options):
+        """The pipeline of loaded networks, running on ``backend`` (:meth:`use_backend`)."""
+        pipe = cls(loaded.nets, loaded.cfg, export.public(loaded.manifest), **options)
+        pipe.use_backend(backend, loaded.graphs)
+        return pipe
 
     @classmethod
     def families(cls) -> tuple[str, ...]:
@@ -72,8 +82,26 @@ class ExportedPipeline:
 
     def describe(self) -> dict[str, Any]:
         """What anyone may be shown of the networks (:func:`genart.export.public`: family,
-        step, weights, scores; no paths, no training config, which ``self.cfg`` holds)."""
+        step, weights, scores; no paths, no training config, which ``self.cfg`` holds) and
+        the backend that runs them."""
         return self.description
+
+    def use_backend(self, wanted: str = "auto", graphs: dict[str, str] | None = None) -> str:
+        """Run the networks on ``wanted``: ``torch``, ``onnxruntime`` (the export's checked
+        ``graphs``, {net: URI}, on CPU) or ``auto`` (onnxruntime on CPU where the export has
+        checked graphs, else torch: :func:`genart.onnx_export.choose_backend`). The graphs are
+        deterministic: a Pix2Pix generator with test-time dropout runs on torch under ``auto``,
+        and without its dropout on ``onnxruntime``. Returns the backend."""
+        from genart import onnx_export
+
+        graphs = graphs or {}
+        backend = onnx_export.choose_backend(
+            wanted, self.device, bool(graphs), test_dropout=onnx_export.has_test_dropout(self.nets)
+        )
+        self.onnx = onnx_export.onnx_nets(graphs, self.nets) if backend == "onnxruntime" else {}
+        threads = {"threads": next(iter(self.onnx.values())).threads} if self.onnx else {}
+        self.description = {**self.description, "backend": backend, **threads}
+        return backend
 
 
 def load_nets(uri: str, device: str | torch.device = "auto") -> export.Export:
@@ -117,50 +145,32 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 class ImagePipeline(ExportedPipeline):
-    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, ONNX.
+    """Image-to-image networks (fast style, Pix2Pix, CycleGAN): any size, batched, tiled, on
+    torch or onnxruntime.
 
     ``tile``: an image with a side above it runs in overlapping tiles of that side, blended
     with feathered weights (:mod:`genart.pipelines.tiles`), so memory is bounded by the tile,
-    not the image; 0 = never tile.
+    not the image; 0 = never tile. ``backend``: see :meth:`ExportedPipeline.use_backend`.
     """
 
     def __init__(self, nets, cfg, description, tile: int = DEFAULT_TILE):
         super().__init__(nets, cfg, description)
         self.tile = check_tile(tile)
 
-    def forward(self, net: nn.Module, images: Sequence[np.ndarray], precision="fp32") -> Images:
-        """``net`` over uint8 images of any sizes (converted to the model's channels), in
-        tiles where an image is larger than ``self.tile``."""
+    def forward(self, name: str, images: Sequence[np.ndarray], precision="fp32") -> Images:
+        """Network ``name`` over uint8 images of any sizes (converted to the model's channels),
+        on the pipeline's backend, in tiles where an image is larger than ``self.tile``."""
         channels = self.cfg.data.channels
         inputs = [with_channels(image, channels) for image in images]
+        net = self.nets[name]
+        onnx = self.onnx.get(name)
 
         def whole(batch: torch.Tensor) -> torch.Tensor:
+            if onnx is not None:  # it pads to the stride itself
+                return onnx(batch)
             return forward_any_size(net, batch, batch_size=len(batch), precision=precision)
 
         def run(batch: torch.Tensor) -> torch.Tensor:
             return run_with_tile_option(whole, batch, self.tile, stride_of(net))
 
         return run_grouped(inputs, run, self.device)
-
-    def export_onnx(self, folder: str | Path) -> dict[str, float]:
-        """Each network as ``<name>.onnx`` (dynamic batch, height, width), checked against
-        torch with onnxruntime; returns max |onnxruntime - torch| per file.
-
-        Exported in eval mode with Pix2Pix's test-time dropout off: onnxruntime's training-mode
-        Dropout is not reproducible, and a deterministic graph is what serving wants. The probe
-        is non-square, a few strides per side. Raises AssertionError above the tolerance.
-        """
-        from genart.models.layers import stride_of
-        from genart.onnx_export import export_checked
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        diffs = {}
-        for name, net in self.nets.items():
-            stride = stride_of(net)
-            probe = torch.rand(2, self.cfg.data.channels, 2 * stride, 3 * stride) * 2 - 1
-            with without_test_dropout(net):
-                diffs[str(folder / f"{name}.onnx")] = export_checked(
-                    net, folder / f"{name}.onnx", probe
-                )
-        return diffs

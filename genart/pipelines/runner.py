@@ -40,7 +40,9 @@ class Source:
     family: str = ""
     params: dict[str, Any] | None = None
     vgg_weights: str = "auto"
-    options: dict[str, Any] = field(default_factory=dict)  # e.g. {"precision": "bf16"}
+    # Pipeline options, e.g. {"precision": "bf16"} or {"backend": "onnxruntime"}; onnxruntime's
+    # threads follow each actor's CPUs (genart.onnx_export.intra_op_threads).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:

@@ -3,7 +3,7 @@
 One forward pass per image, at any size (padded to the network's stride, cropped back), with
 the shared style controls (:mod:`genart.controls`):
 
-    pipe = FastStylePipeline.from_export("runs/mosaic/export", precision="bf16")
+    pipe = FastStylePipeline.from_export("runs/mosaic/export", backend="onnxruntime")
     (styled,) = pipe([genart.images.read("photo.jpg")], strength=0.7, preserve_color="ycbcr")
 """
 
@@ -16,6 +16,7 @@ import torch
 
 from genart import controls
 from genart.controls import PreserveColor
+from genart.errors import ConfigError
 from genart.pipelines.base import ImagePipeline, Images, with_channels
 from genart.pipelines.tiles import DEFAULT_TILE
 
@@ -26,15 +27,29 @@ class FastStylePipeline(ImagePipeline):
     """A trained ``fast_style`` network: images in, stylised images out."""
 
     def __init__(
-        self, nets, cfg, description, precision: Precision = "fp32", tile: int = DEFAULT_TILE
+        self,
+        nets,
+        cfg,
+        description,
+        precision: Precision = "fp32",
+        tile: int = DEFAULT_TILE,
     ):
-        super().__init__(nets, cfg, description, tile)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
+        super().__init__(nets, cfg, description, tile)
         # NHWC convolutions pay on GPUs; with oneDNN on CPU they are no faster.
         fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.nets["G"] = self.nets["G"].to(memory_format=fmt)
+
+    def use_backend(self, wanted: str = "auto", graphs: dict[str, str] | None = None) -> str:
+        """As :meth:`ExportedPipeline.use_backend`; bf16 runs on torch (``auto`` included),
+        which was asked for a precision the float32 graphs do not have."""
+        if self.precision == "bf16":
+            if wanted == "onnxruntime":
+                raise ConfigError("precision bf16 runs on torch: the ONNX graphs are float32")
+            wanted = "torch"
+        return super().use_backend(wanted, graphs)
 
     def __call__(
         self, images: Sequence, strength: float = 1.0, preserve_color: PreserveColor = "none"
@@ -47,7 +62,7 @@ class FastStylePipeline(ImagePipeline):
         faster on CPUs with AVX512-BF16 and on GPUs, within a few grey levels of fp32.
         """
         controls.check(strength, preserve_color)
-        styled = self.forward(self.nets["G"], images, self.precision)
+        styled = self.forward("G", images, self.precision)
         return [
             controls.apply(with_channels(image, out.shape[-1]), out, strength, preserve_color)
             for image, out in zip(images, styled)

@@ -47,13 +47,17 @@ class TranslationPipeline(ImagePipeline):
             )
         return wanted
 
-    def generator(self, direction: str | None = None) -> nn.Module:
-        """The network that translates ``direction``."""
+    def generator_name(self, direction: str | None = None) -> str:
+        """The name of the network that translates ``direction``."""
         direction = self.direction(direction)
         if "G_AB" in self.nets:
-            return self.nets["G_AB" if direction == "AtoB" else "G_BA"]
-        return self.nets["G"]
+            return "G_AB" if direction == "AtoB" else "G_BA"
+        return "G"
+
+    def generator(self, direction: str | None = None) -> nn.Module:
+        """The (torch) network that translates ``direction``."""
+        return self.nets[self.generator_name(direction)]
 
     def __call__(self, images: Sequence, direction: str | None = None) -> Images:
         """Each uint8 (H, W, C) image translated ``direction``, at its own size."""
-        return self.forward(self.generator(direction), images)
+        return self.forward(self.generator_name(direction), images)

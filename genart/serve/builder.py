@@ -41,8 +41,8 @@ def build(
     jobs = bind(JobStore, s.gatys.max_jobs, s.gatys.jobs_dir) if s.gatys else None
     backends = {
         "dcgan": bind(DCGANGenerator, s.dcgan) if s.dcgan else None,
-        "style": bind(FastStyle, s.styles) if s.styles else None,
-        "translate": bind(Translator, s.translators) if s.translators else None,
+        "style": bind(FastStyle, s.styles, s.backend) if s.styles else None,
+        "translate": bind(Translator, s.translators, s.backend) if s.translators else None,
         "gatys": bind(GatysWorker, s.gatys.model_dump(), jobs) if s.gatys else None,
         "jobs": jobs,
         "dream": bind(Dreamer, s.dream.model_dump()) if s.dream else None,

@@ -172,8 +172,12 @@ class ImageModels:
     PIPELINE: type = FastStylePipeline  # the pipeline class of every configured model
     WHAT = "model"  # what a name denotes, in errors
 
-    def __init__(self, paths: dict[str, str]):
-        self.pipes = {name: self.PIPELINE.from_export(path) for name, path in paths.items()}
+    def __init__(self, paths: dict[str, str], backend: str = "auto"):
+        """``backend``: ``AppSettings.backend``; onnxruntime's threads follow the replica's
+        CPUs (``ray_actor_options.num_cpus``, at least one)."""
+        self.pipes = {
+            name: self.PIPELINE.from_export(path, backend=backend) for name, path in paths.items()
+        }
         self.batched = Batching(self._run)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -276,7 +280,7 @@ class AdaIN:
     def __init__(self, settings: dict):
         self.settings = AdaINServerSettings.model_validate(settings)
         s = self.settings
-        self.pipe = AdaINPipeline.from_export(s.model, vgg_weights=s.vgg_weights)
+        self.pipe = AdaINPipeline.from_export(s.model, vgg_weights=s.vgg_weights, backend=s.backend)
         # Named styles are read once, at the size requests are fit to at most.
         self.styles = {name: read(uri, 3, s.max_side) for name, uri in s.styles.items()}
 

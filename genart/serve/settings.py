@@ -7,13 +7,16 @@ all validate the same settings with these models.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genart.serve import validation as v
 
 TOKEN_ENV = "GENART_API_TOKEN"
+# Which runs the image networks (genart.onnx_export.choose_backend): auto = onnxruntime on CPU
+# where the export has checked ONNX graphs, torch on a GPU or without graphs.
+Backend = Literal["auto", "torch", "onnxruntime"]
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # style and translator names (URL segments)
 
 
@@ -50,6 +53,7 @@ class AdaINServerSettings(BaseModel):
     vgg_weights: str | None = None  # encoder weights; None: the ones the model trained with
     styles: dict[str, str] = {}  # style name -> style image (local or s3://), read at start
     max_side: int = Field(512, ge=32, le=4096)  # long side content and style are fit to
+    backend: Backend = "auto"  # of the decoder; GET /models says which runs
 
     @field_validator("styles")
     @classmethod
@@ -75,6 +79,7 @@ class AppSettings(BaseModel):
     gatys: GatysServerSettings | None = None
     dream: OptimisationSettings | None = None
     adain: AdaINServerSettings | None = None
+    backend: Backend = "auto"  # of the styles and translators; GET /models says which runs
     limits: v.Limits = v.Limits()
 
     @field_validator("styles", "translators")

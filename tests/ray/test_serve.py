@@ -178,6 +178,10 @@ def test_models_say_what_is_served_and_never_where_from(served):
     assert listing["dcgan"]["family"] == "dcgan" and listing["dcgan"]["step"] == 0
     assert set(listing["styles"]) == {"mosaic", "candy"}
     assert listing["translators"]["zebra"]["family"] == "cyclegan"
+    # The exports carry checked graphs, and the replicas run on CPU: onnxruntime, with one
+    # thread for a replica's share of a CPU.
+    assert listing["styles"]["mosaic"]["backend"] == "onnxruntime"
+    assert listing["translators"]["zebra"]["threads"] == 1
     assert "random" in listing["gatys"]["vgg_weights"] and listing["dream"]["max_side"] == 64
     # No server path (of an export or its run) and no training config.
     text = json.dumps(listing)

@@ -50,7 +50,7 @@ class ToyPipeline(ImagePipeline):
     ``genart translate`` calls a translation pipeline (it has one direction)."""
 
     def __call__(self, images, direction=None):
-        return self.forward(self.nets["G"], images)
+        return self.forward("G", images)
 
 
 TOY = registry.TrainedSpec(

@@ -149,7 +149,7 @@ def test_adain_stylises_a_large_content_tile_by_tile(tmp_path):
     path = make_export(tmp_path, "adain", ["adain.vgg_weights=random", "adain.width=8"])
     sides = []
     for tile in (32, 0):
-        pipe = AdaINPipeline.from_export(path, "cpu", tile=tile)
+        pipe = AdaINPipeline.from_export(path, "cpu", tile=tile, backend="torch")  # the hook's
         decoder = pipe.nets["decoder"]
         hook = decoder.register_forward_hook(lambda _m, args, _o: sides.append(args[0].shape))
         out = pipe(smooth_image()[:64, :56], [smooth_image()[:40, :40]])
