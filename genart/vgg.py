@@ -26,15 +26,7 @@ import torch
 import torchvision
 from torch import nn
 
-from genart.pretrained import (  # noqa: F401  (re-exported: VGG's callers find them here)
-    TEST_URLS,
-    WeightsNotFound,
-    cached_weights,
-    hub_cache_path,
-    load_state,
-    resolve_weights,
-    weights_url,
-)
+from genart.pretrained import load_state, resolve_weights
 
 Arch = Literal["vgg16", "vgg19"]
 Pooling = Literal["max", "avg"]

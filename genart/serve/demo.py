@@ -66,9 +66,9 @@ def demo_style(directory: Path) -> Path:
 
 def vgg_weights() -> str:
     """ImageNet VGG weights when the torch hub cache has them, else a seeded random network."""
-    from genart import vgg
+    from genart import pretrained
 
-    cached = all(vgg.hub_cache_path(arch).is_file() for arch in ("vgg16", "vgg19"))
+    cached = all(pretrained.hub_cache_path(arch).is_file() for arch in ("vgg16", "vgg19"))
     return "auto" if cached else "random"
 
 

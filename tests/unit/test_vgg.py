@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from genart import pretrained
 from genart import vgg as vgg_module
-from genart.vgg import RANDOM_NOTE, WeightsNotFound, layer_names, load_vgg
+from genart.pretrained import WeightsNotFound
+from genart.vgg import RANDOM_NOTE, layer_names, load_vgg
 
 
 def test_layer_names_follow_the_papers_and_cover_the_architecture():
@@ -75,7 +77,7 @@ def _torchvision_style_file(tmp_path, arch="vgg16"):
     features = load_vgg(arch, "random", layers=("relu3_1",)).body.state_dict()
     state = {f"features.{k}": v + 1.0 for k, v in features.items()}  # differs from "random"
     state["classifier.0.weight"] = torch.zeros(2, 2)  # ignored: only features are loaded
-    path = tmp_path / vgg_module.hub_cache_path(arch).name
+    path = tmp_path / pretrained.hub_cache_path(arch).name
     torch.save(state, path)
     return path, state
 
@@ -104,7 +106,7 @@ def test_weights_for_another_architecture_fail_clearly(tmp_path):
 
 def test_auto_finds_the_torch_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cache = vgg_module.hub_cache_path("vgg16")
+    cache = pretrained.hub_cache_path("vgg16")
     assert cache == tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth"
     cache.parent.mkdir(parents=True)
     path, state = _torchvision_style_file(cache.parent)

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from genart import download, vgg
+from genart import download, pretrained, vgg
 from genart.cli import main
 
 
@@ -70,12 +70,12 @@ def publish(server, monkeypatch, data: bytes, digest: str | None = None, arch="v
     """Serve ``data`` under torchvision's naming (``arch-<sha256 prefix>.pth``) as ``arch``'s."""
     name = f"{arch}-{(digest or hashlib.sha256(data).hexdigest())[:8]}.pth"
     server.files[name] = data
-    monkeypatch.setitem(vgg.TEST_URLS, arch, server.url(name))
+    monkeypatch.setitem(pretrained.TEST_URLS, arch, server.url(name))
     return name
 
 
 def cache_dir():
-    return vgg.hub_cache_path("vgg16").parent
+    return pretrained.hub_cache_path("vgg16").parent
 
 
 def leftovers() -> list[str]:
@@ -90,7 +90,7 @@ def test_auto_downloads_into_the_hub_cache_with_progress_then_reuses_it(
     net = vgg.load_vgg("vgg16", "auto", layers=("relu1_2",))
     assert torch.equal(net.body[2].weight, state["features.2.weight"])
     assert leftovers() == [name]  # the verified file under its own name; no temporary left
-    assert vgg.hub_cache_path("vgg16").read_bytes() == data
+    assert pretrained.hub_cache_path("vgg16").read_bytes() == data
     out = capsys.readouterr().out
     assert f"genart: downloading {server.url(name)}" in out
     assert f"{name}: 100% of " in out and "MB/s" in out  # progress lines
@@ -112,7 +112,7 @@ def test_failed_downloads_leave_nothing_and_say_why_on_one_line(
         server.cut.add(name)
     if fault == "missing":
         del server.files[name]
-    with pytest.raises(vgg.WeightsNotFound) as err:
+    with pytest.raises(pretrained.WeightsNotFound) as err:
         vgg.load_vgg("vgg16", "auto", layers=("relu1_1",))
     message = str(err.value)
     assert reason in message and "\n" not in message, message
@@ -137,7 +137,7 @@ def test_an_interrupted_download_leaves_nothing(server, monkeypatch, weights):
 def test_offline_switch_fails_with_the_missing_weights_message(server, monkeypatch, weights):
     publish(server, monkeypatch, weights[1])
     monkeypatch.setenv(download.OFFLINE_ENV, "1")
-    with pytest.raises(vgg.WeightsNotFound, match="downloading is off: GENART_OFFLINE=1"):
+    with pytest.raises(pretrained.WeightsNotFound, match="downloading is off: GENART_OFFLINE=1"):
         vgg.load_vgg("vgg16", "auto", layers=("relu1_1",))
     assert server.requests == [] and leftovers() == []
 
@@ -145,14 +145,14 @@ def test_offline_switch_fails_with_the_missing_weights_message(server, monkeypat
 def test_an_oversized_download_is_refused_before_writing(server, monkeypatch, weights):
     publish(server, monkeypatch, weights[1])
     monkeypatch.setattr(download, "MAX_BYTES", 1000)
-    with pytest.raises(vgg.WeightsNotFound, match="MB limit"):
+    with pytest.raises(pretrained.WeightsNotFound, match="MB limit"):
         vgg.load_vgg("vgg16", "auto", layers=("relu1_1",))
     assert leftovers() == []
 
 
 def test_the_hash_prefix_comes_from_the_file_name():
     assert download.hash_prefix("https://x/models/vgg16-397923af.pth") == "397923af"
-    assert download.hash_prefix(vgg.weights_url("vgg19")) == "dcbb9e9d"  # torchvision's URL
+    assert download.hash_prefix(pretrained.weights_url("vgg19")) == "dcbb9e9d"  # torchvision's URL
     with pytest.raises(ValueError, match="no sha256 prefix"):
         download.hash_prefix("https://x/models/vgg16.pth")
 
@@ -162,7 +162,8 @@ def test_fetch_stages_the_weights_in_a_folder(server, monkeypatch, weights, tmp_
     stage = tmp_path / "stage"
     stage.mkdir()
     assert main(["weights", "fetch", "vgg16", "--to", str(stage)]) == 0
-    assert (stage / name).read_bytes() == weights[1] == vgg.hub_cache_path("vgg16").read_bytes()
+    cached = pretrained.hub_cache_path("vgg16").read_bytes()
+    assert (stage / name).read_bytes() == weights[1] == cached
     assert (
         f"vgg16 weights: {stage / name} (pass --vgg-weights {stage / name}"
         in capsys.readouterr().out
@@ -206,13 +207,13 @@ def test_inception_weights_follow_the_same_rules(server, monkeypatch, weights, c
 
     name = publish(server, monkeypatch, weights[1], arch="inception_v3")
     assert main(["weights", "fetch", "inception_v3"]) == 0
-    cached = vgg.hub_cache_path("inception_v3")
+    cached = pretrained.hub_cache_path("inception_v3")
     assert cached.name == name and cached.read_bytes() == weights[1]
     out = capsys.readouterr().out
     assert f"{name}: 100% of " in out and f"(pass --inception-weights {cached}" in out
     cached.unlink()
     monkeypatch.setenv(download.OFFLINE_ENV, "1")
-    with pytest.raises(vgg.WeightsNotFound) as found:
+    with pytest.raises(pretrained.WeightsNotFound) as found:
         inception.load_inception("auto")
     message = str(found.value)
     assert str(cached) in message and "genart weights fetch inception_v3" in message
