@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from localcloud import descendants, private_ray
 
@@ -76,7 +77,14 @@ def wait_for_checkpoint(run_dir, background: Background) -> None:
 
 def train_workers() -> list:
     """This test process's Ray Train worker processes (not other Ray instances' on the host)."""
-    return [p for p in descendants(os.getpid()) if "RayTrainWorker" in " ".join(p.cmdline())]
+    found = []
+    for process in descendants(os.getpid()):
+        try:
+            if "RayTrainWorker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # it exited (or is a zombie) since it was listed
+            continue
+    return found
 
 
 def assert_finished_without_loss(result, run_dir):
