@@ -17,7 +17,7 @@ TOKEN_ENV = "GENART_API_TOKEN"
 # Which runs the image networks (genart.onnx_export.choose_backend): auto = onnxruntime on CPU
 # where the export has checked ONNX graphs, torch on a GPU or without graphs.
 Backend = Literal["auto", "torch", "onnxruntime"]
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # style and translator names (URL segments)
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # names of AdaIN's styles (URL segments)
 
 
 class OptimisationSettings(BaseModel):
@@ -64,28 +64,51 @@ class AdaINServerSettings(BaseModel):
         return styles
 
 
-class AppSettings(BaseModel):
-    """What one genart application serves: exported models by family, and request limits.
+class CatalogueSettings(BaseModel):
+    """The catalogue the model deployments serve (``genart.catalogue``): any export in it
+    answers at its family's routes, loaded on a replica's first request for it and kept in an
+    LRU cache per replica (docs/serving.md, "Sizing the model cache")."""
 
-    Every path is an exported folder (``genart export``), a checkpoint or a run folder, local or
-    ``s3://``. A family left out is not deployed; its endpoints answer 404.
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str  # a folder or s3:// prefix of exports, one sub-folder per model name
+    # Loaded when each replica starts and never evicted (in addition to the LRU cache).
+    pinned: list[str] = []
+    # What each replica may spend on cached models: the cache holds this divided by the size of
+    # the largest export of its kind in the catalogue when the replica starts (at least one).
+    replica_memory_mb: int = Field(1024, ge=16, le=1 << 20)
+    models_per_replica: int | None = Field(None, ge=1, le=10_000)  # a count instead of a budget
+    # The DCGAN export that the unnamed routes /dcgan/sample|interpolate|arithmetic serve.
+    dcgan: str | None = None
+
+
+def cache_size(settings: CatalogueSettings, largest_bytes: int | None) -> int:
+    """How many models a replica's LRU cache holds: ``models_per_replica`` if set, else the
+    memory budget over the largest export (:data:`DEFAULT_MODEL_MB` when none is known), at
+    least one. Pinned models are held outside the cache, in addition to it."""
+    if settings.models_per_replica is not None:
+        return settings.models_per_replica
+    model_mb = largest_bytes / 2**20 if largest_bytes else DEFAULT_MODEL_MB
+    return max(1, int(settings.replica_memory_mb // max(model_mb, MIN_MODEL_MB)))
+
+
+# Sizing without a known export: about a 128 px Pix2Pix U-Net's 160 MB, the largest served
+# family; and no export counts as less than 1 MB (loaded networks carry fixed overheads).
+DEFAULT_MODEL_MB, MIN_MODEL_MB = 160, 1
+
+
+class AppSettings(BaseModel):
+    """What one genart application serves: a catalogue of exports, the optimisations, AdaIN,
+    and request limits.
+
+    A part left out is not deployed; its endpoints answer 404.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    dcgan: str | None = None
-    styles: dict[str, str] = {}  # style name -> fast_style export
-    translators: dict[str, str] = {}  # model name -> pix2pix or cyclegan export
+    catalogue: CatalogueSettings | None = None  # DCGAN, fast style, Pix2Pix and CycleGAN exports
     gatys: GatysServerSettings | None = None
     dream: OptimisationSettings | None = None
     adain: AdaINServerSettings | None = None
-    backend: Backend = "auto"  # of the styles and translators; GET /models says which runs
+    backend: Backend = "auto"  # of the image models; GET /models says which runs
     limits: v.Limits = v.Limits()
-
-    @field_validator("styles", "translators")
-    @classmethod
-    def _url_safe_names(cls, models: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in models if not NAME.match(name)]
-        if bad:
-            raise ValueError(f"names {bad} must match {NAME.pattern} (they are URL segments)")
-        return models
