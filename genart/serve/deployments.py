@@ -158,8 +158,12 @@ class CatalogueModels:
                       default=None)  # fmt: skip
         self.capacity = cache_size(s, largest)
         # Made here rather than by decorating the method: the cache's size is known only now
-        # (Ray 2.60 detects multiplexing wired up at init time).
-        self.model = serve.multiplexed(max_num_models_per_replica=self.capacity)(self._load)
+        # (Ray 2.60 detects multiplexing wired up at init time). A plain function, because
+        # Serve keeps the cache as an attribute of what it wraps, which a bound method refuses.
+        async def load(name: str) -> Cached:
+            return await self._load(name)
+
+        self.model = serve.multiplexed(max_num_models_per_replica=self.capacity)(load)
 
     def _serves(self, name: str) -> bool:
         """Whether the catalogue's model ``name`` is of this deployment's kind."""
