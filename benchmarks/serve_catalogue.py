@@ -40,10 +40,10 @@ STYLE = ["fast_style.width=8", "fast_style.residual_blocks=1"]
 PIX2PIX = ["data.size=64", "pix2pix.ngf=8", "pix2pix.ndf=8"]
 SIDE, CLIENTS, ZIPF = 64, 4, 1.1
 REPLICAS = {"min_replicas": 2, "max_replicas": 2}
-# What each replica may spend on cached models; each export here is far below 1 MB, so it
-# counts as 1 MB (genart.serve.settings.cache_size): 24 models per replica, 48 in all, so
-# the 220 names cannot all stay loaded.
-BUDGET_MB = 24
+# What each replica may spend on cached models: 24 models of the largest export here (the
+# Pix2Pix, 3.5 MB + 3 MB of overhead: genart.serve.settings.cache_size) per replica, 48 in all,
+# so the 220 names cannot all stay loaded.
+BUDGET_MB = 160
 
 
 def settings(quick: bool) -> dict:
@@ -179,7 +179,8 @@ def run(out_dir: Path, quick: bool) -> dict:
             uniform = drawn(url + "/cat", routes, uniform_draws)
             peak = watch_peak(lambda: load(uniform, data, CLIENTS, s["uniform"]))
             rows.append(row("catalogue, uniform (thrashing)", *peak.pop("result")))
-            memory |= peak | {"after_mb": replica_rss_mb("cat"), "budget_mb": BUDGET_MB}
+            memory |= peak | {"after_mb": replica_rss_mb("cat"), "budget_mb": BUDGET_MB,
+                              "models_per_replica": cache_size(BUDGET_MB, big)}  # fmt: skip
     print_table(rows)
     derived = summarise(rows, memory)
     print("\n".join(f"{k}: {v}" for k, v in derived.items()))
@@ -228,7 +229,18 @@ def summarise(rows: list[dict], memory: dict) -> dict:
         "zipf_throughput_rps": by[f"catalogue, Zipf({ZIPF})"]["throughput_rps"],
         "replica_memory_growth_mb": growth,
         "replica_memory_budget_mb": BUDGET_MB,
+        "models_per_replica": memory["models_per_replica"],
     }
+
+
+def cache_size(budget_mb: int, catalogue: Path) -> int:
+    """How many models each replica caches, as the replicas compute it."""
+    from genart.catalogue import Catalogue
+    from genart.serve.settings import CatalogueSettings
+    from genart.serve.settings import cache_size as size
+
+    largest = max(e.size for e in Catalogue(str(catalogue)).entries())
+    return size(CatalogueSettings(uri=str(catalogue), replica_memory_mb=budget_mb), largest)
 
 
 if __name__ == "__main__":

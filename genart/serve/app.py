@@ -1,6 +1,6 @@
 """The genart Serve application: every trained generator and the Gatys optimisation over HTTP.
 
-One application, one FastAPI ingress, one deployment per model family:
+One application, one FastAPI ingress, one deployment per kind of inference:
 
 ================  ==============================================  ===========================
 deployment        endpoints                                        work

@@ -23,7 +23,7 @@ from genart.train import checkpoint
 DEMO_MODELS = {
     "dcgan": ("dcgan", ["data.size=32", "data.channels=1", "dcgan.latent_dim=64",
                         "dcgan.g_width=32", "dcgan.d_width=32"]),
-    "style-demo": ("fast_style", []),
+    "demo": ("fast_style", []),  # /style/demo
     "pix2pix-demo": ("pix2pix", ["data.size=64", "pix2pix.ngf=16", "pix2pix.ndf=16"]),
     "cyclegan-demo": ("cyclegan", ["data.size=64", "cyclegan.ngf=16", "cyclegan.ndf=16",
                                    "cyclegan.n_blocks=2"]),

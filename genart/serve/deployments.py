@@ -157,6 +157,7 @@ class CatalogueModels:
         largest = max((e.size or 0 for e in self.catalogue.entries() if e.family in self.families),
                       default=None)  # fmt: skip
         self.capacity = cache_size(s, largest)
+
         # Made here rather than by decorating the method: the cache's size is known only now
         # (Ray 2.60 detects multiplexing wired up at init time). A plain function, because
         # Serve keeps the cache as an attribute of what it wraps, which a bound method refuses.

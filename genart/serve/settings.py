@@ -84,17 +84,22 @@ class CatalogueSettings(BaseModel):
 
 def cache_size(settings: CatalogueSettings, largest_bytes: int | None) -> int:
     """How many models a replica's LRU cache holds: ``models_per_replica`` if set, else the
-    memory budget over the largest export (:data:`DEFAULT_MODEL_MB` when none is known), at
-    least one. Pinned models are held outside the cache, in addition to it."""
+    memory budget over what the largest export costs loaded (its size, :data:`DEFAULT_MODEL_MB`
+    when none is known, plus :data:`MODEL_OVERHEAD_MB`), at least one. Pinned models are held
+    outside the cache, in addition to it."""
     if settings.models_per_replica is not None:
         return settings.models_per_replica
     model_mb = largest_bytes / 2**20 if largest_bytes else DEFAULT_MODEL_MB
-    return max(1, int(settings.replica_memory_mb // max(model_mb, MIN_MODEL_MB)))
+    return max(1, int(settings.replica_memory_mb // (model_mb + MODEL_OVERHEAD_MB)))
 
 
-# Sizing without a known export: about a 128 px Pix2Pix U-Net's 160 MB, the largest served
-# family; and no export counts as less than 1 MB (loaded networks carry fixed overheads).
-DEFAULT_MODEL_MB, MIN_MODEL_MB = 160, 1
+# Sizing without a known export: a 128 px Pix2Pix U-Net's export (its weights and ONNX graph,
+# ~320 MB), the largest served family. A loaded model holds its export's weights (the torch
+# networks and the onnxruntime session's copy, which the export's .pt and .onnx files measure)
+# plus a fixed cost of a few MB: the session's arenas and the modules themselves
+# (docs/serving.md, "Sizing the model cache"; in the serve_catalogue benchmark tiny models
+# cost ~3.5 MB each).
+DEFAULT_MODEL_MB, MODEL_OVERHEAD_MB = 320, 3
 
 
 class AppSettings(BaseModel):

@@ -571,7 +571,7 @@ def test_an_over_cap_body_is_refused_before_100_continue_and_the_close_is_said(s
 
 
 def test_overload_beyond_the_queue_gets_503(served):
-    # FastStyle here queues at most 4 requests; 24 at once must overflow it.
+    # ImageModels here queues at most 4 requests; 24 at once must overflow it.
     data = gradient_png(512)
     with ThreadPoolExecutor(24) as pool:
         replies = list(pool.map(lambda _: served.post("/style/candy", data=data), range(24)))

@@ -10,7 +10,12 @@ import pytest
 from test_http_app import Handle, call, png
 
 from genart.serve import app, demo, deployments
-from genart.serve.settings import DEFAULT_MODEL_MB, CatalogueSettings, cache_size
+from genart.serve.settings import (
+    DEFAULT_MODEL_MB,
+    MODEL_OVERHEAD_MB,
+    CatalogueSettings,
+    cache_size,
+)
 
 STYLE = ["fast_style.width=8", "fast_style.residual_blocks=1"]
 DCGAN = ["data.size=16", "data.channels=1", "dcgan.latent_dim=8", "dcgan.g_width=8",
@@ -18,11 +23,11 @@ DCGAN = ["data.size=16", "data.channels=1", "dcgan.latent_dim=8", "dcgan.g_width
 
 
 def test_the_cache_holds_the_budget_over_the_largest_export_or_the_count_given():
-    settings = CatalogueSettings(uri="cat", replica_memory_mb=1000)
-    assert cache_size(settings, 100 * 2**20) == 10
+    settings = CatalogueSettings(uri="cat", replica_memory_mb=1030)
+    assert cache_size(settings, 100 * 2**20) == 1030 // (100 + MODEL_OVERHEAD_MB)
     assert cache_size(settings, 3000 * 2**20) == 1  # one model even beyond the budget
-    assert cache_size(settings, None) == 1000 // DEFAULT_MODEL_MB  # nothing to measure yet
-    assert cache_size(settings, 10) == 1000  # a tiny export counts as 1 MB
+    assert cache_size(settings, None) == 1030 // (DEFAULT_MODEL_MB + MODEL_OVERHEAD_MB)
+    assert cache_size(settings, 10) == 1030 // MODEL_OVERHEAD_MB  # a tiny export: its overhead
     assert cache_size(settings.model_copy(update={"models_per_replica": 2}), 10) == 2
 
 
@@ -69,7 +74,7 @@ def test_the_cache_is_sized_from_the_catalogue_and_pinned_models_load_at_start(c
                    replica_memory_mb=16)  # fmt: skip
     assert set(image.pinned) == {"mosaic"}  # the DCGAN is pinned by the latent deployment
     size = max(e.size for e in image.catalogue.entries() if e.family == "fast_style")
-    assert image.capacity == max(1, int(16 // max(size / 2**20, 1)))
+    assert image.capacity == max(1, int(16 // (size / 2**20 + MODEL_OVERHEAD_MB)))
     assert image.describe()["loaded"]["mosaic"]["pinned"] is True
     listing = {entry["name"]: entry for entry in image.listing()}
     assert listing["digits"]["family"] == "dcgan" and listing["broken"]["usable"] is True
