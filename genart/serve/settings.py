@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from genart import names
 from genart.serve import validation as v
 
 TOKEN_ENV = "GENART_API_TOKEN"
@@ -80,6 +81,14 @@ class CatalogueSettings(BaseModel):
     models_per_replica: int | None = Field(None, ge=1, le=10_000)  # a count instead of a budget
     # The DCGAN export that the unnamed routes /dcgan/sample|interpolate|arithmetic serve.
     dcgan: str | None = None
+
+    @field_validator("pinned")
+    @classmethod
+    def _model_names(cls, pinned: list[str]) -> list[str]:
+        bad = [name for name in pinned if not names.NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"{bad} are not model names (they match {names.NAME.pattern})")
+        return pinned
 
 
 def cache_size(settings: CatalogueSettings, largest_bytes: int | None) -> int:

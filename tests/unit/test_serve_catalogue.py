@@ -29,6 +29,8 @@ def test_the_cache_holds_the_budget_over_the_largest_export_or_the_count_given()
     assert cache_size(settings, None) == 1030 // (DEFAULT_MODEL_MB + MODEL_OVERHEAD_MB)
     assert cache_size(settings, 10) == 1030 // MODEL_OVERHEAD_MB  # a tiny export: its overhead
     assert cache_size(settings.model_copy(update={"models_per_replica": 2}), 10) == 2
+    with pytest.raises(ValueError, match="not model names"):
+        CatalogueSettings(uri="cat", pinned=["ok", "../etc"])
 
 
 @pytest.fixture(scope="module")
