@@ -459,7 +459,7 @@ BAD = [
     ("one seed", "/dcgan/interpolate", {"json": {"seeds": [1]}}, 422),
     ("dream octaves", "/dream?octaves=99", {"data": png(16, 16)}, 422),
     ("bad base64", "/gatys/jobs", {"json": {"content": "!!!", "styles": ["!!!"],
-                                            "settings": {"size": 32}}}, 400),
+                                            "settings": {"size": 32}}}, 422),
     ("gatys too big", "/gatys/jobs", {"json": {"content": SMALL, "styles": [SMALL],
                                                "settings": {"size": 512}}}, 422),
 ]  # fmt: skip
