@@ -186,6 +186,13 @@ ABOUT = {
         "the floor of any app of this shape. Targets: <= 3 ms overhead at p50, >= 2x "
         "throughput from batching at 16 clients."
     ),
+    "serve_catalogue": (
+        "A catalogue of 200 fast-style and 20 Pix2Pix exports (small widths) served by one "
+        "deployment of two replicas whose model caches hold 24 each: requests to loaded models "
+        "against the single-model path (target: p50 and p99 within 1.2x), cold loads, Zipf(1.1) "
+        "and uniform traffic over all 220 names (4 clients, 64 px images), and the replicas' "
+        "resident memory while the models rotate, against the cache's budget."
+    ),
 }
 
 

@@ -16,8 +16,8 @@ import traceback
 from pathlib import Path
 
 BENCHMARKS = [
-    "ingest", "dcgan", "style", "translation", "quality", "evaluation", "tune", "serve", "video",
-    "inference",
+    "ingest", "dcgan", "style", "translation", "quality", "evaluation", "tune", "serve",
+    "serve_catalogue", "video", "inference",
 ]  # fmt: skip
 
 

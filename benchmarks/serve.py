@@ -3,9 +3,10 @@
 The work is the same on every path: decode a PNG with the server's validation, stylise it with
 Johnson et al.'s network (width 32, 5 residual blocks, random weights), encode the result as
 PNG. ``direct`` does it in this process; ``http`` POSTs the image to the genart Serve app
-(ingress + one FastStyle replica) with batching off (``max_batch_size`` 1) or on (16, 5 ms
-window). Both apps run side by side, so the three paths are timed in interleaved rounds and
-load from other processes on a shared machine hits them alike.
+(ingress + one ImageModels replica; the style is the one model of its catalogue) with batching
+off (``max_batch_size`` 1) or on (16, 5 ms window). Both apps run side by side, so the three
+paths are timed in interleaved rounds and load from other processes on a shared machine hits
+them alike.
 
 Scenarios: 256x256 images with 1 and 16 concurrent clients (threads, each sending its next
 request when its last one returns; ``direct`` with 16 clients is 16 threads calling the net),
@@ -61,6 +62,8 @@ FLOOR = "http, echo app (Serve's floor)"
 OVERLOAD = "http, shipped queue caps, 64 clients retrying at once"
 OVERLOAD_CLIENTS = 64
 ONE_REPLICA = {"min_replicas": 1, "max_replicas": 1}
+# The DCGAN deployment every catalogue app has, unused here: one small replica.
+IDLE = {"autoscaling_config": ONE_REPLICA, "ray_actor_options": {"num_cpus": 0.1}}
 SIDE = 256  # of the images in the 1- and 16-client scenarios (--tiny: 32)
 FLOOR_SIDE = 16  # of the images where the model costs ~1 ms
 
@@ -176,8 +179,9 @@ def http_path(url: str) -> Callable[[bytes], None]:
 
 
 @contextlib.contextmanager
-def served(export: str) -> Iterator[dict[str, str]]:
-    """One app per batching mode on a free port; yields {mode: URL of its style endpoint}."""
+def served(catalogue: str) -> Iterator[dict[str, str]]:
+    """One app per batching mode on a free port, each serving the catalogue whose one model is
+    ``bench``; yields {mode: URL of its style endpoint}."""
     import ray
     from ray import serve
 
@@ -201,14 +205,16 @@ def served(export: str) -> Iterator[dict[str, str]]:
         style = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
                  "max_ongoing_requests": 32, "max_queued_requests": -1,
                  "ray_actor_options": actor, "user_config": user_config}  # fmt: skip
-        options = {"FastStyle": style, "Ingress": {"ray_actor_options": {"num_cpus": 0.5}}}
-        serve.run(build({"styles": {"bench": export}}, options), name=f"batching-{mode}",
+        options = {"ImageModels": style, "Ingress": {"ray_actor_options": {"num_cpus": 0.5}},
+                   "LatentModels": IDLE}  # fmt: skip
+        serve.run(build({"catalogue": {"uri": catalogue}}, options), name=f"batching-{mode}",
                   route_prefix=f"/{mode}", logging_config={"enable_access_log": False})  # fmt: skip
         urls[mode] = f"http://127.0.0.1:{port}/{mode}/style/bench"
         routed(f"http://127.0.0.1:{port}/{mode}")
     # The overload app: every option as shipped but the replica counts.
-    shipped = {name: {"autoscaling_config": ONE_REPLICA} for name in ("Ingress", "FastStyle")}
-    serve.run(build({"styles": {"bench": export}}, shipped), name="overload",
+    shipped = {name: {"autoscaling_config": ONE_REPLICA} for name in ("Ingress", "ImageModels")}
+    serve.run(build({"catalogue": {"uri": catalogue}}, shipped | {"LatentModels": IDLE}),
+              name="overload",
               route_prefix="/overload", logging_config={"enable_access_log": False})  # fmt: skip
     urls["overload"] = f"http://127.0.0.1:{port}/overload/style/bench"
     routed(f"http://127.0.0.1:{port}/overload")
@@ -316,8 +322,9 @@ def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
     torch.set_num_threads(1)  # as the replica (one logical CPU -> OMP_NUM_THREADS=1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        export = str(export_initialised("fast_style", [], Path(tmp) / "style"))
-        with served(export) as urls:
+        export = str(export_initialised("fast_style", [], Path(tmp) / "cat" / "bench",
+                                        checkpoints=Path(tmp) / "checkpoints"))  # fmt: skip
+        with served(str(Path(tmp) / "cat")) as urls:
             paths = {"direct": direct_path(export)}
             paths |= {f"http, batching {mode}": http_path(urls[mode]) for mode in BATCHING}
             paths[FLOOR] = http_path(urls["floor"])

@@ -10,7 +10,6 @@ reason, beside the usable ones. A server finds a model by name with :meth:`Catal
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,7 @@ import torch
 
 from genart import export, registry, storage
 from genart.errors import InputError
-
-# Lower case, digits, '.', '_' and '-', starting with a letter or digit: safe in a URL path, an
-# S3 key and a case-insensitive file system alike.
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+from genart.names import NAME, check_name
 
 
 class ModelNotFound(InputError):
@@ -61,16 +57,6 @@ class Entry:
             **export.public(self.manifest),
             "size": self.size,
         }
-
-
-def check_name(name: str) -> str:
-    """``name`` if it is a valid model name, else an InputError saying what one is."""
-    if not NAME.fullmatch(name):
-        raise InputError(
-            f"model name {name!r} is not URL-safe: use 1-64 lower-case letters, digits, '.', "
-            "'_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 class Catalogue:

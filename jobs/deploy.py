@@ -1,10 +1,12 @@
 """Export a trained run and serve it: ``python jobs/deploy.py s3://bucket/runs/digits-1
---out s3://bucket/export/digits --serve-config serve_config.yaml``.
+--out s3://bucket/models/digits --serve-config serve_config.yaml``.
 
 The export (generator weights + resolved config, no pickled code) goes to ``--out``; Serve
-replicas on any node load it from there, so it should be shared storage. With
-``--serve-config`` the applications of that Serve config (which names the export) are deployed
-on the cluster and keep running after this job ends (``serve shutdown -y`` removes them).
+replicas on any node load it from there, so it should be shared storage. An ``--out`` inside
+the catalogue a running application serves (``s3://bucket/models/<name>``) answers as ``<name>``
+at once, with no redeploy. With ``--serve-config`` the applications of that Serve config
+(which names the catalogue) are deployed on the cluster and keep running after this job ends
+(``serve shutdown -y`` removes them).
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """``genart serve``: run the HTTP application on Ray Serve and print how to call it.
 
-Without ``--config`` it serves the embedded default: the demo exports under ``--demo-dir``
+Without ``--config`` it serves the embedded default: the demo catalogue under ``--demo-dir``
 (created on first use, see ``genart.serve.demo``) on 127.0.0.1:8000. With ``--config FILE`` it
 deploys a Serve config file such as serve_config.yaml, deployment options included, as
 ``serve run FILE`` would. It joins the cluster RAY_ADDRESS names or one ``ray start`` runs on
@@ -25,9 +25,9 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="serve the models over HTTP with Ray Serve")
     p.add_argument("--config", help="Serve config YAML (e.g. serve_config.yaml); default: demo")
     p.add_argument("--demo-dir", default=DEFAULT_DEMO_DIR,
-                   help=f"where the demo exports live (default {DEFAULT_DEMO_DIR})")  # fmt: skip
+                   help=f"where the demo catalogue lives (default {DEFAULT_DEMO_DIR})")  # fmt: skip
     p.add_argument("--prepare", action="store_true",
-                   help="only create the demo exports that serve_config.yaml names")  # fmt: skip
+                   help="only create the demo catalogue that serve_config.yaml names")  # fmt: skip
     p.add_argument("--host", help="HTTP host (default: the config's, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default: the config's, else 8000)")
     p.add_argument("--no-block", action="store_true",
@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 
 def default_config(demo_dir: str) -> dict:
-    """The embedded default: one genart application over the demo exports, on localhost; the
+    """The embedded default: one genart application over the demo catalogue, on localhost; the
     application serve_config.yaml describes (a unit test compares them)."""
     from genart.serve import demo
 
@@ -119,14 +119,14 @@ def absolute_paths(args: dict) -> dict:
         local = Path(path).expanduser().resolve()
         if not local.exists():
             raise FileNotFoundError(
-                f"{path} does not exist: export a run there (genart export RUN --out {path}), "
-                f"or create the demo exports serve_config.yaml names: genart serve --prepare"
+                f"{path} does not exist: export a run there (genart export RUN --out {path}, "
+                f"or --catalogue CAT --name NAME for a catalogue), or create the demo catalogue "
+                f"serve_config.yaml names: genart serve --prepare"
             )
         return str(local)
 
-    settings.dcgan = resolve(settings.dcgan) if settings.dcgan else None
-    settings.styles = {name: resolve(p) for name, p in settings.styles.items()}
-    settings.translators = {name: resolve(p) for name, p in settings.translators.items()}
+    if settings.catalogue:
+        settings.catalogue.uri = resolve(settings.catalogue.uri)
     if settings.adain:
         settings.adain.model = resolve(settings.adain.model)
         settings.adain.styles = {name: resolve(p) for name, p in settings.adain.styles.items()}
@@ -260,18 +260,22 @@ def wait_until_routed(url: str, timeout_s: float = ROUTE_TIMEOUT_S) -> bool:
 
 
 def curl_examples(url: str, args: dict) -> list[str]:
-    """Ready-to-paste curl commands for what an application serves."""
+    """Ready-to-paste curl commands for what an application serves (its catalogue's models as
+    they are when the app starts)."""
     curl = "curl"
     if os.environ.get("GENART_API_TOKEN"):
         curl += ' -H "Authorization: Bearer $GENART_API_TOKEN"'
     json_post = f"{curl} -H 'Content-Type: application/json'"
     lines = [f"{curl} {url}/models"]
-    if args.get("dcgan"):
-        lines.append(f"""{json_post} -d '{{"n": 16, "seed": 0}}' {url}/dcgan/sample -o grid.png""")
-    lines += [f"{curl} --data-binary @photo.jpg {url}/style/{name} -o styled.png"
-              for name in args.get("styles") or {}]  # fmt: skip
-    lines += [f"{curl} --data-binary @photo.jpg {url}/translate/{name} -o translated.png"
-              for name in args.get("translators") or {}]  # fmt: skip
+    families = catalogue_families(args.get("catalogue"))
+    sample = "/dcgan/sample" if (args.get("catalogue") or {}).get("dcgan") else None
+    sample = sample or next((f"/dcgan/{n}/sample" for n, f in families if f == "dcgan"), None)
+    if sample:
+        lines.append(f"""{json_post} -d '{{"n": 16, "seed": 0}}' {url}{sample} -o grid.png""")
+    routes = {"fast_style": ("style", "styled"), "pix2pix": ("translate", "translated"),
+              "cyclegan": ("translate", "translated")}  # fmt: skip
+    lines += [f"{curl} --data-binary @photo.jpg {url}/{routes[f][0]}/{n} -o {routes[f][1]}.png"
+              for n, f in families if f in routes]  # fmt: skip
     if args.get("dream") is not None:
         lines.append(f"{curl} --data-binary @photo.jpg '{url}/dream?iterations=5' -o dream.png")
     if args.get("gatys") is not None:
@@ -288,6 +292,15 @@ def curl_examples(url: str, args: dict) -> list[str]:
     return lines
 
 
+def catalogue_families(settings: dict | None) -> list[tuple[str, str]]:
+    """(name, family) of each usable model of the catalogue ``settings`` name (none: [])."""
+    if not settings:
+        return []
+    from genart.catalogue import Catalogue
+
+    return [(e.name, e.family) for e in Catalogue(settings["uri"]).entries() if e.usable]
+
+
 def serve_command(args) -> int:
     if args.prepare:
         from genart.serve import demo
@@ -295,7 +308,7 @@ def serve_command(args) -> int:
         demo.prepare(args.demo_dir)
         then = "genart serve" + ("" if args.demo_dir == DEFAULT_DEMO_DIR
                                  else f" --demo-dir {args.demo_dir}")  # fmt: skip
-        print(f"demo exports ready in {args.demo_dir}; now: {then}")
+        print(f"demo catalogue ({args.demo_dir}/models) ready in {args.demo_dir}; now: {then}")
         return 0
     from ray.serve.schema import ServeDeploySchema
 

@@ -4,7 +4,8 @@
 - ``app``: the FastAPI ingress: validation, auth, routing. No torch.
 - ``http``: refusals as JSON reasons, the request-body guard, bearer auth. No torch.
 - ``jobs``: the Gatys job store (one replica).
-- ``deployments``: one deployment per model family, each holding its family's pipeline.
+- ``deployments``: one deployment per kind of inference; the trained families' load any
+  export of the application's catalogue on first request (an LRU cache per replica).
 - ``builder``: the application for a set of settings (``genart.serve.builder:build_app``, the
   ``import_path`` of serve_config.yaml).
 - ``validation``: what a request may carry: image formats, byte and pixel caps, JSON bodies.

@@ -1,20 +1,25 @@
 """The genart Serve application: every trained generator and the Gatys optimisation over HTTP.
 
-One application, one FastAPI ingress, one deployment per model family:
+One application, one FastAPI ingress, one deployment per kind of inference:
 
 ================  ==============================================  ===========================
 deployment        endpoints                                        work
 ================  ==============================================  ===========================
 Ingress           /, /docs, /healthz, /models, everything below    validation, auth, routing
-DCGANGenerator    POST /dcgan/sample|interpolate|arithmetic        batched latents -> images
-FastStyle         POST /style/{name}                               every style side by side,
-                                                                   batched
-Translator        POST /translate/{model}                          Pix2Pix / CycleGAN, batched
+LatentModels      POST /dcgan/{name}/sample|interpolate|arithmetic  any DCGAN of the catalogue,
+                  (and /dcgan/sample|...: the configured default)  batched latents -> images
+ImageModels       POST /style/{name}, POST /translate/{name}       any fast style, Pix2Pix or
+                                                                   CycleGAN of the catalogue,
+                                                                   batched per model
 GatysWorker       POST /gatys/jobs, POST /gatys/stylize            per-image optimisation
 JobStore          GET /gatys/jobs/{id}[/result]                    job state (one replica)
 Dreamer           POST /dream                                      Deep Dream
 AdaIN             POST /adain/stylize                              any style, one pass
 ================  ==============================================  ===========================
+
+The catalogue's deployments load a model on its first request (an LRU cache per replica):
+the ingress names the model as Serve's multiplexed model id, so Serve routes a request to a
+replica that holds its model, and tells a name of the wrong family from an absent one.
 
 This module is the ingress and its routes; the settings are ``genart.serve.settings``, the job
 store ``genart.serve.jobs``, the model deployments ``genart.serve.deployments`` and the
@@ -41,6 +46,7 @@ from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from genart import names
 from genart.serve import validation as v
 from genart.serve.http import (
     BodyGuard,
@@ -84,6 +90,15 @@ class Gateway:
         if handle is None:
             raise v.RequestError(404, f"'{family}' is not configured on this server")
         return handle
+
+    def model(self, kind: str, name: str) -> DeploymentHandle:
+        """The handle of the catalogue deployment ``kind`` ("image", "latent") for requests to
+        the model ``name``: Serve routes them to a replica that already holds it. A name that
+        no catalogue can hold is a 404 here, before the request's body is read."""
+        handle = self.backend(kind)
+        if not names.NAME.fullmatch(name):
+            raise v.RequestError(404, f"no model named '{v.echo(name)}': not a model name")
+        return handle.options(multiplexed_model_id=name)
 
     async def read_image(self, request: Request, long_side: int | None = None) -> np.ndarray:
         """The request body as a validated RGB image, fit to ``long_side`` if given.
@@ -211,13 +226,32 @@ class Gateway:
             await jobs.abandon.remote(job_id, dispatch_failure(err))
 
     async def describe(self) -> dict:
-        """What every configured deployment serves (``GET /models``)."""
-        names = {"dcgan": "dcgan", "styles": "style", "translators": "translate",
-                 "gatys": "gatys", "dream": "dream", "adain": "adain"}  # fmt: skip
-        live = {key: self.backends.get(family) for key, family in names.items()}
-        found = await asyncio.gather(*(h.describe.remote() for h in live.values() if h is not None))
+        """What the application serves (``GET /models``): the catalogue's models (name, family,
+        scores; for those the answering replicas hold, the backend that runs them) and the
+        other deployments' settings."""
+        others = {key: self.backends.get(key) for key in ("gatys", "dream", "adain")}
+        found = await asyncio.gather(*(h.describe.remote() for h in others.values() if h))
         answers = iter(found)
-        return {key: (next(answers) if h is not None else None) for key, h in live.items()}
+        listing = {key: (next(answers) if h is not None else None) for key, h in others.items()}
+        return {"catalogue": await self.catalogue()} | listing
+
+    async def catalogue(self) -> list[dict] | None:
+        """The catalogue's models, with the backend of those loaded where the call landed."""
+        image, latent = self.backends.get("image"), self.backends.get("latent")
+        if image is None or latent is None:
+            return None
+        entries, *replicas = await asyncio.gather(
+            image.listing.remote(), image.describe.remote(), latent.describe.remote()
+        )
+        loaded = {name: d for replica in replicas for name, d in replica["loaded"].items()}
+        return [entry | served(loaded.get(entry["name"])) for entry in entries]
+
+
+def served(description: dict | None) -> dict:
+    """What ``GET /models`` adds to a loaded model's entry: the backend that runs it."""
+    keys = ("backend", "threads", "pinned")
+    return {"loaded": True} | {k: description[k] for k in keys if k in description} if (
+        description) else {"loaded": False}  # fmt: skip
 
 
 @serve.deployment(
@@ -298,25 +332,55 @@ def _service_routes(api: FastAPI) -> None:
 def _model_list_route(models: APIRouter, app: Gateway) -> None:
     @models.get("/models", tags=["service"])
     async def list_models() -> dict:
-        """Each family's loaded models: checkpoint, export metadata and saved config."""
+        """The catalogue's models (name, family, scores, whether usable; the backend of loaded
+        ones) and the other deployments' settings; never a server path."""
         return await app.describe()
 
 
 def _dcgan_routes(models: APIRouter, app: Gateway) -> None:
+    """DCGAN by catalogue name (``/dcgan/{name}/...``) and by the configured default."""
+
+    def default() -> str:
+        name = app.settings.catalogue.dcgan if app.settings.catalogue else None
+        if name is None:
+            raise v.RequestError(
+                404, "no default DCGAN is configured here: use /dcgan/{name}/... (GET /models)"
+            )
+        return name
+
+    def latent(name: str) -> DeploymentHandle:
+        return app.model("latent", name)
+
+    @models.post("/dcgan/{name}/sample", tags=["dcgan"], responses=IMAGE_REPLY)
+    async def dcgan_sample(name: str, body: v.SampleRequest) -> Response:
+        """``n`` images of the catalogue's DCGAN ``name``, seeds ``seed`` .. ``seed + n - 1``:
+        a PNG grid, or JSON of PNGs."""
+        return image_response(await latent(name).sample.remote(name, body))
+
+    @models.post("/dcgan/{name}/interpolate", tags=["dcgan"], responses=IMAGE_REPLY)
+    async def dcgan_interpolate(name: str, body: v.InterpolateRequest) -> Response:
+        """A latent walk between consecutive seeds: one row of ``steps`` images per pair."""
+        return image_response(await latent(name).interpolate.remote(name, body))
+
+    @models.post("/dcgan/{name}/arithmetic", tags=["dcgan"], responses=IMAGE_REPLY)
+    async def dcgan_arithmetic(name: str, body: v.ArithmeticRequest) -> Response:
+        """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
+        return image_response(await latent(name).arithmetic.remote(name, body))
+
     @models.post("/dcgan/sample", tags=["dcgan"], responses=IMAGE_REPLY)
-    async def dcgan_sample(body: v.SampleRequest) -> Response:
-        """``n`` images, seeds ``seed`` .. ``seed + n - 1``: a PNG grid, or JSON of PNGs."""
-        return image_response(await app.backend("dcgan").sample.remote(body))
+    async def dcgan_default_sample(body: v.SampleRequest) -> Response:
+        """/dcgan/{name}/sample of the configured default DCGAN."""
+        return await dcgan_sample(default(), body)
 
     @models.post("/dcgan/interpolate", tags=["dcgan"], responses=IMAGE_REPLY)
-    async def dcgan_interpolate(body: v.InterpolateRequest) -> Response:
-        """A latent walk between consecutive seeds: one row of ``steps`` images per pair."""
-        return image_response(await app.backend("dcgan").interpolate.remote(body))
+    async def dcgan_default_interpolate(body: v.InterpolateRequest) -> Response:
+        """/dcgan/{name}/interpolate of the configured default DCGAN."""
+        return await dcgan_interpolate(default(), body)
 
     @models.post("/dcgan/arithmetic", tags=["dcgan"], responses=IMAGE_REPLY)
-    async def dcgan_arithmetic(body: v.ArithmeticRequest) -> Response:
-        """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
-        return image_response(await app.backend("dcgan").arithmetic.remote(body))
+    async def dcgan_default_arithmetic(body: v.ArithmeticRequest) -> Response:
+        """/dcgan/{name}/arithmetic of the configured default DCGAN."""
+        return await dcgan_arithmetic(default(), body)
 
 
 def _image_routes(models: APIRouter, app: Gateway) -> None:
@@ -326,15 +390,13 @@ def _image_routes(models: APIRouter, app: Gateway) -> None:
     async def style(
         name: str, request: Request, params: Annotated[v.StyleParams, Query()]
     ) -> Response:
-        """The body image in fast style ``name`` (see ``GET /models``), at its own size;
-        ``strength`` blends it with the input, ``preserve_color`` keeps the input's colours."""
-        if name not in app.settings.styles:
-            raise v.RequestError(
-                404, f"unknown style '{v.echo(name)}'; available: {sorted(app.settings.styles)}"
-            )
+        """The body image in the catalogue's fast style ``name`` (see ``GET /models``), at its
+        own size; ``strength`` blends it with the input, ``preserve_color`` keeps the input's
+        colours."""
+        handle = app.model("image", name)
         image = await app.read_image(request)
         controls = params.model_dump()
-        return image_response(await app.backend("style").stylize.remote(name, image, **controls))
+        return image_response(await handle.stylize.remote(name, image, **controls))
 
     @models.post("/translate/{model}", tags=["translate"], openapi_extra=IMAGE_BODY,
                  responses=IMAGE_REPLY)  # fmt: skip
@@ -343,14 +405,11 @@ def _image_routes(models: APIRouter, app: Gateway) -> None:
         request: Request,
         direction: Annotated[str | None, Query(pattern="^(AtoB|BtoA)$")] = None,
     ) -> Response:
-        """The body image translated by Pix2Pix/CycleGAN ``model`` (CycleGAN: either way)."""
-        if model not in app.settings.translators:
-            names = sorted(app.settings.translators)
-            raise v.RequestError(404, f"unknown model '{v.echo(model)}'; available: {names}")
+        """The body image translated by the catalogue's Pix2Pix/CycleGAN ``model`` (CycleGAN:
+        either way)."""
+        handle = app.model("image", model)
         image = await app.read_image(request)
-        return image_response(
-            await app.backend("translate").translate.remote(model, direction, image)
-        )
+        return image_response(await handle.translate.remote(model, direction, image))
 
 
 def _gatys_routes(models: APIRouter, app: Gateway) -> None:

@@ -1,5 +1,5 @@
-"""Building the genart Serve application: the ingress and the deployments of the configured
-families (``import_path: genart.serve.builder:build_app`` in serve_config.yaml)."""
+"""Building the genart Serve application: the ingress and the deployments of what is
+configured (``import_path: genart.serve.builder:build_app`` in serve_config.yaml)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import os
 from ray import serve
 
 from genart.serve.app import Ingress
-from genart.serve.deployments import (
-    AdaIN,
-    DCGANGenerator,
-    Dreamer,
-    FastStyle,
-    GatysWorker,
-    Translator,
-)
+from genart.serve.deployments import AdaIN, Dreamer, GatysWorker, ImageModels, LatentModels
 from genart.serve.jobs import JobStore
 from genart.serve.settings import TOKEN_ENV, AppSettings
 
@@ -25,7 +18,7 @@ def build(
     options: dict[str, dict] | None = None,
     api_token: str | None = None,
 ) -> serve.Application:
-    """The application for ``settings``: an ingress and the deployments of configured families.
+    """The application for ``settings``: an ingress and the deployments of what they configure.
 
     ``options`` maps deployment names to ``Deployment.options`` overrides (what the
     ``deployments:`` list of a Serve config file does for ``serve run``/``serve deploy``).
@@ -39,10 +32,10 @@ def build(
         return deployment.options(**options.pop(deployment.name, {})).bind(*args, **kwargs)
 
     jobs = bind(JobStore, s.gatys.max_jobs, s.gatys.jobs_dir) if s.gatys else None
+    catalogue = s.catalogue.model_dump() if s.catalogue else None
     backends = {
-        "dcgan": bind(DCGANGenerator, s.dcgan) if s.dcgan else None,
-        "style": bind(FastStyle, s.styles, s.backend) if s.styles else None,
-        "translate": bind(Translator, s.translators, s.backend) if s.translators else None,
+        "latent": bind(LatentModels, catalogue, s.backend) if catalogue else None,
+        "image": bind(ImageModels, catalogue, s.backend) if catalogue else None,
         "gatys": bind(GatysWorker, s.gatys.model_dump(), jobs) if s.gatys else None,
         "jobs": jobs,
         "dream": bind(Dreamer, s.dream.model_dump()) if s.dream else None,

@@ -2,8 +2,12 @@
 
 The networks are freshly initialised (step 0), not trained: the endpoints work and return
 images of the right size and type, but the pictures are noise until real runs are exported
-(``genart train ...`` then ``genart export RUN --out DIR``). The one exception is DCGAN: the
-newest ``genart demo`` run under ``runs/``, if there is one, is exported and served instead.
+(``genart train ...`` then ``genart export RUN --catalogue CAT --name NAME``). The one exception
+is DCGAN: the newest ``genart demo`` run under ``runs/``, if there is one, is exported and served
+instead.
+
+The demo folder holds a catalogue (``models/``, what the application serves), the step-0
+checkpoints the exports were made from (``checkpoints/``), AdaIN's named style and the Gatys jobs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from genart.train import checkpoint
 DEMO_MODELS = {
     "dcgan": ("dcgan", ["data.size=32", "data.channels=1", "dcgan.latent_dim=64",
                         "dcgan.g_width=32", "dcgan.d_width=32"]),
-    "style-demo": ("fast_style", []),
+    "demo": ("fast_style", []),  # /style/demo
     "pix2pix-demo": ("pix2pix", ["data.size=64", "pix2pix.ngf=16", "pix2pix.ndf=16"]),
     "cyclegan-demo": ("cyclegan", ["data.size=64", "cyclegan.ngf=16", "cyclegan.ndf=16",
                                    "cyclegan.n_blocks=2"]),
@@ -27,19 +31,23 @@ DEMO_MODELS = {
 }  # fmt: skip
 DEMO_STYLE = "adain-style.png"  # the named AdaIN style of the demo: a synthetic style image
 JOBS_DIR = "jobs"  # the Gatys jobs of the demo application, beside its exports
+CATALOGUE, CHECKPOINTS = "models", "checkpoints"  # sub-folders of the demo folder
 
 
-def export_initialised(model: str, overrides: list[str], out: Path, seed: int = 0) -> Path:
+def export_initialised(
+    model: str, overrides: list[str], out: Path, seed: int = 0, checkpoints: Path | None = None
+) -> Path:
     """Export freshly initialised networks of ``model``, as ``genart export`` would a run.
 
-    The step-0 checkpoint is kept beside the export (``<out>.checkpoint``), so the export's
-    manifest names a folder that exists.
+    The step-0 checkpoint is kept (``checkpoints/<name>``, default beside the export as
+    ``<out>.checkpoint``), so the export's manifest names a folder that exists; give a
+    ``checkpoints`` folder when ``out`` is in a catalogue, where it would be a foreign entry.
     """
     cfg = config.load(model, overrides=overrides)
     torch.manual_seed(seed)
     nets = registry.trained(model).build(cfg.params, cfg.data)
     state = {"step": 0, "nets": {name: net.state_dict() for name, net in nets.items()}}
-    source = out.with_name(out.name + ".checkpoint")
+    source = (checkpoints / out.name) if checkpoints else out.with_name(out.name + ".checkpoint")
     checkpoint.write(source, state, cfg, [])
     export.from_checkpoint(str(source), str(out))
     return out
@@ -73,11 +81,12 @@ def vgg_weights() -> str:
 
 
 def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
-    """Create any missing demo export under ``directory``; returns the app's settings (args),
-    which keep the Gatys jobs in ``directory/jobs``."""
+    """Create any missing demo export in the catalogue ``directory/models``; returns the app's
+    settings (args), which keep the Gatys jobs in ``directory/jobs``."""
     directory = Path(directory).resolve()
+    models = directory / CATALOGUE
     for name, (model, overrides) in DEMO_MODELS.items():
-        out = directory / name
+        out = models / name
         if export.is_export(str(out)):
             continue
         trained = latest_demo_run(Path(runs)) if name == "dcgan" else None
@@ -86,16 +95,14 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
             export.from_checkpoint(str(trained), str(out))
         else:
             print(f"creating an untrained {model} demo export in {out}")
-            export_initialised(model, overrides, out)
+            export_initialised(model, overrides, out, checkpoints=directory / CHECKPOINTS)
     weights = vgg_weights()
     style = demo_style(directory)
     return {
-        "dcgan": str(directory / "dcgan"),
-        "styles": {"demo": str(directory / "style-demo")},
-        "translators": {"pix2pix-demo": str(directory / "pix2pix-demo"),
-                        "cyclegan-demo": str(directory / "cyclegan-demo")},
+        # Every export in it answers at its family's routes; the DCGAN also at /dcgan/sample.
+        "catalogue": {"uri": str(models), "dcgan": "dcgan"},
         # Jobs on disk: a restarted job store still knows them (docs/serving.md).
         "gatys": {"vgg_weights": weights, "jobs_dir": str(directory / JOBS_DIR)},
         "dream": {"vgg_weights": weights},
-        "adain": {"model": str(directory / "adain-demo"), "styles": {"demo": str(style)}},
+        "adain": {"model": str(models / "adain-demo"), "styles": {"demo": str(style)}},
     }  # fmt: skip

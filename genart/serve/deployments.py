@@ -1,7 +1,8 @@
-"""The model deployments of the genart Serve application, one per family.
+"""The model deployments of the genart Serve application, one per kind of inference.
 
-Each holds its family's inference pipeline (``genart.pipelines``), built from exported folders
-(``genart export``; local paths or ``s3://`` URIs) or, for Gatys and Deep Dream, from the
+``LatentModels`` (DCGAN) and ``ImageModels`` (fast style, Pix2Pix, CycleGAN) serve any export
+of their kind in the application's catalogue (``genart.catalogue``), loading each on first
+request; AdaIN serves the export its settings name, Gatys and Deep Dream are built from the
 server's settings. A replica runs on the GPU Ray gives it (``ray_actor_options: {num_gpus:
 1}``), else on CPU. Images arrive as uint8 arrays the ingress has already validated.
 
@@ -26,10 +27,12 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from genart import controls
+from genart import controls, export, registry, storage
+from genart.catalogue import Catalogue, ModelNotFound
 from genart.errors import ConfigError, InputError
 from genart.images import encode_png, grid_png, read
 from genart.pipelines.adain import AdaINPipeline
+from genart.pipelines.base import pick_device
 from genart.pipelines.dream import DreamPipeline
 from genart.pipelines.gatys import GatysPipeline
 from genart.pipelines.latent import LatentPipeline
@@ -37,7 +40,13 @@ from genart.pipelines.optimise import Update
 from genart.pipelines.style import FastStylePipeline
 from genart.pipelines.translate import TranslationPipeline
 from genart.serve import validation as v
-from genart.serve.settings import AdaINServerSettings, GatysServerSettings, OptimisationSettings
+from genart.serve.settings import (
+    AdaINServerSettings,
+    CatalogueSettings,
+    GatysServerSettings,
+    OptimisationSettings,
+    cache_size,
+)
 
 BATCH_WINDOW_S = 0.005  # default batch_wait_timeout_s of the batched deployments (see Batching)
 PROGRESS_INTERVAL_S = 0.5  # how often a running Gatys job publishes its progress
@@ -121,156 +130,237 @@ def encode(images: list[np.ndarray], fmt: str, nrow: int | None = None) -> bytes
 # --- model deployments --------------------------------------------------------------------------
 
 
+class CatalogueModels:
+    """Base of the deployments over a catalogue: the exports of one Serve kind
+    (``registry.SERVE_KINDS``), each loaded on a replica's first request for it.
+
+    Requests name their model twice: as an argument and as Serve's multiplexed model id (the
+    ingress sets it), so Serve routes them to replicas that already hold that model and
+    ``@serve.batch`` splits batches by model. :meth:`model` is ``@serve.multiplexed``: an LRU
+    cache per replica, sized from the settings (:func:`settings.cache_size`) when the replica
+    starts. A name is looked up by reading that model's manifest alone, so an export published
+    into the catalogue answers on its first request; nothing about a name that failed is
+    remembered, so a model fixed or added after a failure answers on the next one.
+    """
+
+    KIND = registry.IMAGE
+
+    def __init__(self, settings: dict, backend: str = "auto"):
+        """``backend``: ``AppSettings.backend``; onnxruntime's threads follow the replica's
+        CPUs (``ray_actor_options.num_cpus``, at least one)."""
+        s = CatalogueSettings.model_validate(settings)
+        self.catalogue = Catalogue(s.uri)
+        self.backend = backend
+        self.families = registry.families(serve=self.KIND)
+        self.loaded: dict[str, dict] = {}  # name -> description, of the models now in the cache
+        self.pinned = {name: self._build(name) for name in s.pinned if self._serves(name)}
+        largest = max((e.size or 0 for e in self.catalogue.entries() if e.family in self.families),
+                      default=None)  # fmt: skip
+        self.capacity = cache_size(s, largest)
+
+        # Made here rather than by decorating the method: the cache's size is known only now
+        # (Ray 2.60 detects multiplexing wired up at init time). A plain function, because
+        # Serve keeps the cache as an attribute of what it wraps, which a bound method refuses.
+        async def load(name: str) -> Cached:
+            return await self._load(name)
+
+        self.model = serve.multiplexed(max_num_models_per_replica=self.capacity)(load)
+
+    def _serves(self, name: str) -> bool:
+        """Whether the catalogue's model ``name`` is of this deployment's kind."""
+        return self.catalogue.entry(name).family in self.families
+
+    async def _load(self, name: str) -> Cached:
+        """The pipeline of the model ``name`` (what the LRU cache calls on a miss)."""
+        if name in self.pinned:
+            return Cached(self.pinned[name])
+        pipe = await asyncio.to_thread(self._build, name)
+        self.loaded[name] = pipe.describe()
+        return Cached(pipe, lambda: self.loaded.pop(name, None))
+
+    def _build(self, name: str):
+        """The pipeline of the catalogue's model ``name``; a RequestError saying why not: 404
+        absent or of another kind, 500 unusable (its reason, without the server's paths)."""
+        try:
+            entry = self.catalogue.usable(name)
+            if entry.family not in self.families:
+                raise v.RequestError(
+                    404, f"model '{v.echo(name)}' is a {entry.family} model, which is not "
+                    f"served here; this route serves {', '.join(self.families)}"
+                )  # fmt: skip
+            loaded = export.load(entry.uri, pick_device())
+        except ModelNotFound:
+            raise v.RequestError(404, f"no model named '{v.echo(name)}' in the catalogue") from None
+        except export.InvalidExport as err:
+            reason = str(err).replace(storage.join(self.catalogue.uri, name), name)
+            raise v.RequestError(500, f"model '{name}' cannot be used: {reason}") from None
+        spec = registry.trained(entry.family)
+        return spec.pipeline_class().of(loaded, self.backend)
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.batched.configure(user_config)
+
+    def describe(self) -> dict:
+        """The models this replica holds (cached and pinned), with what runs them."""
+        pinned = {name: pipe.describe() | {"pinned": True} for name, pipe in self.pinned.items()}
+        return {"loaded": self.loaded | pinned, "cache": self.capacity}
+
+    def listing(self) -> list[dict]:
+        """Every model of the catalogue, of every family: names, families, scores or why
+        it is unusable; never where it lies."""
+        return [entry.summary() for entry in self.catalogue.entries()]
+
+    async def pipe(self, name: str, pipeline: type, route: str):
+        """The loaded pipeline of ``name``; 404 unless it is a ``pipeline`` (a model of another
+        family answers at another route)."""
+        pipe = (await self.model(name)).pipe
+        if not isinstance(pipe, pipeline):
+            family = pipe.cfg.model
+            raise v.RequestError(
+                404, f"model '{name}' is a {family} model; {route} serves "
+                f"{', '.join(pipeline.families())}"
+            )  # fmt: skip
+        return pipe
+
+
+class Cached:
+    """A pipeline in a replica's model cache; ``forget`` runs when the cache evicts it (Serve
+    calls an evicted model's ``__del__``)."""
+
+    def __init__(self, pipe, forget: Callable[[], None] = lambda: None):
+        self.pipe = pipe
+        self.forget = forget
+
+    def __del__(self):
+        # Serve calls it on eviction, Python again on collection: forget only once (by then
+        # the same name may be cached anew).
+        forget, self.forget = self.forget, lambda: None
+        forget()
+
+
 @serve.deployment(
     max_ongoing_requests=32,
     max_queued_requests=64,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
     ray_actor_options={"num_cpus": 0.25},
 )
-class DCGANGenerator:
-    """A DCGAN generator: samples, latent walks and latent arithmetic, batched across callers."""
+class LatentModels(CatalogueModels):
+    """DCGAN generators: samples, latent walks and latent arithmetic, batched across callers."""
 
-    def __init__(self, path: str):
-        self.pipe = LatentPipeline.from_export(path)
+    KIND = registry.LATENT
+
+    def __init__(self, settings: dict, backend: str = "auto"):
+        super().__init__(settings, backend)
         self.batched = Batching(self.generate)
 
-    def reconfigure(self, user_config: dict) -> None:
-        self.batched.configure(user_config)
-
-    def describe(self) -> dict:
-        return self.pipe.describe()
-
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=BATCH_WINDOW_S)
-    async def generate(self, latents: list[torch.Tensor]) -> list[list[np.ndarray]]:
-        """Images for each caller's latents, from one generator pass over all of them."""
-        images = await asyncio.to_thread(self.pipe, torch.cat(latents))
-        ends = np.cumsum([0] + [len(z) for z in latents])
-        return [images[a:b] for a, b in zip(ends, ends[1:])]
+    async def generate(self, items: list[tuple[Hashable, torch.Tensor]]) -> list[list[np.ndarray]]:
+        """Images for each caller's (pipeline, latents), one generator pass per pipeline."""
+        return await asyncio.to_thread(run_keyed, items, generate_latents)
 
-    async def sample(self, request: v.SampleRequest) -> bytes | list[bytes]:
+    async def _latent(self, name: str):
+        return await self.pipe(name, LatentPipeline, "/dcgan")
+
+    async def sample(self, name: str, request: v.SampleRequest) -> bytes | list[bytes]:
+        pipe = await self._latent(name)
         seeds = range(request.seed, request.seed + request.n)
         # In a thread: with a small truncation the redraws take a while, and this event loop
         # also serves the replica's other requests.
-        z = await asyncio.to_thread(self.pipe.sample_latents, seeds, request.truncation)
-        return await self.batched(z, lambda images: encode(images, request.format))
+        z = await asyncio.to_thread(pipe.sample_latents, seeds, request.truncation)
+        return await self.batched((pipe, z), lambda images: encode(images, request.format))
 
-    async def interpolate(self, request: v.InterpolateRequest) -> bytes | list[bytes]:
+    async def interpolate(self, name: str, request: v.InterpolateRequest) -> bytes | list[bytes]:
         """One row of ``steps`` images per pair of consecutive seeds."""
-        z = self.pipe.walk_latents(request.seeds, request.steps, request.mode)
-        return await self.batched(z, lambda images: encode(images, request.format, request.steps))
+        pipe = await self._latent(name)
+        z = pipe.walk_latents(request.seeds, request.steps, request.mode)
+        return await self.batched(
+            (pipe, z), lambda images: encode(images, request.format, request.steps)
+        )
 
-    async def arithmetic(self, request: v.ArithmeticRequest) -> bytes | list[bytes]:
+    async def arithmetic(self, name: str, request: v.ArithmeticRequest) -> bytes | list[bytes]:
         """mean(A), mean(B), mean(C) and mean(A) - mean(B) + mean(C), left to right."""
-        z = self.pipe.arithmetic_latents(request.a, request.b, request.c)
-        return await self.batched(z, lambda images: encode(images, request.format, 4))
+        pipe = await self._latent(name)
+        z = pipe.arithmetic_latents(request.a, request.b, request.c)
+        return await self.batched((pipe, z), lambda images: encode(images, request.format, 4))
 
 
-class ImageModels:
-    """Base of the image-to-image deployments: named exported pipelines in one replica, whose
-    requests are batched together by (model key, image size)."""
-
-    PIPELINE: type = FastStylePipeline  # the pipeline class of every configured model
-    WHAT = "model"  # what a name denotes, in errors
-
-    def __init__(self, paths: dict[str, str], backend: str = "auto"):
-        """``backend``: ``AppSettings.backend``; onnxruntime's threads follow the replica's
-        CPUs (``ray_actor_options.num_cpus``, at least one)."""
-        self.pipes = {
-            name: self.PIPELINE.from_export(path, backend=backend) for name, path in paths.items()
-        }
-        self.batched = Batching(self._run)
-
-    def reconfigure(self, user_config: dict) -> None:
-        self.batched.configure(user_config)
-
-    def describe(self) -> dict:
-        return {name: pipe.describe() for name, pipe in self.pipes.items()}
-
-    def _pipe(self, name: str):
-        if name not in self.pipes:
-            available = sorted(self.pipes)
-            raise v.RequestError(
-                404, f"unknown {self.WHAT} '{v.echo(name)}'; available: {available}"
-            )
-        return self.pipes[name]
-
-    # Each subclass defines its own ``@serve.batch`` ``_run`` calling this: serve.batch keeps
-    # one queue per decorated function, so a shared one would mix two deployments' requests.
-    async def _run_batch(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
-        """The uint8 HWC outputs for a batch of (model key, uint8 HWC image) requests."""
-        return await asyncio.to_thread(run_keyed, items, self._apply)
-
-    def _apply(self, key: Hashable, images: list[np.ndarray]) -> list[np.ndarray]:
-        raise NotImplementedError
+def generate_latents(pipe: LatentPipeline, latents: list[torch.Tensor]) -> list[list[np.ndarray]]:
+    """Each caller's images, from one pass of ``pipe`` over all their latents."""
+    images = pipe(torch.cat(latents))
+    ends = np.cumsum([0] + [len(z) for z in latents])
+    return [images[a:b] for a, b in zip(ends, ends[1:])]
 
 
-IMAGE_MODEL_OPTIONS = {
-    "max_ongoing_requests": 16,
-    "max_queued_requests": 32,
-    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+@serve.deployment(
+    max_ongoing_requests=16,
+    max_queued_requests=32,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
     # Ray's logical CPUs: with the other deployments' defaults, the whole app starts on 2.
-    "ray_actor_options": {"num_cpus": 0.375},
-}
+    ray_actor_options={"num_cpus": 0.375},
+)
+class ImageModels(CatalogueModels):
+    """Fast style, Pix2Pix and CycleGAN: any image size, batched per model, controls and
+    direction."""
 
+    KIND = registry.IMAGE
 
-@serve.deployment(**IMAGE_MODEL_OPTIONS)
-class FastStyle(ImageModels):
-    """Every configured fast-style network in one replica; any image size, batched."""
-
-    PIPELINE, WHAT = FastStylePipeline, "style"
+    def __init__(self, settings: dict, backend: str = "auto"):
+        super().__init__(settings, backend)
+        self.batched = Batching(self._run)
 
     async def stylize(
         self, name: str, image: np.ndarray, strength: float = 1.0, preserve_color: str = "none"
     ) -> bytes:
-        """The image (uint8 HWC RGB) in style ``name`` with the style controls, as PNG.
+        """The image (uint8 HWC RGB) in fast style ``name`` with the style controls, as PNG.
 
         Batched per style and controls: requests with the defaults, the most common, still
         share batches; the controls are checked before batching, so a bad one fails only its
         caller.
         """
-        self._pipe(name)
+        pipe = await self.pipe(name, FastStylePipeline, "/style")
         try:
             controls.check(strength, preserve_color)
         except InputError as err:
             raise v.RequestError(422, str(err)) from err
-        return await self.batched(((name, strength, preserve_color), image), encode_png)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=BATCH_WINDOW_S)
-    async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
-        return await self._run_batch(items)
-
-    def _apply(self, key: tuple[str, float, str], images: list[np.ndarray]) -> list[np.ndarray]:
-        name, strength, preserve_color = key
-        return self.pipes[name](images, strength=strength, preserve_color=preserve_color)
-
-
-@serve.deployment(**IMAGE_MODEL_OPTIONS)
-class Translator(ImageModels):
-    """Pix2Pix and CycleGAN generators by name; any image size, batched per model and direction."""
-
-    PIPELINE = TranslationPipeline
+        key = (pipe, {"strength": strength, "preserve_color": preserve_color})
+        return await self.batched((freeze(key), image), encode_png)
 
     async def translate(self, name: str, direction: str | None, image: np.ndarray) -> bytes:
         """The image (uint8 HWC RGB) translated by model ``name``, as PNG.
 
         The direction is checked here, before batching, so a bad one fails only its caller.
         """
+        pipe = await self.pipe(name, TranslationPipeline, "/translate")
         try:
-            direction = self._pipe(name).direction(direction)
+            direction = pipe.direction(direction)
         except ConfigError as err:
             raise v.RequestError(422, str(err)) from err
-        return await self.batched(((name, direction), image), encode_png)
+        return await self.batched((freeze((pipe, {"direction": direction})), image), encode_png)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=BATCH_WINDOW_S)
     async def _run(self, items: list[tuple[Hashable, np.ndarray]]) -> list[np.ndarray]:
-        return await self._run_batch(items)
-
-    def _apply(self, key: tuple[str, str], images: list[np.ndarray]) -> list[np.ndarray]:
-        name, direction = key
-        return self.pipes[name](images, direction)
+        """The uint8 HWC outputs for a batch of (model key, uint8 HWC image) requests."""
+        return await asyncio.to_thread(run_keyed, items, apply_image_model)
 
 
-@serve.deployment(**IMAGE_MODEL_OPTIONS | {"ray_actor_options": {"num_cpus": 0.25}})
+def freeze(key: tuple) -> tuple:
+    """A (pipeline, options) key made hashable: the options as sorted pairs."""
+    pipe, options = key
+    return pipe, tuple(sorted(options.items()))
+
+
+def apply_image_model(key: tuple, images: list[np.ndarray]) -> list[np.ndarray]:
+    """An image pipeline with its options (a :func:`freeze`-d key) over images."""
+    pipe, options = key
+    return pipe(images, **dict(options))
+
+
+@serve.deployment(
+    max_ongoing_requests=16,
+    max_queued_requests=32,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+    ray_actor_options={"num_cpus": 0.25},
+)
 class AdaIN:
     """Arbitrary style transfer with one AdaIN decoder: any uploaded style, or a named one.
 

@@ -93,17 +93,20 @@ def playground_url(ray_local, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("m")
     overrides = ["fast_style.width=8", "fast_style.residual_blocks=1"]
-    style = demo.export_initialised("fast_style", overrides, root / "s")
+    demo.export_initialised("fast_style", overrides, root / "cat" / "mosaic",
+                            checkpoints=root / "checkpoints")  # fmt: skip
     adain = demo.export_initialised("adain", ["adain.vgg_weights=random", "adain.width=8"],
                                     root / "a")  # fmt: skip
     settings = {
-        "styles": {"mosaic": str(style)},
+        "catalogue": {"uri": str(root / "cat")},
         "adain": {"model": str(adain), "styles": {"demo": str(demo.demo_style(root))}},
     }
     light = {"ray_actor_options": {"num_cpus": 0.1}}
     (port,) = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    application = builder.build(settings, {"Ingress": light, "FastStyle": light, "AdaIN": light})
+    application = builder.build(
+        settings, {"Ingress": light, "ImageModels": light, "LatentModels": light, "AdaIN": light}
+    )
     serve.run(application, name="playground", logging_config={"enable_access_log": False})
     yield f"http://127.0.0.1:{port}/"
     serve.shutdown()

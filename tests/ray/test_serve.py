@@ -1,7 +1,8 @@
 """The Serve application over real HTTP on the local Ray, with tiny generated checkpoints.
 
-One application serves every family for the whole module (starting its eight replicas is the
-expensive part); each test exercises endpoints against it. Expected images are computed in
+One application serves every family for the whole module (starting its replicas is the
+expensive part), the trained ones from a catalogue whose model cache holds two per replica;
+each test exercises endpoints against it. Expected images are computed in
 this process from the same exports and compared with what came back over HTTP.
 """
 
@@ -56,12 +57,11 @@ LIGHT = {"ray_actor_options": {"num_cpus": 0.1}, "autoscaling_config": ONE_REPLI
 OPTIONS = {
     "Ingress": LIGHT,
     # A long batch window: concurrent requests surely share a batch.
-    "DCGANGenerator": LIGHT | {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}},
+    "LatentModels": LIGHT | {"user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2}},
     # A short queue: a burst overloads it (the 503 test). Serve counts requests not yet
-    # assigned to a replica as queued, so keep it >= the concurrency of the other style tests.
-    "FastStyle": LIGHT | {"max_ongoing_requests": 4, "max_queued_requests": 4,
-                          "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}},
-    "Translator": LIGHT,
+    # assigned to a replica as queued, so keep it >= the concurrency of the other image tests.
+    "ImageModels": LIGHT | {"max_ongoing_requests": 4, "max_queued_requests": 4,
+                            "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01}},
     # Frequent health checks: the replica-kill tests wait for Serve to notice and replace.
     "GatysWorker": LIGHT | {"health_check_period_s": 1},
     "JobStore": {"ray_actor_options": {"num_cpus": 0}, "health_check_period_s": 1},
@@ -101,8 +101,8 @@ def b64(data: bytes) -> str:
 class Client:
     """HTTP calls to the served app, authenticated unless told otherwise."""
 
-    def __init__(self, url: str, models: dict[str, str]):
-        self.url, self.models = url, models
+    def __init__(self, url: str, models: dict[str, str], root):
+        self.url, self.models, self.root = url, models, root
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {TOKEN}"
 
@@ -120,11 +120,10 @@ def served(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     models = {}
     for seed, (name, (model, overrides)) in enumerate(TINY.items()):
-        models[name] = str(demo.export_initialised(model, overrides, root / name, seed=seed))
+        models[name] = str(publish(root, name, model, overrides, seed))
     settings = {
-        "dcgan": models["dcgan"],
-        "styles": {"mosaic": models["mosaic"], "candy": models["candy"]},
-        "translators": {"facades": models["facades"], "zebra": models["zebra"]},
+        # Two models per replica: the four image models rotate through its cache.
+        "catalogue": {"uri": str(root / "cat"), "dcgan": "dcgan", "models_per_replica": 2},
         "gatys": {
             "vgg_weights": "random",
             "config": SMALL_VGG,
@@ -144,8 +143,14 @@ def served(ray_local, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(builder.build(settings, OPTIONS, api_token=TOKEN), name="genart-test",
               logging_config={"enable_access_log": False})  # fmt: skip
-    yield Client(f"http://127.0.0.1:{port}", models)
+    yield Client(f"http://127.0.0.1:{port}", models, root)
     serve.shutdown()
+
+
+def publish(root, name: str, model: str, overrides: list[str], seed: int = 0):
+    """A freshly initialised ``model`` exported into the test catalogue as ``name``."""
+    out = root / "cat" / name
+    return demo.export_initialised(model, overrides, out, seed, checkpoints=root / "checkpoints")
 
 
 def test_health_docs_and_a_self_contained_playground(served):
@@ -174,19 +179,21 @@ def test_bearer_token_guards_the_models(served):
 
 
 def test_models_say_what_is_served_and_never_where_from(served):
+    assert served.post("/style/mosaic", data=png(16, 16)).status_code == 200
     listing = served.get("/models").json()
-    assert listing["dcgan"]["family"] == "dcgan" and listing["dcgan"]["step"] == 0
-    assert set(listing["styles"]) == {"mosaic", "candy"}
-    assert listing["translators"]["zebra"]["family"] == "cyclegan"
+    catalogue = {entry["name"]: entry for entry in listing["catalogue"]}
+    assert {"dcgan", "mosaic", "candy", "facades", "zebra", "adain"} <= set(catalogue)
+    assert catalogue["dcgan"]["family"] == "dcgan" and catalogue["dcgan"]["step"] == 0
+    assert catalogue["zebra"]["family"] == "cyclegan" and "scores" in catalogue["zebra"]
     # The exports carry checked graphs, and the replicas run on CPU: onnxruntime, with one
     # thread for a replica's share of a CPU.
-    assert listing["styles"]["mosaic"]["backend"] == "onnxruntime"
-    assert listing["translators"]["zebra"]["threads"] == 1
+    mosaic = catalogue["mosaic"]
+    assert mosaic["loaded"] and mosaic["backend"] == "onnxruntime" and mosaic["threads"] == 1
     assert "random" in listing["gatys"]["vgg_weights"] and listing["dream"]["max_side"] == 64
-    # No server path (of an export or its run) and no training config.
+    # No server path (of an export, its run or the catalogue) and no training config.
     text = json.dumps(listing)
-    assert all(path not in text for path in served.models.values())
-    assert "config" not in listing["dcgan"] and "config" not in listing["adain"]
+    assert all(path not in text for path in [*served.models.values(), str(served.root)])
+    assert "config" not in catalogue["dcgan"] and "config" not in listing["adain"]
 
 
 def test_dcgan_sample_interpolate_arithmetic(served):
@@ -251,6 +258,72 @@ def test_translate_pix2pix_and_both_cyclegan_directions(served):
         reply = served.post(f"/translate/zebra?direction={direction}", data=data)
         (want,) = expected(forward_any_size(nets[net], image))
         assert np.abs(decoded(reply.content) - want).max() <= 1
+
+
+def styled_by(served, name: str, data: bytes) -> np.ndarray:
+    """What the fast-style export ``name`` of the test catalogue makes of the PNG ``data``."""
+    net = exports.load(str(served.root / "cat" / name)).nets["G"]
+    image = torch.from_numpy(np.moveaxis(decoded(data), -1, 0)).float()[None] / 127.5 - 1
+    (want,) = expected(forward_any_size(net, image))
+    return want
+
+
+def loaded_image_models(served) -> set[str]:
+    return {entry["name"] for entry in served.get("/models").json()["catalogue"]
+            if entry["loaded"] and entry["family"] != "dcgan"}  # fmt: skip
+
+
+def test_an_export_published_after_start_answers_without_a_redeploy(served):
+    data = png(24, 16)
+    assert served.post("/style/fresh", data=data).status_code == 404  # not there yet
+    publish(served.root, "fresh", *TINY["mosaic"], seed=42)
+    reply = served.post("/style/fresh", data=data)
+    assert reply.status_code == 200, reply.text
+    assert np.abs(decoded(reply.content) - styled_by(served, "fresh", data)).max() <= 1
+
+
+def test_more_models_than_the_cache_holds_rotate_and_all_answer(served):
+    # Two models per replica: five image models in turn evict one another, twice over.
+    data = png(16, 16)
+    routes = [
+        "/style/mosaic",
+        "/style/candy",
+        "/translate/facades",
+        "/translate/zebra",
+        "/style/mosaic",
+        "/translate/facades",
+        "/style/candy",
+        "/translate/zebra",
+    ]
+    for route in routes:
+        reply = served.post(route, data=data)
+        assert reply.status_code == 200, (route, reply.text)
+    assert loaded_image_models(served) == {"candy", "zebra"}  # the two used last
+    reply = served.post("/style/mosaic", data=data)  # evicted, loaded again: still its own
+    assert np.abs(decoded(reply.content) - styled_by(served, "mosaic", data)).max() <= 1
+
+
+def test_a_model_of_another_family_for_the_route_is_404_with_the_reason(served):
+    for route, family in (("/style/dcgan", "dcgan"), ("/style/zebra", "cyclegan"),
+                          ("/translate/mosaic", "fast_style")):  # fmt: skip
+        reply = served.post(route, data=png(16, 16))
+        assert reply.status_code == 404 and f"a {family} model" in reply.json()["detail"], route
+    reply = served.post("/dcgan/mosaic/sample", json={"n": 1})
+    assert reply.status_code == 404 and "fast_style model" in reply.json()["detail"]
+    reply = served.post("/style/nobody", data=png(16, 16))
+    assert reply.status_code == 404 and "no model named 'nobody'" in reply.json()["detail"]
+
+
+def test_a_broken_export_is_refused_with_its_reason_and_the_others_answer(served):
+    broken = publish(served.root, "broken", *TINY["mosaic"])
+    (broken / "G.pt").write_bytes(b"damaged")
+    reply = served.post("/style/broken", data=png(16, 16))
+    assert reply.status_code == 500 and "G.pt" in reply.json()["detail"]
+    assert str(served.root) not in reply.text
+    assert served.post("/style/candy", data=png(16, 16)).status_code == 200
+    assert served.post("/dcgan/sample", json={"n": 1}).status_code == 200
+    listing = {entry["name"]: entry for entry in served.get("/models").json()["catalogue"]}
+    assert not listing["broken"]["loaded"] and listing["candy"]["loaded"]
 
 
 def test_gatys_job_runs_to_completion(served):
@@ -386,7 +459,7 @@ BAD = [
     ("one seed", "/dcgan/interpolate", {"json": {"seeds": [1]}}, 422),
     ("dream octaves", "/dream?octaves=99", {"data": png(16, 16)}, 422),
     ("bad base64", "/gatys/jobs", {"json": {"content": "!!!", "styles": ["!!!"],
-                                            "settings": {"size": 32}}}, 400),
+                                            "settings": {"size": 32}}}, 422),
     ("gatys too big", "/gatys/jobs", {"json": {"content": SMALL, "styles": [SMALL],
                                                "settings": {"size": 512}}}, 422),
 ]  # fmt: skip
@@ -498,7 +571,7 @@ def test_an_over_cap_body_is_refused_before_100_continue_and_the_close_is_said(s
 
 
 def test_overload_beyond_the_queue_gets_503(served):
-    # FastStyle here queues at most 4 requests; 24 at once must overflow it.
+    # ImageModels here queues at most 4 requests; 24 at once must overflow it.
     data = gradient_png(512)
     with ThreadPoolExecutor(24) as pool:
         replies = list(pool.map(lambda _: served.post("/style/candy", data=data), range(24)))
@@ -517,13 +590,15 @@ def test_cli_prepares_demo_models_and_serves_a_config_file(served, tmp_path, mon
 
     assert main(["serve", "--prepare", "--demo-dir", str(tmp_path / "demo")]) == 0
     for name in demo.DEMO_MODELS:
-        assert (tmp_path / "demo" / name / "export.json").is_file()
+        assert (tmp_path / "demo" / demo.CATALOGUE / name / "export.json").is_file()
     config = {
         "http_options": {"host": "127.0.0.1", "port": int(served.url.rsplit(":", 1)[1])},
         "applications": [{
             "name": "cli", "route_prefix": "/cli", "import_path": "genart.serve.builder:build_app",
-            "args": {"dcgan": str(tmp_path / "demo" / "dcgan")},
-            "deployments": [{"name": name, **LIGHT} for name in ("Ingress", "DCGANGenerator")],
+            "args": {"catalogue": {"uri": str(tmp_path / "demo" / demo.CATALOGUE),
+                                   "dcgan": "dcgan"}},
+            "deployments": [{"name": name, **LIGHT}
+                            for name in ("Ingress", "LatentModels", "ImageModels")],
         }],
     }  # fmt: skip
     path = tmp_path / "serve.yaml"

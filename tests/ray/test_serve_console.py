@@ -40,16 +40,19 @@ def replica_process(root_pid: int, deployment: str) -> psutil.Process:
 
 def test_examples_when_the_app_answers_a_dead_replica_in_genarts_words_and_stopping(tmp_path):
     model, overrides = demo.DEMO_MODELS["dcgan"]
-    dcgan = demo.export_initialised(model, overrides, tmp_path / "dcgan")
+    demo.export_initialised(model, overrides, tmp_path / "cat" / "dcgan",
+                            checkpoints=tmp_path / "checkpoints")  # fmt: skip
     (port,) = free_ports(1)
     config = {
         "http_options": {"host": "127.0.0.1", "port": port},
         "applications": [{
             "name": "genart", "route_prefix": "/", "import_path": "genart.serve.builder:build_app",
-            "args": {"dcgan": str(dcgan), "gatys": {"jobs_dir": str(tmp_path / "jobs"),
-                     "vgg_weights": "random", "config": {"arch": "vgg16"}}},
+            "args": {"catalogue": {"uri": str(tmp_path / "cat"), "dcgan": "dcgan"},
+                     "gatys": {"jobs_dir": str(tmp_path / "jobs"), "vgg_weights": "random",
+                               "config": {"arch": "vgg16"}}},
             "deployments": [
-                {"name": "Ingress", **LIGHT}, {"name": "DCGANGenerator", **LIGHT},
+                {"name": "Ingress", **LIGHT}, {"name": "LatentModels", **LIGHT},
+                {"name": "ImageModels", **LIGHT},
                 {"name": "JobStore", "ray_actor_options": {"num_cpus": 0}},
                 # More CPUs than the machine has: this deployment never starts.
                 {"name": "GatysWorker", **LIGHT, "ray_actor_options": {"num_cpus": 512}},

@@ -36,6 +36,10 @@ class Handle:
     def __init__(self, **methods):
         self.methods = methods
 
+    def options(self, **options):
+        self.options_given = options  # what the latest call asked of Serve's routing
+        return self
+
     def __getattr__(self, name):
         method = self.methods[name]
         return types.SimpleNamespace(remote=lambda *args, **kwargs: method(*args, **kwargs))
@@ -55,7 +59,7 @@ async def died(*args, **kwargs):
 
 def api(body_timeout_s: float = 5.0, **backends):
     limits = {"max_body_bytes": MAX_BODY, "body_timeout_s": body_timeout_s, "retry_after_s": 3}
-    settings = {"dcgan": "d", "styles": {"mosaic": "m", "candy": "c"}, "limits": limits}
+    settings = {"catalogue": {"uri": "models", "dcgan": "d"}, "limits": limits}
     return app.create_api(app.Gateway(settings, **backends))
 
 
@@ -147,13 +151,13 @@ def test_validation_errors_quote_refused_values_briefly():
 
 @pytest.mark.parametrize("route", ["/style/", "/translate/"])
 def test_an_unknown_name_is_quoted_briefly_in_its_404(route):
-    reply = call(api(style=Handle(stylize=stylize)), "POST", route + "n" * 5000, png(16, 16))
+    reply = call(api(image=Handle(stylize=stylize)), "POST", route + "n" * 5000, png(16, 16))
     assert reply.status == 404 and len(reply.body) < 300
     assert f"'{'n' * validation.MAX_ECHOED_CHARS}...'" in reply.json()["detail"]
 
 
 def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline():
-    asgi = api(body_timeout_s=0.3, style=Handle(stylize=stylize))
+    asgi = api(body_timeout_s=0.3, image=Handle(stylize=stylize))
     headers = {"content-length": "5000", "content-type": "image/png"}
     reply = call(asgi, "POST", "/style/mosaic", headers=headers, chunks=[png(16, 16)[:40]],
                  then_hang=True)  # fmt: skip
@@ -167,7 +171,7 @@ def test_a_body_shorter_than_its_content_length_gets_408_at_the_deadline():
 
 
 def test_a_slow_trickle_does_not_reset_the_deadline():
-    asgi = api(body_timeout_s=0.3, style=Handle(stylize=stylize))
+    asgi = api(body_timeout_s=0.3, image=Handle(stylize=stylize))
     data = png(16, 16)
 
     async def trickle(scope, receive, send):  # one byte every 50 ms, without end
@@ -182,7 +186,7 @@ def test_a_slow_trickle_does_not_reset_the_deadline():
 
 
 def test_bodies_over_the_cap_are_413_naming_the_limit():
-    asgi = api(style=Handle(stylize=stylize))
+    asgi = api(image=Handle(stylize=stylize))
     declared = call(asgi, "POST", "/style/mosaic", headers={"content-length": str(10**9)})
     assert declared.status == 413 and f"limit is {MAX_BODY} bytes" in declared.json()["detail"]
     chunks = [bytes(MAX_BODY // 2)] * 3  # chunked: no Content-Length
@@ -197,7 +201,7 @@ def test_bodies_over_the_cap_are_413_naming_the_limit():
 
 
 def test_full_model_queues_are_503_with_retry_after_and_a_reason():
-    asgi = api(style=Handle(stylize=overloaded))
+    asgi = api(image=Handle(stylize=overloaded))
     # What Serve does when the replica starts: its own bare-text handler replaces the app's.
     asgi.add_exception_handler(BackPressureError, lambda request, err: PlainTextResponse("", 503))
     reply = call(asgi, "POST", "/style/candy", png(16, 16))
@@ -206,7 +210,7 @@ def test_full_model_queues_are_503_with_retry_after_and_a_reason():
 
 
 def test_a_model_replica_lost_mid_request_is_503():
-    reply = call(api(style=Handle(stylize=died)), "POST", "/style/candy", png(16, 16))
+    reply = call(api(image=Handle(stylize=died)), "POST", "/style/candy", png(16, 16))
     assert reply.status == 503 and reply.headers["retry-after"] == "3"
     assert "stopped" in reply.json()["detail"]
 
@@ -253,7 +257,7 @@ def webp_declaring(width: int, height: int, chunk: str = "VP8X") -> bytes:
     ids=["png", "jpeg", "webp", "truncated", "400-mp", "3600-mp", "webp-197-mp"],
 )
 def test_image_refusals_are_sentences_of_the_apps_own(data, status, words):
-    reply = call(api(style=Handle(stylize=stylize)), "POST", "/style/mosaic", data)
+    reply = call(api(image=Handle(stylize=stylize)), "POST", "/style/mosaic", data)
     detail = reply.json()["detail"]
     assert reply.status == status and words in detail, detail
     assert not re.search(r"<|0x[0-9a-f]{6}|BytesIO|decompression bomb", detail), detail
@@ -287,14 +291,14 @@ def answering_without_a_token(asgi) -> set[str]:
 
 
 def test_with_a_token_set_only_the_documented_public_paths_answer_without_it():
-    settings = {"dcgan": "d", "styles": {"secret-style": "m"}, "limits": {"retry_after_s": 3}}
+    settings = {"catalogue": {"uri": "m", "dcgan": "secret-dcgan"}, "limits": {"retry_after_s": 3}}
     asgi = app.create_api(app.Gateway(settings, api_token="t0ken"))
     auth = (REPO / "docs" / "serving.md").read_text().split("## Authentication and exposure")[1]
     documented = set(re.findall(r"`(/[^`]*)`", auth.split("\n\n")[1]))
     assert answering_without_a_token(asgi) == documented
     assert {"/openapi.json", "/docs", "/models"} - documented == {"/models"}
     schema = call(asgi, "GET", "/openapi.json")  # public: it carries no configured names
-    assert schema.status == 200 and "secret-style" not in schema.body.decode()
+    assert schema.status == 200 and "secret-dcgan" not in schema.body.decode()
     assert schema.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
@@ -305,7 +309,7 @@ def test_style_controls_reach_the_model_as_query_parameters():
         calls.append((name, controls))
         return b"png"
 
-    asgi = api(style=Handle(stylize=recording))
+    asgi = api(image=Handle(stylize=recording))
     reply = call(asgi, "POST", "/style/candy?strength=0.25&preserve_color=yiq", png(16, 16))
     assert reply.status == 200 and reply.body == b"png"
     reply = call(asgi, "POST", "/style/candy", png(16, 16))
@@ -324,7 +328,7 @@ def test_style_controls_reach_the_model_as_query_parameters():
     ],
 )
 def test_bad_style_controls_are_422_with_reasons(query, words):
-    reply = call(api(style=Handle(stylize=stylize)), "POST", f"/style/candy?{query}", png(16, 16))
+    reply = call(api(image=Handle(stylize=stylize)), "POST", f"/style/candy?{query}", png(16, 16))
     assert reply.status == 422 and words in json.dumps(reply.json()["detail"]), reply.body
 
 

@@ -157,15 +157,24 @@ def test_gatys_strength_blends_the_optimised_image_with_the_content():
         pipe(content, style, strength=float("nan"))
 
 
-def test_the_fast_style_deployment_applies_and_checks_the_controls(tmp_path):
-    from genart.serve.deployments import FastStyle
+def test_the_image_deployment_applies_and_checks_the_style_controls(tmp_path):
+    from genart.serve import deployments
     from genart.serve.validation import RequestError
 
-    replica = FastStyle.func_or_class({"mosaic": export(tmp_path, "fast_style")})  # no Ray
+    export(tmp_path, "fast_style")  # into tmp_path, the catalogue, as "fast_style"
+    replica = deployments.ImageModels.func_or_class({"uri": str(tmp_path)})  # no Ray
+    pipe = replica._build("fast_style")
+
+    async def cached(name):  # Serve's model cache, which needs a replica
+        return deployments.Cached(pipe)
+
+    replica.model = cached
     content = image(20, 30)
-    assert np.array_equal(replica._apply(("mosaic", 0.0, "none"), [content])[0], content)
-    kept = replica._apply(("mosaic", 1.0, "yiq"), [content])[0]
-    assert np.array_equal(kept, replica.pipes["mosaic"]([content], preserve_color="yiq")[0])
+    key = deployments.freeze((pipe, {"strength": 0.0, "preserve_color": "none"}))
+    assert np.array_equal(deployments.apply_image_model(key, [content])[0], content)
+    key = deployments.freeze((pipe, {"strength": 1.0, "preserve_color": "yiq"}))
+    kept = deployments.apply_image_model(key, [content])[0]
+    assert np.array_equal(kept, pipe([content], preserve_color="yiq")[0])
     with pytest.raises(RequestError) as refused:
-        asyncio.run(replica.stylize("mosaic", content, strength=2.0))
+        asyncio.run(replica.stylize("fast_style", content, strength=2.0))
     assert refused.value.status == 422 and "strength" in refused.value.reason

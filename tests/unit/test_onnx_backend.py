@@ -267,21 +267,30 @@ def test_the_models_page_says_which_backend_runs(exports):
     from test_http_app import Handle, call
 
     from genart.serve import app
-    from genart.serve.deployments import FastStyle
+    from genart.serve.deployments import ImageModels
 
-    style = FastStyle.func_or_class({"mosaic": exports["fast_style"]}, "onnxruntime")
+    catalogue = {"uri": str(Path(exports["fast_style"]).parent)}
+    style = ImageModels.func_or_class(catalogue, "onnxruntime")
+    style.loaded["fast_style"] = style._build("fast_style").describe()  # as a load records it
+
+    async def listing():
+        return style.listing()
 
     async def describe():
         return style.describe()
 
-    settings = {"styles": {"mosaic": exports["fast_style"]}, "backend": "onnxruntime"}
-    api = app.create_api(app.Gateway(settings, style=Handle(describe=describe)))
-    reply = call(api, "GET", "/models")
+    async def nothing():
+        return {"loaded": {}}
+
+    gateway = app.Gateway({"catalogue": catalogue, "backend": "onnxruntime"},
+                          image=Handle(listing=listing, describe=describe),
+                          latent=Handle(describe=nothing))  # fmt: skip
+    reply = call(app.create_api(gateway), "GET", "/models")
     assert reply.status == 200
-    served = reply.json()["styles"]["mosaic"]
+    (served,) = [m for m in reply.json()["catalogue"] if m["name"] == "fast_style"]
     assert served["backend"] == "onnxruntime" and served["threads"] >= 1
-    torch_only = FastStyle.func_or_class({"mosaic": exports["fast_style"]}, "torch")
-    assert torch_only.describe()["mosaic"]["backend"] == "torch"
+    torch_only = ImageModels.func_or_class(catalogue, "torch")
+    assert torch_only._build("fast_style").describe()["backend"] == "torch"
 
 
 def test_serve_settings_take_a_backend_and_refuse_unknown_ones():

@@ -254,18 +254,21 @@ def test_client_settings_are_fields_of_the_model_configs():
 # --- app settings, helpers, and the shipped Serve config ---------------------------------------
 
 
-def test_app_settings_reject_unknown_keys_and_unsafe_names():
+def test_app_settings_reject_unknown_keys_and_the_per_family_keys_of_old():
     with pytest.raises(ValidationError):
-        AppSettings.model_validate({"dcgan": "x", "stlyes": {}})
-    with pytest.raises(ValidationError, match="URL segments"):
-        AppSettings.model_validate({"styles": {"../etc": "x"}})
+        AppSettings.model_validate({"catalogue": {"uri": "x"}, "stlyes": {}})
+    with pytest.raises(ValidationError, match="styles"):  # a catalogue serves them now
+        AppSettings.model_validate({"styles": {"mosaic": "x"}})
+    with pytest.raises(ValidationError, match="replica_memory_mb"):
+        AppSettings.model_validate({"catalogue": {"uri": "x", "replica_memory_mb": 0}})
 
 
 def test_build_rejects_options_for_deployments_it_does_not_make():
-    application = builder.build({"dcgan": "x"}, {"DCGANGenerator": {"max_queued_requests": 3}})
+    catalogue = {"catalogue": {"uri": "x"}}
+    application = builder.build(catalogue, {"LatentModels": {"max_queued_requests": 3}})
     assert application is not None
-    with pytest.raises(ValueError, match="FastStyle"):
-        builder.build({"dcgan": "x"}, {"FastStyle": {"max_queued_requests": 3}})
+    with pytest.raises(ValueError, match="Dreamer"):
+        builder.build(catalogue, {"Dreamer": {"max_queued_requests": 3}})
 
 
 def test_serve_config_is_valid_and_safe():
@@ -277,10 +280,10 @@ def test_serve_config_is_valid_and_safe():
     (application,) = raw["applications"]
     assert application["import_path"] == "genart.serve.builder:build_app"
     settings = AppSettings.model_validate(application["args"])
-    assert settings.dcgan and settings.styles and settings.translators
+    assert settings.catalogue and settings.catalogue.uri and settings.catalogue.dcgan
     assert settings.gatys and settings.dream and settings.adain and settings.adain.styles
     deployments = {d["name"]: d for d in application["deployments"]}
-    made = ("Ingress", "DCGANGenerator", "FastStyle", "Translator", "GatysWorker", "JobStore")
+    made = ("Ingress", "LatentModels", "ImageModels", "GatysWorker", "JobStore")
     assert set(deployments) == {*made, "Dreamer", "AdaIN"}
     for name, d in deployments.items():
         batch = d.get("user_config", {}).get("max_batch_size", 1)
@@ -310,14 +313,20 @@ def test_dcgan_sample_draws_latents_off_the_event_loop(monkeypatch):
         threads.append(threading.current_thread())
         return torch.zeros(len(seeds), 4)
 
-    async def generate(latents, finish):
+    async def generate(item, finish):
+        pipe, latents = item
         return latents.shape
 
-    generator = object.__new__(deployments.DCGANGenerator.func_or_class)  # no model to load
-    generator.pipe = types.SimpleNamespace(sample_latents=record_thread)
+    pipe = types.SimpleNamespace(sample_latents=record_thread)
+
+    async def loaded(name, pipeline, route):
+        return pipe
+
+    generator = object.__new__(deployments.LatentModels.func_or_class)  # no model to load
+    generator.pipe = loaded
     generator.batched = generate
     request = validation.SampleRequest(n=3, truncation=0.5)
-    assert asyncio.run(generator.sample(request)) == (3, 4)
+    assert asyncio.run(generator.sample("digits", request)) == (3, 4)
     assert threads and threads[0] is not threading.main_thread()  # asyncio.run's loop is main's
 
 
@@ -350,15 +359,16 @@ def test_grouped_forwards_keep_order_across_keys_sizes_and_chunks(monkeypatch):
 def test_cli_resolves_model_paths_and_says_what_to_do_when_missing(tmp_path, monkeypatch):
     from genart.cli import serve as cli
 
-    (tmp_path / "styles" / "a").mkdir(parents=True)
+    (tmp_path / "models").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    args = cli.absolute_paths({"styles": {"a": "styles/a"}, "dcgan": "s3://bucket/dcgan",
+    args = cli.absolute_paths({"catalogue": {"uri": "models"},
+                               "adain": {"model": "s3://bucket/adain"},
                                "gatys": {"jobs_dir": "runs/jobs"}})  # fmt: skip
-    assert args["styles"]["a"] == str(tmp_path / "styles" / "a")
+    assert args["catalogue"]["uri"] == str(tmp_path / "models")
     assert args["gatys"]["jobs_dir"] == str(tmp_path / "runs" / "jobs")  # need not exist yet
-    assert args["dcgan"] == "s3://bucket/dcgan"  # remote URIs are left to the replicas
+    assert args["adain"]["model"] == "s3://bucket/adain"  # remote URIs are left to the replicas
     with pytest.raises(FileNotFoundError, match="genart serve --prepare"):
-        cli.absolute_paths({"dcgan": "runs/missing"})
+        cli.absolute_paths({"catalogue": {"uri": "runs/missing"}})
 
 
 def test_cli_refuses_serve_configs_with_unknown_keys(tmp_path):
@@ -377,11 +387,17 @@ def test_cli_refuses_serve_configs_with_unknown_keys(tmp_path):
     assert "applications[0].deployments[0].ray_actor_options.num_cpu" in str(refused.value)
 
 
-def test_cli_curl_examples_cover_what_is_served(monkeypatch):
+def test_cli_curl_examples_cover_what_is_served(monkeypatch, tmp_path):
     from genart.cli import serve as cli
+    from genart.serve import demo
 
     monkeypatch.delenv("GENART_API_TOKEN", raising=False)
-    args = {"dcgan": "d", "styles": {"mosaic": "m"}, "translators": {"zebra": "z"}, "dream": {},
+    cat = tmp_path / "cat"
+    small = {"fast_style": [], "dcgan": demo.DEMO_MODELS["dcgan"][1],
+             "cyclegan": ["data.size=16", "cyclegan.ngf=4", "cyclegan.n_blocks=1"]}  # fmt: skip
+    for name, model in (("mosaic", "fast_style"), ("zebra", "cyclegan"), ("digits", "dcgan")):
+        demo.export_initialised(model, small[model], cat / name, checkpoints=tmp_path / "ckpt")
+    args = {"catalogue": {"uri": str(cat), "dcgan": "digits"}, "dream": {},
             "adain": {"model": "a", "styles": {"waves": "w"}}}  # fmt: skip
     lines = cli.curl_examples("http://127.0.0.1:8000", args)
     text = "\n".join(lines)
