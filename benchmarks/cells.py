@@ -99,11 +99,9 @@ def pending(todo: Iterable[Cell], seeds: Sequence[int], records: Sequence[dict],
             if (c.name, seed, side) not in done]  # fmt: skip
 
 
-def load_records(path: Path) -> list[dict]:
-    """The records of an earlier run of the matrix at ``path`` (none if it does not exist)."""
-    if not path.exists():
-        return []
-    return list(json.loads(path.read_text()).get("records", []))
+def load(path: Path) -> dict:
+    """The document an earlier run of the matrix wrote at ``path`` ({} if there is none)."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(c: Cell, seed: int, side: str, scores: dict[str, Any]) -> dict:

@@ -106,7 +106,8 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict
     """Run every pending (cell, seed, side) of ``todo``, two processes at a time by default,
     writing the matrix's JSON after each; returns the document."""
     path = out / f"{NAME}.json"
-    records = cells.load_records(path)
+    previous = cells.load(path)
+    records = list(previous.get("records", []))
     runs = cells.pending(todo, seeds, records)
     print(f"{len(runs)} runs to do, {len(records)} records already in {path}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,12 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict
                 "seeds": list(seeds), "lengths": cells.LENGTHS,
                 "widths": {f: dict(zip(("n", "ngf", "ndf", "n_blocks"), w))
                            for f, w in WIDTHS.items()},
-                **prepare(todo, seeds, work), "records": records}  # fmt: skip
+                "records": records}  # fmt: skip
+    notes = prepare(todo, seeds, work)
+    # What the judges scored in earlier runs stays, for cells this run does not touch.
+    notes["real_digits"] = previous.get("real_digits", {}) | notes.get("real_digits", {})
+    notes.setdefault("real_digit_accuracy", previous.get("real_digit_accuracy"))
+    document |= {k: v for k, v in notes.items() if v}
     for finished in finishing(runs, seeds, work, jobs):
         records.append(finished)
         document["machine"]["load_average_1m"] = round(os.getloadavg()[0], 2)
@@ -145,6 +151,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the cells and stop")
     args = parser.parse_args()
     todo = cells.select(cells.cells(gpu=torch.cuda.is_available()), args.cells, args.quick)
+    if not todo:
+        raise SystemExit(f"benchmarks.matrix: no cell matches {args.cells} (see --list)")
     if args.list:
         print("\n".join(c.name for c in todo))
         return

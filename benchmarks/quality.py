@@ -23,6 +23,9 @@ run of the same code (few steps, one seed): its figures mean little.
 
     python -m benchmarks.quality [--quick] [--out bench-results] [--only pix2pix dcgan]
     python -m benchmarks.quality --ablate --only dcgan   # genart variants, measured alone
+
+``benchmarks.matrix`` runs these loops and scores over a matrix of settings and data kinds
+(real data among them), resumably.
 """
 
 from __future__ import annotations

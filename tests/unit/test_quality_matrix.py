@@ -67,7 +67,8 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
         return cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
-    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: {})
+    judged = {"real_digit_accuracy": 0.97, "real_digits": {"32px": {"coverage": 10}}}
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: dict(judged))
     fail = True
     with pytest.raises(KeyboardInterrupt):
         matrix.run(tmp_path, [cell], (0, 1), tmp_path, jobs=1)
@@ -75,10 +76,12 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     assert [(r["seed"], r["side"]) for r in saved] == ran == [(0, "reference"), (0, "genart")]
     assert not list(tmp_path.glob("*.partial"))
 
-    fail, ran[:] = False, []
+    fail, ran[:], judged = False, [], {}  # resumed without the judges' notes: they stay
     matrix.run(tmp_path, [cell], (0, 1), tmp_path, jobs=1)
     assert ran == [(1, "reference"), (1, "genart")]  # only what was missing
-    saved = json.loads((tmp_path / "quality_matrix.json").read_text())["records"]
+    document = json.loads((tmp_path / "quality_matrix.json").read_text())
+    assert document["real_digit_accuracy"] == 0.97 and document["real_digits"]["32px"]
+    saved = document["records"]
     assert sorted((r["seed"], r["side"]) for r in saved) == sorted(
         (seed, side) for seed in (0, 1) for side in cells.SIDES
     )
