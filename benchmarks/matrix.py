@@ -56,14 +56,22 @@ def settings(cell: cells.Cell, seeds) -> quality.Settings:
                             n_blocks=blocks, samples=samples, seeds=tuple(seeds))  # fmt: skip
 
 
-def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str) -> dict:
-    """Train and score one side of one cell from one seed (in a worker process): its record."""
+def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str) -> list[dict]:
+    """Train and score one side of one cell from one seed (in a worker process): its record,
+    and for genart runs that keep a weight average, one record for each of its sides too
+    (side ``genart [live]``, ``genart [average]``; ``genart`` is what the run exported)."""
     variant = None if side == "reference" else quality.GENART[cell.family]["genart"]
-    (row,) = quality._task(cell.family, side, settings(cell, seeds), seed, variant, work, False)
-    scores = {k: v for k, v in row.items() if k not in ("model", "implementation", "seed", "steps")}
-    if "recognised" in scores:  # the modes judge's name for the confident share
-        scores["confident"] = scores["recognised"]
-    return cells.record(cell, seed, side, scores)
+    s = settings(cell, seeds)
+    rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
+    return [cells.record(cell, seed, row["implementation"], scores(row)) for row in rows]
+
+
+def scores(row: dict) -> dict:
+    """A result row of ``benchmarks.quality`` less what the record holds already."""
+    out = {k: v for k, v in row.items() if k not in ("model", "implementation", "seed", "steps")}
+    if "recognised" in out:  # the modes judge's name for the confident share
+        out["confident"] = out["recognised"]
+    return out
 
 
 def prepare(todo: list[cells.Cell], seeds, work: Path) -> dict:
@@ -91,8 +99,8 @@ def real_digits(s: quality.Settings, work: Path) -> dict:
     return judge(quality.as_float(images["image"][pick[: s.samples]]))
 
 
-def finishing(runs, seeds, work: Path, jobs: int) -> Iterator[dict]:
-    """Each run's record as it finishes: in this process with one job, else in ``jobs``
+def finishing(runs, seeds, work: Path, jobs: int) -> Iterator[list[dict]]:
+    """Each run's records as it finishes: in this process with one job, else in ``jobs``
     spawned processes (forking a process that has run torch can deadlock)."""
     if jobs == 1:
         yield from (run_side(c, seed, side, seeds, str(work)) for c, seed, side in runs)
@@ -124,7 +132,7 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict
     notes.setdefault("real_digit_accuracy", previous.get("real_digit_accuracy"))
     document |= {k: v for k, v in notes.items() if v}
     for finished in finishing(runs, seeds, work, jobs):
-        records.append(finished)
+        records += finished
         document["machine"]["load_average_1m"] = round(os.getloadavg()[0], 2)
         cells.write_atomically(path, document)
     print_table(cells.summary(records))

@@ -64,7 +64,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
         if len(ran) == 2 and fail:
             raise KeyboardInterrupt  # stopped while the third run trains
         ran.append((seed, side))
-        return cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})
+        return [cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})]
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
     judged = {"real_digit_accuracy": 0.97, "real_digits": {"32px": {"coverage": 10}}}
