@@ -146,8 +146,10 @@ def _grouped(records: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def _pm(values: Sequence[float]) -> str:
+    """ "mean ± SD", both with the decimals the mean's magnitude calls for."""
     mean, sd = mean_sd(values)
-    return f"{mean:.3g}" if sd is None else f"{mean:.3g} ± {sd:.2g}"
+    decimals = 0 if abs(mean) >= 100 else 2 if abs(mean) >= 1 else 3
+    return f"{mean:.{decimals}f}" + ("" if sd is None else f" ± {sd:.{decimals}f}")
 
 
 def summary(records: Sequence[dict]) -> list[dict]:

@@ -108,7 +108,7 @@ def test_summary_and_verdicts_per_cell_and_side():
         for side, base in (("reference", 20.0), ("genart", 25.0))
     ]
     summary = {r["side"]: r for r in cells.summary(records)}
-    assert summary["genart"]["psnr"] == "26 ± 1" and summary["reference"]["seeds"] == 3
+    assert summary["genart"]["psnr"] == "26.00 ± 1.00" and summary["reference"]["seeds"] == 3
     psnr, ssim = cells.verdicts(records)
     assert (psnr["metric"], psnr["diff"], psnr["win"]) == ("psnr", 5.0, "genart")
     assert ssim["win"] == "tie"  # equal, SD 0: no difference beyond 2 SE = 0
@@ -124,7 +124,10 @@ def test_report_renders_the_matrix_tables(tmp_path):
     (tmp_path / "quality_matrix.json").write_text(json.dumps(document))
     page = report.render(report.load([tmp_path]))
     assert "`python -m benchmarks.matrix --quick`" in page
-    assert "| dcgan-mnist-32px-short-b64 | genart | 3 | 10 ± 0 | 0.5 ± 0 | 41 ± 1 |" in page
+    assert (
+        "| dcgan-mnist-32px-short-b64 | genart | 3 | 10.00 ± 0.00 | 0.500 ± 0.000 | 41.00 ± 1.00 |"
+        in page
+    )
     assert "| dcgan-mnist-32px-short-b64 | frechet | 41 | 91 | -50 | 1.633 | 3/3 | genart |" in page
 
 
