@@ -119,7 +119,8 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict
     runs = cells.pending(todo, seeds, records)
     print(f"{len(runs)} runs to do, {len(records)} records already in {path}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    document = {"benchmark": NAME, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    # What earlier runs recorded beside the records (e.g. a note) stays unless replaced here.
+    document = previous | {"benchmark": NAME, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "command": " ".join(["python -m benchmarks.matrix", *sys.argv[1:]]),
                 "machine": machine(), "device": "cpu", "threads_per_run": 1,
                 "seeds": list(seeds), "lengths": cells.LENGTHS,

@@ -76,11 +76,14 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     assert [(r["seed"], r["side"]) for r in saved] == ran == [(0, "reference"), (0, "genart")]
     assert not list(tmp_path.glob("*.partial"))
 
+    document = json.loads((tmp_path / "quality_matrix.json").read_text())
+    (tmp_path / "quality_matrix.json").write_text(json.dumps(document | {"note": "by hand"}))
     fail, ran[:], judged = False, [], {}  # resumed without the judges' notes: they stay
     matrix.run(tmp_path, [cell], (0, 1), tmp_path, jobs=1)
     assert ran == [(1, "reference"), (1, "genart")]  # only what was missing
     document = json.loads((tmp_path / "quality_matrix.json").read_text())
     assert document["real_digit_accuracy"] == 0.97 and document["real_digits"]["32px"]
+    assert document["note"] == "by hand"
     saved = document["records"]
     assert sorted((r["seed"], r["side"]) for r in saved) == sorted(
         (seed, side) for seed in (0, 1) for side in cells.SIDES
