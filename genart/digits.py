@@ -2,10 +2,14 @@
 
 There is no MNIST to download, so genart trains its own judge: a LeNet-style CNN (LeCun et al.
 1998) fit in seconds on CPU to digits from :func:`genart.data.synthetic.render_digits`, cached
-at ``$GENART_CACHE/digit_classifier-v1.pt`` (default ``~/.cache/genart``). It then scores a set
-of generated digits, as the "MNIST score" family of GAN metrics does:
+at ``$GENART_CACHE/digit_classifier-v1.pt`` (default ``~/.cache/genart``). Given other labelled
+digits (``train_classifier(digits=..., reference=...)``, e.g. real MNIST digits that a package
+ships), the same network is trained on those instead. It then scores a set of generated digits,
+as the "MNIST score" family of GAN metrics does:
 
 - ``coverage``: how many of the 10 classes the samples hit (mode collapse lowers it);
+- ``confident``: the share of samples the classifier gives one class with probability at least
+  ``CONFIDENCE`` (low for blurry or noisy samples, whatever the coverage);
 - ``kl_uniform``: KL divergence of the predicted class histogram from uniform (0 = balanced);
 - ``frechet``: Fréchet distance between the classifier's penultimate-layer features of the
   samples and of a fixed reference set of synthetic digits (FID with a digit network).
@@ -34,6 +38,7 @@ WEIGHTS_FILE = "digit_classifier-v1.pt"  # bump the version when the network or 
 TRAIN_SEED, REFERENCE_SEED = 0, 1  # render_digits seeds; tests hold out other seeds
 REFERENCE_SIZE = 2000  # reference digits whose feature statistics the Fréchet distance uses
 MIN_SHARE = 0.01  # a class counts as covered once it gets at least 1% of the predictions
+CONFIDENCE = 0.8  # softmax probability from which a sample counts as confidently a digit
 _LUMA = (0.299, 0.587, 0.114)
 
 
@@ -111,13 +116,20 @@ def _recolour(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_classifier(
-    n: int = 8000, epochs: int = 3, batch_size: int = 128, seed: int = TRAIN_SEED
-) -> DigitClassifier:
-    """Fit a fresh classifier to ``n`` synthetic digits and store its reference statistics.
+    n: int = 8000, epochs: int = 3, batch_size: int = 128, seed: int = TRAIN_SEED,
+    digits: tuple[torch.Tensor, torch.Tensor] | None = None,
+    reference: torch.Tensor | None = None,
+) -> DigitClassifier:  # fmt: skip
+    """Fit a fresh classifier and store its reference statistics.
 
-    Adam (lr 2e-3, cosine decay) for ``epochs`` passes; the global torch RNG is left untouched.
+    It trains on ``digits`` (images (N, 1, H, W) in [-1, 1], int64 labels (N,)) when given,
+    else on ``n`` synthetic digits; the Fréchet distance's statistics come from ``reference``
+    images when given, else from ``REFERENCE_SIZE`` synthetic digits of another seed. Adam
+    (lr 2e-3, cosine decay) for ``epochs`` passes; the global torch RNG is left untouched.
     """
-    images, labels = synthetic_digits(n, seed)
+    images, labels = digits if digits is not None else synthetic_digits(n, seed)
+    images = to_digit_input(images)
+    n = len(images)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -137,7 +149,8 @@ def train_classifier(
                 opt.step()
                 schedule.step()
     model.eval()
-    reference, _ = synthetic_digits(REFERENCE_SIZE, REFERENCE_SEED)
+    if reference is None:
+        reference, _ = synthetic_digits(REFERENCE_SIZE, REFERENCE_SEED)
     mean, cov = feature_stats(judges.batched(model.features, reference))
     model.ref_mean.copy_(torch.from_numpy(mean))
     model.ref_cov.copy_(torch.from_numpy(cov))
@@ -163,7 +176,8 @@ def load_classifier(
 def digit_scores(
     images: torch.Tensor, classifier: DigitClassifier | None = None, min_share: float = MIN_SHARE
 ) -> dict[str, float]:
-    """Coverage, KL from uniform and Fréchet distance of generated digits (B, C, H, W) in [-1, 1].
+    """Coverage, confident share, KL from uniform and Fréchet distance of generated digits
+    (B, C, H, W) in [-1, 1].
 
     ``coverage`` counts the classes that receive at least ``min_share`` of the argmax
     predictions (at least one sample), so a few stray samples of a collapsed generator do not
@@ -175,13 +189,15 @@ def digit_scores(
     """
     classifier = classifier or load_classifier()
     features = judges.batched(classifier.features, images.cpu())
-    predicted = judges.batched(classifier.head, features).argmax(dim=1)
+    probabilities = judges.batched(classifier.head, features).softmax(dim=1)
+    confidence, predicted = probabilities.max(dim=1)
     share = torch.bincount(predicted, minlength=CLASSES).double() / len(predicted)
     nonzero = share[share > 0]
     mean, cov = feature_stats(features)
     reference = (classifier.ref_mean.numpy(), classifier.ref_cov.numpy())
     return {
         "coverage": int(((share >= min_share) & (share > 0)).sum()),
+        "confident": float((confidence >= CONFIDENCE).double().mean()),
         "kl_uniform": float((nonzero * torch.log(nonzero * CLASSES)).sum()),
         "frechet": frechet_from_stats(mean, cov, *reference),
         "n": len(images),

@@ -122,6 +122,6 @@ def test_cli_eval_digits(cache, held_out, monkeypatch, tmp_path, capsys):
     out = tmp_path / "digits.json"
     assert main(["eval", "digits", str(folder), "--json", str(out)]) == 0
     saved = json.loads(out.read_text())["metrics"]
-    assert set(saved) == {"coverage", "kl_uniform", "frechet", "n"}
+    assert set(saved) == {"coverage", "confident", "kl_uniform", "frechet", "n"}
     assert saved["n"] == 50 and saved["coverage"] >= 8
     assert "kl_uniform" in capsys.readouterr().out
