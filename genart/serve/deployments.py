@@ -37,8 +37,6 @@ from genart.pipelines.dream import DreamPipeline
 from genart.pipelines.gatys import GatysPipeline
 from genart.pipelines.latent import LatentPipeline
 from genart.pipelines.optimise import Update
-from genart.pipelines.style import FastStylePipeline
-from genart.pipelines.translate import TranslationPipeline
 from genart.serve import validation as v
 from genart.serve.settings import (
     AdaINServerSettings,
@@ -210,17 +208,21 @@ class CatalogueModels:
         it is unusable; never where it lies."""
         return [entry.summary() for entry in self.catalogue.entries()]
 
-    async def pipe(self, name: str, pipeline: type, route: str):
-        """The loaded pipeline of ``name``; 404 unless it is a ``pipeline`` (a model of another
-        family answers at another route)."""
-        pipe = (await self.model(name)).pipe
-        if not isinstance(pipe, pipeline):
-            family = pipe.cfg.model
-            raise v.RequestError(
-                404, f"model '{name}' is a {family} model; {route} serves "
-                f"{', '.join(pipeline.families())}"
-            )  # fmt: skip
-        return pipe
+    async def pipe(self, name: str, verb: str, route: str):
+        """The loaded pipeline of ``name``, checked by :func:`check_route`."""
+        return check_route((await self.model(name)).pipe, name, verb, route)
+
+
+def check_route(pipe, name: str, verb: str, route: str):
+    """``pipe`` if ``route`` serves its family: the families whose spec names the CLI ``verb``
+    the route stands for (``registry.families(verb=...)``), so a registered family answers at
+    the routes of its verbs; else 404 naming the families the route serves."""
+    served = registry.families(verb=verb)
+    if pipe.cfg.model not in served:
+        raise v.RequestError(
+            404, f"model '{name}' is a {pipe.cfg.model} model; {route} serves {', '.join(served)}"
+        )
+    return pipe
 
 
 class Cached:
@@ -259,7 +261,7 @@ class LatentModels(CatalogueModels):
         return await asyncio.to_thread(run_keyed, items, generate_latents)
 
     async def _latent(self, name: str):
-        return await self.pipe(name, LatentPipeline, "/dcgan")
+        return await self.pipe(name, "sample", "/dcgan")
 
     async def sample(self, name: str, request: v.SampleRequest) -> bytes | list[bytes]:
         pipe = await self._latent(name)
@@ -317,7 +319,7 @@ class ImageModels(CatalogueModels):
         share batches; the controls are checked before batching, so a bad one fails only its
         caller.
         """
-        pipe = await self.pipe(name, FastStylePipeline, "/style")
+        pipe = await self.pipe(name, "stylize fast", "/style")
         try:
             controls.check(strength, preserve_color)
         except InputError as err:
@@ -330,7 +332,7 @@ class ImageModels(CatalogueModels):
 
         The direction is checked here, before batching, so a bad one fails only its caller.
         """
-        pipe = await self.pipe(name, TranslationPipeline, "/translate")
+        pipe = await self.pipe(name, "translate", "/translate")
         try:
             direction = pipe.direction(direction)
         except ConfigError as err:

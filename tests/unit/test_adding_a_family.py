@@ -12,7 +12,8 @@ from torch import nn
 from genart import config, pipelines, registry
 from genart.catalogue import Catalogue
 from genart.cli import main
-from genart.pipelines.base import ImagePipeline
+from genart.pipelines.translate import TranslationPipeline
+from genart.serve import deployments
 from genart.train import checkpoint
 from genart.train.state import TrainState, Worker
 
@@ -45,12 +46,9 @@ def train_step(nets, opts, batch, p: ToyConfig, ctx) -> dict[str, torch.Tensor]:
     return {"loss": loss.detach()}
 
 
-class ToyPipeline(ImagePipeline):
-    """The toy family's inference: its generator over images of any size, called as
-    ``genart translate`` calls a translation pipeline (it has one direction)."""
-
-    def __call__(self, images, direction=None):
-        return self.forward("G", images)
+class ToyPipeline(TranslationPipeline):
+    """The toy family's inference: a translation pipeline over its one generator ``G`` (one
+    direction), which ``genart translate`` and the ``/translate`` route call."""
 
 
 TOY = registry.TrainedSpec(
@@ -120,3 +118,12 @@ def test_a_family_registered_here_trains_exports_lists_and_serves(toy, tmp_path,
     assert (out / "in.png").is_file()
     assert main(["sample", entry.uri, "--out", str(tmp_path / "grid.png")]) == 2
     assert "holds a 'toy' model; this takes dcgan" in capsys.readouterr().err
+
+    # Served: the deployment of its kind builds it from the catalogue by name, and the route of
+    # its verb takes it, others refuse it (tests/ray/test_serve.py serves over real HTTP).
+    image_models = deployments.ImageModels.func_or_class({"uri": cat})
+    served = image_models._build("copier")
+    assert type(served) is ToyPipeline and served([image])[0].shape == (9, 13, 3)
+    assert deployments.check_route(served, "copier", "translate", "/translate") is served
+    with pytest.raises(deployments.v.RequestError, match="toy model; /style serves fast_style"):
+        deployments.check_route(served, "copier", "stylize fast", "/style")
