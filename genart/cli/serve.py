@@ -128,7 +128,6 @@ def absolute_paths(args: dict) -> dict:
     if settings.catalogue:
         settings.catalogue.uri = resolve(settings.catalogue.uri)
     if settings.adain:
-        settings.adain.model = resolve(settings.adain.model)
         settings.adain.styles = {name: resolve(p) for name, p in settings.adain.styles.items()}
     if settings.gatys and settings.gatys.jobs_dir:  # created by the job store if missing
         settings.gatys.jobs_dir = storage.absolute(settings.gatys.jobs_dir)
@@ -268,8 +267,7 @@ def curl_examples(url: str, args: dict) -> list[str]:
     json_post = f"{curl} -H 'Content-Type: application/json'"
     lines = [f"{curl} {url}/models"]
     families = catalogue_families(args.get("catalogue"))
-    sample = "/dcgan/sample" if (args.get("catalogue") or {}).get("dcgan") else None
-    sample = sample or next((f"/dcgan/{n}/sample" for n, f in families if f == "dcgan"), None)
+    sample = example_route(args, families, "dcgan", "sample")
     if sample:
         lines.append(f"""{json_post} -d '{{"n": 16, "seed": 0}}' {url}{sample} -o grid.png""")
     routes = {"fast_style": ("style", "styled"), "pix2pix": ("translate", "translated"),
@@ -283,13 +281,22 @@ def curl_examples(url: str, args: dict) -> list[str]:
         body = f"""printf '{{"content": "%s", "styles": ["%s"]}}' {contents}"""
         lines.append(f"{body} | {json_post} --data-binary @- {url}/gatys/jobs  # poll status_url")
     adain = args.get("adain")
-    if adain is not None:
+    stylize = example_route(args, families, "adain", "stylize")
+    if adain is not None and stylize:
         named = sorted(adain.get("styles") or {})
         style = f'"style_name": "{named[0]}"' if named else '"style": "%s"'
         images = '"$(base64 -w0 photo.jpg)"' + ("" if named else ' "$(base64 -w0 style.jpg)"')
         body = f"""printf '{{"content": "%s", {style}, "alpha": 0.8}}' {images}"""
-        lines.append(f"{body} | {json_post} --data-binary @- {url}/adain/stylize -o adain.png")
+        lines.append(f"{body} | {json_post} --data-binary @- {url}{stylize} -o adain.png")
     return lines
+
+
+def example_route(args: dict, families: list[tuple[str, str]], family: str, verb: str):
+    """``/family/verb`` when the catalogue names a default model of ``family``, else the route
+    of its first model of that family (``/family/NAME/verb``); None without one."""
+    if (args.get("catalogue") or {}).get(family):
+        return f"/{family}/{verb}"
+    return next((f"/{family}/{n}/{verb}" for n, f in families if f == family), None)
 
 
 def catalogue_families(settings: dict | None) -> list[tuple[str, str]]:

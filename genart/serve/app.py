@@ -14,7 +14,8 @@ ImageModels       POST /style/{name}, POST /translate/{name}       any fast styl
 GatysWorker       POST /gatys/jobs, POST /gatys/stylize            per-image optimisation
 JobStore          GET /gatys/jobs/{id}[/result]                    job state (one replica)
 Dreamer           POST /dream                                      Deep Dream
-AdaIN             POST /adain/stylize                              any style, one pass
+AdaIN             POST /adain/{name}/stylize                       any AdaIN of the catalogue,
+                  (and /adain/stylize: the configured default)     any style, one pass
 ================  ==============================================  ===========================
 
 The catalogue's deployments load a model on its first request (an LRU cache per replica):
@@ -92,9 +93,9 @@ class Gateway:
         return handle
 
     def model(self, kind: str, name: str) -> DeploymentHandle:
-        """The handle of the catalogue deployment ``kind`` ("image", "latent") for requests to
-        the model ``name``: Serve routes them to a replica that already holds it. A name that
-        no catalogue can hold is a 404 here, before the request's body is read."""
+        """The handle of the catalogue deployment ``kind`` ("image", "latent", "adain") for
+        requests to the model ``name``: Serve routes them to a replica that already holds it. A
+        name that no catalogue can hold is a 404 here, before the request's body is read."""
         handle = self.backend(kind)
         if not names.NAME.fullmatch(name):
             raise v.RequestError(404, f"no model named '{v.echo(name)}': not a model name")
@@ -240,8 +241,9 @@ class Gateway:
         image, latent = self.backends.get("image"), self.backends.get("latent")
         if image is None or latent is None:
             return None
+        holders = [h for h in (image, latent, self.backends.get("adain")) if h is not None]
         entries, *replicas = await asyncio.gather(
-            image.listing.remote(), image.describe.remote(), latent.describe.remote()
+            image.listing.remote(), *(holder.describe.remote() for holder in holders)
         )
         loaded = {name: d for replica in replicas for name, d in replica["loaded"].items()}
         return [entry | served(loaded.get(entry["name"])) for entry in entries]
@@ -337,16 +339,22 @@ def _model_list_route(models: APIRouter, app: Gateway) -> None:
         return await app.describe()
 
 
+def default_model(app: Gateway, family: str, named_route: str) -> str:
+    """The catalogue's model that the unnamed routes of ``family`` serve (``catalogue.dcgan``,
+    ``catalogue.adain``); 404 saying where to go when none is configured."""
+    name = getattr(app.settings.catalogue, family) if app.settings.catalogue else None
+    if name is None:
+        raise v.RequestError(
+            404, f"no default {family} model is configured here: use {named_route} (GET /models)"
+        )
+    return name
+
+
 def _dcgan_routes(models: APIRouter, app: Gateway) -> None:
     """DCGAN by catalogue name (``/dcgan/{name}/...``) and by the configured default."""
 
     def default() -> str:
-        name = app.settings.catalogue.dcgan if app.settings.catalogue else None
-        if name is None:
-            raise v.RequestError(
-                404, "no default DCGAN is configured here: use /dcgan/{name}/... (GET /models)"
-            )
-        return name
+        return default_model(app, "dcgan", "/dcgan/{name}/...")
 
     def latent(name: str) -> DeploymentHandle:
         return app.model("latent", name)
@@ -474,13 +482,16 @@ def _dream_route(models: APIRouter, app: Gateway) -> None:
 
 
 def _adain_route(models: APIRouter, app: Gateway) -> None:
-    @models.post("/adain/stylize", tags=["adain"], responses=IMAGE_REPLY)
-    async def adain_stylize(body: v.AdaINRequest) -> Response:
-        """The content image in the uploaded ``style`` or the server's ``style_name``, at
-        content-style trade-off ``alpha``, with its own colours if ``preserve_color``, where
-        the ``mask`` is white if one is sent (its black region keeps the content or takes
-        ``outside_style``); every image fit to ``size`` (long side) at most."""
-        worker = app.backend("adain")
+    """AdaIN by catalogue name (``/adain/{name}/stylize``) and by the configured default."""
+
+    @models.post("/adain/{name}/stylize", tags=["adain"], responses=IMAGE_REPLY)
+    async def adain_stylize(name: str, body: v.AdaINRequest) -> Response:
+        """The content image, by the catalogue's AdaIN model ``name``, in the uploaded ``style``
+        or the server's ``style_name``, at content-style trade-off ``alpha``, with its own
+        colours if ``preserve_color``, where the ``mask`` is white if one is sent (its black
+        region keeps the content or takes ``outside_style``); every image fit to ``size``
+        (long side) at most."""
+        worker = app.model("adain", name)
         named = app.settings.adain.styles
         if body.style_name is not None and body.style_name not in named:
             raise v.RequestError(
@@ -488,6 +499,11 @@ def _adain_route(models: APIRouter, app: Gateway) -> None:
             )
         content, style, regions = await app.adain_inputs(body)
         chosen = body.style_name if style is None else style
-        return image_response(
-            await worker.stylize.remote(content, chosen, body.alpha, body.preserve_color, **regions)
-        )
+        return image_response(await worker.stylize.remote(
+            name, content, chosen, body.alpha, body.preserve_color, **regions
+        ))  # fmt: skip
+
+    @models.post("/adain/stylize", tags=["adain"], responses=IMAGE_REPLY)
+    async def adain_default_stylize(body: v.AdaINRequest) -> Response:
+        """/adain/{name}/stylize of the configured default AdaIN model."""
+        return await adain_stylize(default_model(app, "adain", "/adain/{name}/stylize"), body)

@@ -39,7 +39,7 @@ def build(
         "gatys": bind(GatysWorker, s.gatys.model_dump(), jobs) if s.gatys else None,
         "jobs": jobs,
         "dream": bind(Dreamer, s.dream.model_dump()) if s.dream else None,
-        "adain": bind(AdaIN, s.adain.model_dump()) if s.adain else None,
+        "adain": bind(AdaIN, catalogue, s.adain.model_dump()) if s.adain else None,
     }
     app = bind(Ingress, s.model_dump(), api_token, **backends)
     if options:

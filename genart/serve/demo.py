@@ -99,10 +99,11 @@ def prepare(directory: str | Path, runs: str | Path = "runs") -> dict:
     weights = vgg_weights()
     style = demo_style(directory)
     return {
-        # Every export in it answers at its family's routes; the DCGAN also at /dcgan/sample.
-        "catalogue": {"uri": str(models), "dcgan": "dcgan"},
+        # Every export in it answers at its family's routes; the DCGAN also at /dcgan/sample,
+        # the AdaIN decoder at /adain/stylize.
+        "catalogue": {"uri": str(models), "dcgan": "dcgan", "adain": "adain-demo"},
         # Jobs on disk: a restarted job store still knows them (docs/serving.md).
         "gatys": {"vgg_weights": weights, "jobs_dir": str(directory / JOBS_DIR)},
         "dream": {"vgg_weights": weights},
-        "adain": {"model": str(models / "adain-demo"), "styles": {"demo": str(style)}},
+        "adain": {"styles": {"demo": str(style)}},
     }  # fmt: skip

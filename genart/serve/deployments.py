@@ -1,8 +1,8 @@
 """The model deployments of the genart Serve application, one per kind of inference.
 
-``LatentModels`` (DCGAN) and ``ImageModels`` (fast style, Pix2Pix, CycleGAN) serve any export
-of their kind in the application's catalogue (``genart.catalogue``), loading each on first
-request; AdaIN serves the export its settings name, Gatys and Deep Dream are built from the
+``LatentModels`` (DCGAN), ``ImageModels`` (fast style, Pix2Pix, CycleGAN) and ``AdaIN``
+(arbitrary style) serve any export of their kind in the application's catalogue
+(``genart.catalogue``), loading each on first request; Gatys and Deep Dream are built from the
 server's settings. A replica runs on the GPU Ray gives it (``ray_actor_options: {num_gpus:
 1}``), else on CPU. Images arrive as uint8 arrays the ingress has already validated.
 
@@ -143,12 +143,14 @@ class CatalogueModels:
 
     KIND = registry.IMAGE
 
-    def __init__(self, settings: dict, backend: str = "auto"):
+    def __init__(self, settings: dict, backend: str = "auto", **options):
         """``backend``: ``AppSettings.backend``; onnxruntime's threads follow the replica's
-        CPUs (``ray_actor_options.num_cpus``, at least one)."""
+        CPUs (``ray_actor_options.num_cpus``, at least one). ``options``: keyword arguments
+        of the kind's pipelines (``ExportedPipeline.of``), the same for every model."""
         s = CatalogueSettings.model_validate(settings)
         self.catalogue = Catalogue(s.uri)
         self.backend = backend
+        self.options = options
         self.families = registry.families(serve=self.KIND)
         self.loaded: dict[str, dict] = {}  # name -> description, of the models now in the cache
         self.pinned = {name: self._build(name) for name in s.pinned if self._serves(name)}
@@ -193,7 +195,7 @@ class CatalogueModels:
             reason = str(err).replace(storage.join(self.catalogue.uri, name), name)
             raise v.RequestError(500, f"model '{name}' cannot be used: {reason}") from None
         spec = registry.trained(entry.family)
-        return spec.pipeline_class().of(loaded, self.backend)
+        return spec.pipeline_class().of(loaded, self.backend, **self.options)
 
     def reconfigure(self, user_config: dict) -> None:
         self.batched.configure(user_config)
@@ -363,36 +365,46 @@ def apply_image_model(key: tuple, images: list[np.ndarray]) -> list[np.ndarray]:
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
     ray_actor_options={"num_cpus": 0.25},
 )
-class AdaIN:
-    """Arbitrary style transfer with one AdaIN decoder: any uploaded style, or a named one.
+class AdaIN(CatalogueModels):
+    """Arbitrary style transfer with any AdaIN decoder of the catalogue: any uploaded style, or
+    a named one of the settings.
 
     Not batched across callers: each request brings its own style, and so its own target.
     """
 
-    def __init__(self, settings: dict):
-        self.settings = AdaINServerSettings.model_validate(settings)
-        s = self.settings
-        self.pipe = AdaINPipeline.from_export(s.model, vgg_weights=s.vgg_weights, backend=s.backend)
+    KIND = registry.ARBITRARY_STYLE
+
+    def __init__(self, catalogue: dict, settings: dict):
+        """``catalogue``: :class:`CatalogueSettings`; ``settings``: :class:`AdaINServerSettings`
+        (the encoder's weights and the decoders' backend, for every model)."""
+        self.settings = s = AdaINServerSettings.model_validate(settings)
+        super().__init__(catalogue, s.backend, vgg_weights=s.vgg_weights)
         # Named styles are read once, at the size requests are fit to at most.
         self.styles = {name: read(uri, 3, s.max_side) for name, uri in s.styles.items()}
 
     def describe(self) -> dict:
-        return self.pipe.describe() | {"styles": sorted(self.styles),
-                                       "max_side": self.settings.max_side}  # fmt: skip
+        """The models this replica holds, the named styles and the largest side served."""
+        return super().describe() | {"styles": sorted(self.styles),
+                                     "max_side": self.settings.max_side}  # fmt: skip
 
-    async def stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
-                      preserve_color: str = "none", **regions: np.ndarray) -> bytes:  # fmt: skip
-        """The content (uint8 HWC RGB) in ``style`` (an image, or a named style), as PNG;
-        ``regions``: a ``mask`` and ``outside_style`` (uint8 images) if the request sent them."""
+    async def stylize(self, name: str, content: np.ndarray, style: np.ndarray | str,
+                      alpha: float, preserve_color: str = "none",
+                      **regions: np.ndarray) -> bytes:  # fmt: skip
+        """The content (uint8 HWC RGB) in ``style`` (an image, or a named style) by the model
+        ``name``, as PNG; ``regions``: a ``mask`` and ``outside_style`` (uint8 images) if the
+        request sent them."""
+        pipe = await self.pipe(name, "stylize adain", "/adain")
+        image = self.styles[style] if isinstance(style, str) else style
         return await asyncio.to_thread(
-            self._stylize, content, style, alpha, preserve_color, **regions
+            stylize_arbitrary, pipe, content, image, alpha, preserve_color, **regions
         )
 
-    def _stylize(self, content: np.ndarray, style: np.ndarray | str, alpha: float,
-                 preserve_color: str = "none", **regions: np.ndarray) -> bytes:  # fmt: skip
-        image = self.styles[style] if isinstance(style, str) else style
-        return encode_png(self.pipe(content, [image], alpha=alpha, preserve_color=preserve_color,
-                                    **regions))  # fmt: skip
+
+def stylize_arbitrary(pipe: AdaINPipeline, content: np.ndarray, style: np.ndarray, alpha: float,
+                      preserve_color: str, **regions: np.ndarray) -> bytes:  # fmt: skip
+    """``content`` in ``style`` by an AdaIN pipeline, as PNG."""
+    return encode_png(pipe(content, [style], alpha=alpha, preserve_color=preserve_color,
+                           **regions))  # fmt: skip
 
 
 class JobProgress:

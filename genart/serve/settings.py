@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genart import names
 from genart.serve import validation as v
@@ -46,11 +46,11 @@ class GatysServerSettings(OptimisationSettings):
 
 
 class AdaINServerSettings(BaseModel):
-    """The AdaIN deployment: one exported decoder, any uploaded style, and named styles."""
+    """The AdaIN deployment: the catalogue's AdaIN decoders, any uploaded style, and named
+    styles."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str  # adain export (folder, checkpoint or run; local or s3://)
     vgg_weights: str | None = None  # encoder weights; None: the ones the model trained with
     styles: dict[str, str] = {}  # style name -> style image (local or s3://), read at start
     max_side: int = Field(512, ge=32, le=4096)  # long side content and style are fit to
@@ -81,6 +81,7 @@ class CatalogueSettings(BaseModel):
     models_per_replica: int | None = Field(None, ge=1, le=10_000)  # a count instead of a budget
     # The DCGAN export that the unnamed routes /dcgan/sample|interpolate|arithmetic serve.
     dcgan: str | None = None
+    adain: str | None = None  # the AdaIN export that the unnamed route /adain/stylize serves
 
     @field_validator("pinned")
     @classmethod
@@ -120,9 +121,15 @@ class AppSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    catalogue: CatalogueSettings | None = None  # DCGAN, fast style, Pix2Pix and CycleGAN exports
+    catalogue: CatalogueSettings | None = None  # the exports of every trained family
     gatys: GatysServerSettings | None = None
     dream: OptimisationSettings | None = None
-    adain: AdaINServerSettings | None = None
+    adain: AdaINServerSettings | None = None  # needs the catalogue: its AdaIN exports
     backend: Backend = "auto"  # of the image models; GET /models says which runs
     limits: v.Limits = v.Limits()
+
+    @model_validator(mode="after")
+    def _adain_needs_a_catalogue(self) -> AppSettings:
+        if self.adain is not None and self.catalogue is None:
+            raise ValueError("adain serves the catalogue's AdaIN exports: configure a catalogue")
+        return self

@@ -95,11 +95,11 @@ def playground_url(ray_local, tmp_path_factory):
     overrides = ["fast_style.width=8", "fast_style.residual_blocks=1"]
     demo.export_initialised("fast_style", overrides, root / "cat" / "mosaic",
                             checkpoints=root / "checkpoints")  # fmt: skip
-    adain = demo.export_initialised("adain", ["adain.vgg_weights=random", "adain.width=8"],
-                                    root / "a")  # fmt: skip
+    demo.export_initialised("adain", ["adain.vgg_weights=random", "adain.width=8"],
+                            root / "cat" / "sketch")  # fmt: skip
     settings = {
-        "catalogue": {"uri": str(root / "cat")},
-        "adain": {"model": str(adain), "styles": {"demo": str(demo.demo_style(root))}},
+        "catalogue": {"uri": str(root / "cat"), "adain": "sketch"},
+        "adain": {"styles": {"demo": str(demo.demo_style(root))}},
     }
     light = {"ray_actor_options": {"num_cpus": 0.1}}
     (port,) = free_ports(1)

@@ -123,7 +123,12 @@ def served(ray_local, tmp_path_factory):
         models[name] = str(publish(root, name, model, overrides, seed))
     settings = {
         # Two models per replica: the four image models rotate through its cache.
-        "catalogue": {"uri": str(root / "cat"), "dcgan": "dcgan", "models_per_replica": 2},
+        "catalogue": {
+            "uri": str(root / "cat"),
+            "dcgan": "dcgan",
+            "adain": "adain",
+            "models_per_replica": 2,
+        },
         "gatys": {
             "vgg_weights": "random",
             "config": SMALL_VGG,
@@ -133,7 +138,6 @@ def served(ray_local, tmp_path_factory):
         },
         "dream": {"vgg_weights": "random", "config": {"layers": ["relu2_2"]}, "max_side": 64},
         "adain": {
-            "model": models["adain"],
             "max_side": 64,
             "styles": {"demo": str(demo.demo_style(root))},
         },
@@ -397,7 +401,13 @@ def test_adain_with_an_uploaded_style_and_a_named_one(served):
     assert named.status_code == 200 and decoded(named.content).shape == (24, 40, 3)
     unknown = served.post("/adain/stylize", json={"content": b64(content), "style_name": "x"})
     assert unknown.status_code == 404 and "available: ['demo']" in unknown.text
-    assert served.get("/models").json()["adain"]["styles"] == ["demo"]
+    listing = served.get("/models").json()
+    assert listing["adain"]["styles"] == ["demo"] and "adain" in listing["adain"]["loaded"]
+    # By catalogue name: the same model, and only AdaIN models.
+    by_name = served.post("/adain/adain/stylize", json=body)
+    assert by_name.status_code == 200 and by_name.content == reply.content
+    other = served.post("/adain/mosaic/stylize", json=body)
+    assert other.status_code == 404 and "fast_style model" in other.text
 
 
 def png_declaring(width: int, height: int) -> bytes:

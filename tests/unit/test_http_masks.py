@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 from exports import make_export, variance_keeping
 from PIL import Image
+from test_http_adain import replica_of
 from test_http_app import JSON, Handle, call
 
 from genart.serve import app
-from genart.serve.deployments import AdaIN, GatysWorker
+from genart.serve.deployments import GatysWorker
 
 LIMITS = {"max_pixels": 128 * 128, "max_side": 256}
-SETTINGS = {"adain": {"model": "m", "styles": {"waves": "w.png"}, "max_side": 64},
+SETTINGS = {"catalogue": {"uri": "cat", "adain": "adain"},
+            "adain": {"styles": {"waves": "w.png"}, "max_side": 64},
             "gatys": {"max_side": 64}, "limits": LIMITS}  # fmt: skip
 
 
@@ -55,7 +57,7 @@ def test_an_adain_mask_and_outside_style_reach_the_model_fit_with_the_content():
     reply = call(adain_api(calls), "POST", "/adain/stylize", json.dumps(body).encode(), JSON)
     assert reply.status == 200 and reply.body == b"png", reply.body
     # Content and mask fit to max_side 64 alike; the outside style is small enough as it is.
-    assert calls == [((32, 64, 3), "waves", 1.0, "none",
+    assert calls == [("adain", (32, 64, 3), "waves", 1.0, "none",
                       {"mask": (32, 64, 3), "outside_style": (30, 20, 3)})]  # fmt: skip
 
 
@@ -137,18 +139,18 @@ def half_mask(h: int, w: int) -> np.ndarray:
 
 def test_the_adain_deployment_stylises_where_the_mask_says(tmp_path):
     tiny = ["adain.vgg_weights=random", "adain.width=8"]
-    replica = AdaIN.func_or_class(
-        {"model": make_export(tmp_path, "adain", tiny, variance_keeping), "max_side": 64}
-    )
+    make_export(tmp_path, "adain", tiny, variance_keeping)
+    replica = replica_of(tmp_path)
+    pipe = replica._build("adain")
     asgi = app.create_api(app.Gateway(SETTINGS, adain=Handle(stylize=replica.stylize)))
     content, style, other = picture(32, 64, 0), picture(24, 24, 1), picture(16, 16, 2)
     body = {"content": encoded(content), "style": encoded(style),
             "mask": encoded(half_mask(32, 64)), "outside_style": encoded(other)}  # fmt: skip
     reply = call(asgi, "POST", "/adain/stylize", json.dumps(body).encode(), JSON)
     assert reply.status == 200, reply.body
-    expected = replica.pipe(content, [style], mask=half_mask(32, 64), outside_style=other)
+    expected = pipe(content, [style], mask=half_mask(32, 64), outside_style=other)
     np.testing.assert_array_equal(decoded(reply.body), expected)
-    assert not np.array_equal(expected, replica.pipe(content, [style]))
+    assert not np.array_equal(expected, pipe(content, [style]))
 
 
 def test_the_gatys_worker_keeps_the_content_where_the_mask_is_black():

@@ -139,3 +139,26 @@ def test_models_lists_the_catalogue_with_the_backend_of_loaded_models():
     assert mosaic == entries[0] | {"loaded": True, "backend": "onnxruntime", "threads": 1}
     assert digits == entries[1] | {"loaded": False}
     assert described["gatys"] is None
+
+
+def test_models_marks_the_adain_models_its_replicas_hold():
+    entries = [{"name": "sketch", "family": "adain", "usable": True}]
+
+    async def listing():
+        return entries
+
+    async def holding(*names):
+        return {"loaded": {name: {"backend": "torch"} for name in names}, "cache": 1}
+
+    adain_held = {"styles": ["waves"], "max_side": 64}
+
+    async def adain_loaded():
+        return await holding("sketch") | adain_held
+
+    gateway = app.Gateway({"catalogue": {"uri": "cat"}, "adain": {}},
+                          image=Handle(listing=listing, describe=holding),
+                          latent=Handle(describe=holding),
+                          adain=Handle(describe=adain_loaded))  # fmt: skip
+    described = asyncio.run(gateway.describe())
+    assert described["catalogue"] == [entries[0] | {"loaded": True, "backend": "torch"}]
+    assert described["adain"]["styles"] == ["waves"]

@@ -362,11 +362,12 @@ def test_cli_resolves_model_paths_and_says_what_to_do_when_missing(tmp_path, mon
     (tmp_path / "models").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     args = cli.absolute_paths({"catalogue": {"uri": "models"},
-                               "adain": {"model": "s3://bucket/adain"},
+                               "adain": {"styles": {"waves": "s3://bucket/waves.png"}},
                                "gatys": {"jobs_dir": "runs/jobs"}})  # fmt: skip
     assert args["catalogue"]["uri"] == str(tmp_path / "models")
     assert args["gatys"]["jobs_dir"] == str(tmp_path / "runs" / "jobs")  # need not exist yet
-    assert args["adain"]["model"] == "s3://bucket/adain"  # remote URIs are left to the replicas
+    # Remote URIs are left to the replicas.
+    assert args["adain"]["styles"] == {"waves": "s3://bucket/waves.png"}
     with pytest.raises(FileNotFoundError, match="genart serve --prepare"):
         cli.absolute_paths({"catalogue": {"uri": "runs/missing"}})
 
@@ -397,8 +398,8 @@ def test_cli_curl_examples_cover_what_is_served(monkeypatch, tmp_path):
              "cyclegan": ["data.size=16", "cyclegan.ngf=4", "cyclegan.n_blocks=1"]}  # fmt: skip
     for name, model in (("mosaic", "fast_style"), ("zebra", "cyclegan"), ("digits", "dcgan")):
         demo.export_initialised(model, small[model], cat / name, checkpoints=tmp_path / "ckpt")
-    args = {"catalogue": {"uri": str(cat), "dcgan": "digits"}, "dream": {},
-            "adain": {"model": "a", "styles": {"waves": "w"}}}  # fmt: skip
+    args = {"catalogue": {"uri": str(cat), "dcgan": "digits", "adain": "sketch"}, "dream": {},
+            "adain": {"styles": {"waves": "w"}}}  # fmt: skip
     lines = cli.curl_examples("http://127.0.0.1:8000", args)
     text = "\n".join(lines)
     paths = ("/models", "/dcgan/sample", "/style/mosaic", "/translate/zebra", "/dream",
@@ -407,6 +408,10 @@ def test_cli_curl_examples_cover_what_is_served(monkeypatch, tmp_path):
         assert f"http://127.0.0.1:8000{path}" in text
     assert '"style_name": "waves"' in text  # a named style: only the photo to upload
     assert "gatys" not in text and "Authorization" not in text
+    # No default and no AdaIN export in the catalogue: no AdaIN example to give.
+    undefaulted = cli.curl_examples("u", args | {"catalogue": {"uri": str(cat)}})
+    assert "/dcgan/digits/sample" in "\n".join(undefaulted)
+    assert "adain" not in "\n".join(undefaulted)
     monkeypatch.setenv("GENART_API_TOKEN", "t")
     assert all("Bearer $GENART_API_TOKEN" in line for line in cli.curl_examples("u", args))
 
