@@ -1,15 +1,18 @@
 """AdaIN (Huang & Belongie 2017): the statistics it transfers, the decoder, training on one batch,
 the pipeline from an export (alpha, blends), ONNX and ``genart stylize adain``. No Ray."""
 
+import asyncio
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from steps import train_on_batch
+from test_http_adain import replica_of
 
 from genart import config, registry
 from genart import export as exports
@@ -219,20 +222,23 @@ def test_cli_blends_two_styles_and_writes_what_it_did(exported, pipe, tmp_path, 
     assert "blend weights" in capsys.readouterr().err
 
 
-def test_the_serve_deployment_stylises_uploaded_and_named_styles(exported, pipe, tmp_path):
-    from genart.serve.deployments import AdaIN
+def stylized(worker, *args) -> np.ndarray:
+    """What the AdaIN deployment answers for the catalogue's model ``export``, decoded."""
+    png = asyncio.run(worker.stylize("export", *args))
+    return np.asarray(Image.open(io.BytesIO(png)))
 
+
+def test_the_serve_deployment_stylises_uploaded_and_named_styles(exported, pipe, tmp_path):
     style = picture(24, 40, 3)
     Image.fromarray(style).save(tmp_path / "waves.png")
-    settings = {"model": exported[0], "styles": {"waves": str(tmp_path / "waves.png")},
-                "max_side": 32}  # fmt: skip
-    worker = AdaIN.func_or_class(settings)  # the replica's class, without Ray
+    # The replica's class, without Ray, over the catalogue the export lies in.
+    worker = replica_of(Path(exported[0]).parent, styles={"waves": str(tmp_path / "waves.png")},
+                        max_side=32)  # fmt: skip
     assert worker.describe()["styles"] == ["waves"] and worker.styles["waves"].shape == (19, 32, 3)
     content = picture(20, 28, 0)
-    named = np.asarray(Image.open(io.BytesIO(worker._stylize(content, "waves", 0.6))))
+    named = stylized(worker, content, "waves", 0.6)
     np.testing.assert_array_equal(named, pipe(content, [worker.styles["waves"]], alpha=0.6))
-    uploaded = np.asarray(Image.open(io.BytesIO(worker._stylize(content, style, 1.0))))
-    np.testing.assert_array_equal(uploaded, pipe(content, [style]))
+    np.testing.assert_array_equal(stylized(worker, content, style, 1.0), pipe(content, [style]))
 
 
 def test_held_out_pairs_are_the_unseen_test_images(tmp_path):
@@ -293,10 +299,8 @@ def test_cli_preserve_color_flag(exported, pipe, tmp_path):
 
 
 def test_the_serve_deployment_preserves_colour_on_request(exported, pipe):
-    from genart.serve.deployments import AdaIN
-
-    worker = AdaIN.func_or_class({"model": exported[0], "max_side": 32})
+    worker = replica_of(Path(exported[0]).parent, max_side=32)
     content, style = picture(20, 28, 0), picture(16, 16, 1)
-    kept = np.asarray(Image.open(io.BytesIO(worker._stylize(content, style, 0.7, "ycbcr"))))
+    kept = stylized(worker, content, style, 0.7, "ycbcr")
     expected = pipe(content, [style], alpha=0.7, preserve_color="ycbcr")
     np.testing.assert_array_equal(kept, expected)

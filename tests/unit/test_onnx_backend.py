@@ -299,7 +299,7 @@ def test_serve_settings_take_a_backend_and_refuse_unknown_ones():
     from genart.serve.settings import AdaINServerSettings, AppSettings
 
     assert AppSettings.model_validate({}).backend == "auto"
-    assert AdaINServerSettings(model="m", backend="torch").backend == "torch"
+    assert AdaINServerSettings(backend="torch").backend == "torch"
     with pytest.raises(ValidationError, match="backend"):
         AppSettings.model_validate({"backend": "tensorrt"})
 
