@@ -75,4 +75,4 @@ def test_the_installed_wheel_runs_the_demo_and_prepares_serving(installed, tmp_p
     assert "Demo finished" in demo and (here / "runs").is_dir()
     prepared = run([genart, "serve", "--prepare"], here, env, 300)
     assert "exporting the DCGAN of" in prepared  # the demo run just trained
-    assert (here / "runs" / "serve-demo" / "adain-demo" / "export.json").is_file()
+    assert (here / "runs" / "serve-demo" / "models" / "adain-demo" / "export.json").is_file()
