@@ -163,20 +163,37 @@ def summary(records: Sequence[dict]) -> list[dict]:
     return rows
 
 
+def contenders(records: Sequence[dict]) -> list[str]:
+    """The genart sides that face the reference: its defaults (``genart``) and each recipe run
+    (``genart, RECIPE-FILE``); not the live and averaged weights scored apart (``[...]``)."""
+    sides = dict.fromkeys(r["side"] for r in records)
+    return [s for s in sides if s.startswith("genart") and "[" not in s]
+
+
 def verdicts(records: Sequence[dict]) -> list[dict]:
-    """Per cell (with both sides) and metric: the means, their difference, 2 SE and who won."""
+    """Per cell, genart side (with the reference run too) and metric: the means, their
+    difference, 2 SE and who won."""
     groups = _grouped(records)
     rows = []
     for name in dict.fromkeys(r["cell"] for r in records):
-        ours, theirs = groups.get((name, "genart")), groups.get((name, "reference"))
-        if not ours or not theirs:
-            continue
-        for metric, higher in METRICS[ours[0]["family"]].items():
-            a, b = [r[metric] for r in ours], [r[metric] for r in theirs]
-            v = verdict(a, b, higher)
-            rows.append({"cell": name, "metric": metric, "genart": round(statistics.fmean(a), 3),
-                         "reference": round(statistics.fmean(b), 3),
-                         "diff": round(v["diff"], 3),
-                         "2 SE": None if v["two_se"] is None else round(v["two_se"], 3),
-                         "seeds": f"{len(a)}/{len(b)}", "win": v["verdict"]})  # fmt: skip
+        theirs = groups.get((name, "reference"))
+        for side in contenders(records):
+            ours = groups.get((name, side))
+            if ours and theirs:
+                rows += _verdict_rows(name, side, ours, theirs)
+    return rows
+
+
+def _verdict_rows(name: str, side: str, ours: list[dict], theirs: list[dict]) -> list[dict]:
+    """One cell's verdict rows of genart ``side`` against the reference, one per metric."""
+    rows = []
+    for metric, higher in METRICS[ours[0]["family"]].items():
+        a, b = [r[metric] for r in ours], [r[metric] for r in theirs]
+        v = verdict(a, b, higher)
+        rows.append({"cell": name, "side": side, "metric": metric,
+                     "genart": round(statistics.fmean(a), 3),
+                     "reference": round(statistics.fmean(b), 3),
+                     "diff": round(v["diff"], 3),
+                     "2 SE": None if v["two_se"] is None else round(v["two_se"], 3),
+                     "seeds": f"{len(a)}/{len(b)}", "win": v["verdict"]})  # fmt: skip
     return rows

@@ -16,6 +16,7 @@ and a rerun with the same ``--out`` skips the records it holds: stop it any time
     python -m benchmarks.matrix --list                       # the cells
     python -m benchmarks.matrix --quick --out bench-results  # the cells that decide defaults
     python -m benchmarks.matrix --cells 'dcgan-mnist-*-short-*' --seeds 0 1 2
+    python -m benchmarks.matrix --cells 'dcgan-mnist-32px-*' --recipe jobs/dcgan-mnist.yaml
     python -m benchmarks.report --results bench-results --out docs/benchmarks.md
 
 The real data needs the optional extra: ``pip install 'genart[bench]'``.
@@ -56,11 +57,19 @@ def settings(cell: cells.Cell, seeds) -> quality.Settings:
                             n_blocks=blocks, samples=samples, seeds=tuple(seeds))  # fmt: skip
 
 
-def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str) -> list[dict]:
+def genart_side(recipe: str | None) -> str:
+    """The side name of genart's runs: ``genart`` (its defaults) or ``genart, RECIPE-FILE``."""
+    return "genart" if recipe is None else f"genart, {Path(recipe).name}"
+
+
+def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str,
+             recipe: str | None = None) -> list[dict]:  # fmt: skip
     """Train and score one side of one cell from one seed (in a worker process): its record,
     and for genart runs that keep a weight average, one record for each of its sides too
-    (side ``genart [live]``, ``genart [average]``; ``genart`` is what the run exported)."""
-    variant = None if side == "reference" else quality.GENART[cell.family]["genart"]
+    (side ``genart [live]``, ``genart [average]``; ``genart`` is what the run exported).
+    genart trains its defaults, or ``recipe`` (a path in the repository) where given."""
+    genart = (recipe, []) if recipe else quality.GENART[cell.family]["genart"]
+    variant = None if side == "reference" else genart
     s = settings(cell, seeds)
     rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
     return [cells.record(cell, seed, row["implementation"], scores(row)) for row in rows]
@@ -99,24 +108,27 @@ def real_digits(s: quality.Settings, work: Path) -> dict:
     return judge(quality.as_float(images["image"][pick[: s.samples]]))
 
 
-def finishing(runs, seeds, work: Path, jobs: int) -> Iterator[list[dict]]:
+def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None) -> Iterator[list[dict]]:
     """Each run's records as it finishes: in this process with one job, else in ``jobs``
     spawned processes (forking a process that has run torch can deadlock)."""
     if jobs == 1:
-        yield from (run_side(c, seed, side, seeds, str(work)) for c, seed, side in runs)
+        yield from (run_side(c, seed, side, seeds, str(work), recipe) for c, seed, side in runs)
         return
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_side, c, seed, side, seeds, str(work)) for c, seed, side in runs]
+        futures = [pool.submit(run_side, c, seed, side, seeds, str(work), recipe)
+                   for c, seed, side in runs]  # fmt: skip
         yield from (future.result() for future in as_completed(futures))
 
 
-def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict:
+def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int,
+        recipe: str | None = None) -> dict:  # fmt: skip
     """Run every pending (cell, seed, side) of ``todo``, two processes at a time by default,
-    writing the matrix's JSON after each; returns the document."""
+    writing the matrix's JSON after each; returns the document. genart's side trains its
+    defaults, or ``recipe`` (side ``genart, RECIPE-FILE``)."""
     path = out / f"{NAME}.json"
     previous = cells.load(path)
     records = list(previous.get("records", []))
-    runs = cells.pending(todo, seeds, records)
+    runs = cells.pending(todo, seeds, records, ("reference", genart_side(recipe)))
     print(f"{len(runs)} runs to do, {len(records)} records already in {path}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     # What earlier runs recorded beside the records (e.g. a note) stays unless replaced here.
@@ -132,7 +144,7 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int) -> dict
     notes["real_digits"] = previous.get("real_digits", {}) | notes.get("real_digits", {})
     notes.setdefault("real_digit_accuracy", previous.get("real_digit_accuracy"))
     document |= {k: v for k, v in notes.items() if v}
-    for finished in finishing(runs, seeds, work, jobs):
+    for finished in finishing(runs, seeds, work, jobs, recipe):
         records += finished
         document["machine"]["load_average_1m"] = round(os.getloadavg()[0], 2)
         cells.write_atomically(path, document)
@@ -157,6 +169,11 @@ def main() -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=list(cells.SEEDS))
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (default: 2)")
+    parser.add_argument(
+        "--recipe",
+        help="genart's side trains this recipe instead of its defaults "
+        "(a path in the repository, e.g. jobs/dcgan-mnist.yaml)",
+    )
     parser.add_argument("--list", action="store_true", help="print the cells and stop")
     args = parser.parse_args()
     todo = cells.select(cells.cells(gpu=torch.cuda.is_available()), args.cells, args.quick)
@@ -170,7 +187,7 @@ def main() -> None:
             realdata.require()
         except realdata.MissingPackage as err:
             raise SystemExit(f"benchmarks.matrix: {err}") from None
-    run(args.out, todo, args.seeds, args.work, args.jobs)
+    run(args.out, todo, args.seeds, args.work, args.jobs, args.recipe)
 
 
 if __name__ == "__main__":

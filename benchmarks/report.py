@@ -157,7 +157,9 @@ ABOUT = {
         "cells listed were run. The matrix resumes: a rerun with the same `--out` skips every "
         "(cell, seed, side) its `quality_matrix.json` holds, so it can be stopped any time; "
         "`--quick` runs the cells that decide defaults, `--cells PATTERN ...` picks others "
-        "(`--list` shows them). The real data needs `pip install 'genart[bench]'`."
+        "(`--list` shows them); `--recipe FILE` trains a recipe on genart's side instead of its "
+        "defaults (side `genart, FILE`, judged against the reference like the defaults). The "
+        "real data needs `pip install 'genart[bench]'`."
     ),
     "quality_ablations": (
         "genart variants one change at a time (`python -m benchmarks.quality --ablate`), at the "

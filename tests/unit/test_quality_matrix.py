@@ -60,7 +60,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work):
+    def fake_side(c, seed, side, seeds, work, recipe=None):
         if len(ran) == 2 and fail:
             raise KeyboardInterrupt  # stopped while the third run trains
         ran.append((seed, side))
@@ -90,6 +90,23 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     )
 
 
+def test_a_recipe_plays_genart_side_under_its_own_name(tmp_path, monkeypatch):
+    (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
+    ran = []
+
+    def fake_side(c, seed, side, seeds, work, recipe=None):
+        ran.append((seed, side, recipe))
+        return [cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})]
+
+    monkeypatch.setattr(matrix, "run_side", fake_side)
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: {})
+    earlier = [cells.record(cell, 0, side, {"coverage": 9, "confident": 0.1, "frechet": 9.0})
+               for side in ("reference", "genart")]  # fmt: skip
+    cells.write_atomically(tmp_path / "quality_matrix.json", {"records": earlier})
+    matrix.run(tmp_path, [cell], (0,), tmp_path, jobs=1, recipe="jobs/dcgan-mnist.yaml")
+    assert ran == [(0, "genart, dcgan-mnist.yaml", "jobs/dcgan-mnist.yaml")]  # reference kept
+
+
 # --- statistics ---------------------------------------------------------------------------------
 
 
@@ -117,6 +134,17 @@ def test_summary_and_verdicts_per_cell_and_side():
     assert ssim["win"] == "tie"  # equal, SD 0: no difference beyond 2 SE = 0
 
 
+def test_every_genart_side_but_the_weight_averages_faces_the_reference():
+    (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
+    sides = {"reference": 500.0, "genart": 900.0, "genart [live]": 600.0,
+             "genart, dcgan-mnist.yaml": 300.0}  # fmt: skip
+    records = [cells.record(cell, seed, side, {"coverage": 10, "confident": 0.1 * seed,
+                                               "frechet": base + 10 * seed})
+               for seed in range(3) for side, base in sides.items()]  # fmt: skip
+    frechet = {r["side"]: r["win"] for r in cells.verdicts(records) if r["metric"] == "frechet"}
+    assert frechet == {"genart": "reference", "genart, dcgan-mnist.yaml": "genart"}
+
+
 def test_report_renders_the_matrix_tables(tmp_path):
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     records = [cells.record(cell, seed, side, {"coverage": c, "confident": 0.5, "frechet": f})
@@ -131,7 +159,8 @@ def test_report_renders_the_matrix_tables(tmp_path):
         "| dcgan-mnist-32px-short-b64 | genart | 3 | 10.00 ± 0.00 | 0.500 ± 0.000 | 41.00 ± 1.00 |"
         in page
     )
-    assert "| dcgan-mnist-32px-short-b64 | frechet | 41 | 91 | -50 | 1.633 | 3/3 | genart |" in page
+    row = "| dcgan-mnist-32px-short-b64 | genart | frechet | 41 | 91 | -50 | 1.633 | 3/3 | genart |"
+    assert row in page
 
 
 # --- real data ----------------------------------------------------------------------------------
