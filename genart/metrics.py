@@ -11,7 +11,7 @@ FID and KID come from torchmetrics (:mod:`genart.fid`). These stay here, and why
 side by side: ``python -m benchmarks.evaluation --only psnr_ssim psnr_ssim_torchmetrics``):
 
 - PSNR: torchmetrics' ``peak_signal_noise_ratio`` gives the same values at the same cost, but
-  importing any of torchmetrics loads all of it (scipy and matplotlib among it): about 2 s and
+  importing any of torchmetrics loads all of it (matplotlib among it): about 2 s and
   100 MiB more in a training worker that holds torch and torchvision already, 260 MiB in a bare
   process, for a three-line formula that every Pix2Pix and CycleGAN worker imports.
   :mod:`genart.fid` imports torchmetrics only where FID or KID is computed.
