@@ -40,6 +40,25 @@ def _report(args, metrics: dict[str, float], **details: Any) -> int:
     return 0
 
 
+def _add_two_folders(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """REAL_DIR FAKE_DIR and the --n, --size, --seed that pick and scale their images."""
+    p.add_argument("real_dir", metavar="REAL_DIR", help="folder of real (training) images")
+    p.add_argument("fake_dir", metavar="FAKE_DIR", help="folder of generated images")
+    p.add_argument("--n", type=int, default=1000, help="images per folder (default: 1000)")
+    p.add_argument("--size", type=int, default=64, help="image size (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def _load_two_folders(args, channels: int = 3):
+    """(n, (real, fake)): as many images from each folder (at most --n), scaled and
+    centre-cropped to --size."""
+    from genart import images
+
+    folders = (args.real_dir, args.fake_dir)
+    n = min(args.n, *(len(images.find_images(d)) for d in folders))
+    return n, [images.load_folder(d, n, args.size, channels, seed=args.seed) for d in folders]
+
+
 # --- swd ----------------------------------------------------------------------------------------
 
 
@@ -50,22 +69,15 @@ def _add_swd(verbs) -> None:
         description="SWD between two image folders (lower is better). Images are scaled and "
         "centre-cropped to --size; the same number is taken from each folder.",
     )
-    p.add_argument("real_dir", metavar="REAL_DIR", help="folder of real (training) images")
-    p.add_argument("fake_dir", metavar="FAKE_DIR", help="folder of generated images")
-    p.add_argument("--n", type=int, default=1000, help="images per folder (default: 1000)")
-    p.add_argument("--size", type=int, default=64, help="image size (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="patch and direction seed (default: 0)")
+    _add_two_folders(p, seed_help="patch and direction seed (default: 0)")
     _add_json_flag(p)
     p.set_defaults(func=_run_swd)
 
 
 def _run_swd(args) -> int:
-    from genart import images, metrics
-    from genart.images import find_images
+    from genart import metrics
 
-    n = min(args.n, *(len(find_images(d)) for d in (args.real_dir, args.fake_dir)))
-    real = images.load_folder(args.real_dir, n, args.size, seed=args.seed)
-    fake = images.load_folder(args.fake_dir, n, args.size, seed=args.seed)
+    n, (real, fake) = _load_two_folders(args)
     result = metrics.swd(real, fake, seed=args.seed)
     return _report(args, result, n=n, size=args.size, real=args.real_dir, fake=args.fake_dir)
 
@@ -84,8 +96,7 @@ def _add_fid(verbs) -> None:
         "frechet_modes/kid_modes), only meaningful for images of that set. Images are scaled "
         "and centre-cropped to --size; the same number is taken from each folder.",
     )
-    p.add_argument("real_dir", metavar="REAL_DIR", help="folder of real (training) images")
-    p.add_argument("fake_dir", metavar="FAKE_DIR", help="folder of generated images")
+    _add_two_folders(p, seed_help="subset and KID seed (default: 0)")
     p.add_argument("--features", choices=("inception", "digits", "modes"), default="inception",
                    help="the feature space (default: inception)")  # fmt: skip
     p.add_argument(
@@ -95,21 +106,14 @@ def _add_fid(verbs) -> None:
         help="Inception v3 weights: auto (torch hub cache, downloaded on first use), a file of "
         "torchvision's state_dict, an s3:// object, or random (tests; meaningless scores)",
     )
-    p.add_argument("--n", type=int, default=1000, help="images per folder (default: 1000)")
-    p.add_argument("--size", type=int, default=64, help="image size (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="subset and KID seed (default: 0)")
     _add_json_flag(p)
     p.set_defaults(func=_run_fid)
 
 
 def _run_fid(args) -> int:
-    from genart import fid, images
-    from genart.images import find_images
+    from genart import fid
 
-    n = min(args.n, *(len(find_images(d)) for d in (args.real_dir, args.fake_dir)))
-    channels = 3 if args.features != "digits" else 1
-    real, fake = (images.load_folder(d, n, args.size, channels, seed=args.seed)
-                  for d in (args.real_dir, args.fake_dir))  # fmt: skip
+    n, (real, fake) = _load_two_folders(args, channels=3 if args.features != "digits" else 1)
     features = fid.extractor(args.features, args.inception_weights)
     result = fid.scores(real, fake, args.features, features, seed=args.seed)
     details = {"n": n, "size": args.size, "real": args.real_dir, "fake": args.fake_dir}
