@@ -141,6 +141,14 @@ def fraction(section: Any, path: str, *names: str) -> None:
             raise ConfigError(f"'{path}.{name}' must lie in [0, 1), got {value!r}")
 
 
+def share(section: Any, path: str, *names: str) -> None:
+    """ConfigError unless each named field of ``section`` lies in (0, 1]."""
+    for name in names:
+        value = getattr(section, name)
+        if not 0 < value <= 1:
+            raise ConfigError(f"'{path}.{name}' must lie in (0, 1], got {value!r}")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,

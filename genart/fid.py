@@ -105,6 +105,27 @@ def distances(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str
     return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
 
 
+def whole_set_kid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """KID of two feature sets (N, D) and (N, D) computed once over all their rows.
+
+    Where both sets are no larger than a KID subset, each of :func:`distances`' subsets holds
+    every row and gives the same value: one is enough (a 4096-wide feature set costs a
+    hundredth of the time).
+    """
+    size = len(real)
+    if len(fake) != size or size > KID_SUBSET_SIZE or size < 2:
+        raise ValueError(f"whole_set_kid needs two sets of 2..{KID_SUBSET_SIZE} rows each, "
+                         f"got {len(real)} and {len(fake)}")  # fmt: skip
+    with warnings.catch_warnings():  # that KID keeps every feature: it must, and these are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(
+            feature=_Given(real.shape[1]), subsets=1, subset_size=size, sync_on_compute=False
+        )
+        kid.update(real, real=True)
+        kid.update(fake, real=False)
+        return kid.compute()[0].item()
+
+
 def scores(
     real: torch.Tensor,
     fake: torch.Tensor,

@@ -191,6 +191,9 @@ class TrainedSpec(FamilySpec):
     # params -> decay of the moving average of the ``export`` networks' weights that the run
     # scores, samples and exports (genart.train.ema); 0 = the live weights
     ema_decay: Callable[[Any], float] = lambda params: 0.0
+    # params -> how fast the average's horizon grows: that share of the updates made so far,
+    # up to the decay's (genart.train.ema.warmed_decay)
+    ema_rampup: Callable[[Any], float] = lambda params: 1.0
     # params -> (score, "min" | "max") that decides whether the average or the live weights
     # serve (genart.train.ema.judge); None: the family's ``metric`` and ``mode``
     pick: Callable[[Any], tuple[str, Literal["min", "max"]]] | None = None

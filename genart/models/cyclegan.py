@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from genart import losses, metrics
-from genart.config import fraction
+from genart.config import fraction, share
 from genart.data import datasets
 from genart.errors import ConfigError
 from genart.images import float_chunks
@@ -71,9 +71,14 @@ class CycleGANConfig:
     # Decay of the moving average of both generators' weights that a run scores, samples and
     # exports (genart.train.ema); 0 = the weights of the last step, as the reference
     ema_decay: float = 0.999
+    # The average's horizon grows by this share of the steps made, up to the decay's
+    # (genart.train.ema): 1 = the plain mean of every step until then, which gained 0.8 dB of
+    # held-out PSNR over a faster warm-up (docs/models.md)
+    ema_rampup: float = 1.0
 
     def __post_init__(self):
         fraction(self, "cyclegan", "ema_decay")
+        share(self, "cyclegan", "ema_rampup")
         if self.d_layers != "auto" and self.d_layers < 0:
             raise ConfigError(f"'cyclegan.d_layers' must be auto or >= 0, got {self.d_layers}")
 
@@ -292,6 +297,7 @@ SPEC = register(
         graph_safe=lambda p: False,  # the image pool decides on the host what D sees
         sync_bn=lambda p: p.sync_bn,
         ema_decay=lambda p: p.ema_decay,
+        ema_rampup=lambda p: p.ema_rampup,
         metric="psnr",
         mode="max",
     )

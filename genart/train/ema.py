@@ -6,13 +6,16 @@ other; the average over the last few hundred steps is a better generator than an
 2018 sample from such an average). The loop updates it after every optimizer step, scores,
 samples and exports it, and keeps it in every checkpoint; training itself never reads it.
 
-The decay warms up as ``min(decay, (1 + t) / (2 + t))`` after ``t`` updates: until the run
-has made ``1 / (1 - decay)`` updates the average is the plain mean of every weight so far (no
-step, the first included, weighs more than another), then an exponential average with that
-horizon. A faster warm-up, ``(1 + t) / (10 + t)`` as in TensorFlow's
-ExponentialMovingAverage, never reaches a 0.999 decay in a few thousand steps (its horizon is
-a ninth of the steps so far) and averaged too little: CycleGAN's held-out PSNR rose by 0.8 dB
-over four seeds with this one (docs/models.md). Floating-point buffers (batch-norm running
+The decay warms up as ``min(decay, 1 - 1 / (2 + rampup * t))`` after ``t`` updates: the
+average's horizon (``1 / (1 - decay)`` updates) grows by ``rampup`` per update, up to the
+decay's own. With ``rampup`` 1 the average is the plain mean of every weight so far (no step,
+the first included, weighs more than another) until the run reaches the horizon. CycleGAN
+keeps that: TensorFlow's faster warm-up, ``(1 + t) / (10 + t)``, never reaches a 0.999 decay
+in a few thousand steps and averaged too little (0.8 dB less held-out PSNR over four seeds,
+docs/models.md). A smaller ramp-up (Karras et al. 2019 average over at most the last 5 % of
+the images seen) keeps a short run's average near its newest weights: a DCGAN generator moves
+fast early on, and the plain mean of its first few hundred steps blends what they drew.
+Floating-point buffers (batch-norm running
 statistics) are averaged like the weights; integer ones (batch counts) are copied.
 """
 
@@ -27,29 +30,33 @@ import torch
 from torch import nn
 
 
-def warmed_decay(decay: float, updates: int) -> float:
-    """The decay of the ``updates``-th update (0-based) of an average with ``decay``."""
-    return min(decay, (1 + updates) / (2 + updates))
+def warmed_decay(decay: float, updates: int, rampup: float = 1.0) -> float:
+    """The decay of the ``updates``-th update (0-based) of an average with ``decay`` whose
+    horizon grows by ``rampup`` updates per update."""
+    return min(decay, 1 - 1 / (2 + rampup * updates))
 
 
 def for_spec(spec, nets: dict[str, nn.Module], params) -> WeightAverage | None:
     """The average a ``spec`` (a ``registry.TrainedSpec``) keeps of its exported ``nets`` under
     ``params``, or None where its ``ema_decay`` is 0."""
     decay = spec.ema_decay(params)
-    return WeightAverage(nets, spec.export, decay) if decay > 0 else None
+    return WeightAverage(nets, spec.export, decay, spec.ema_rampup(params)) if decay > 0 else None
 
 
 class WeightAverage:
     """Averaged copies of some of a run's networks (``names``), updated from the live ones."""
 
-    def __init__(self, nets: dict[str, nn.Module], names: tuple[str, ...], decay: float):
+    def __init__(self, nets: dict[str, nn.Module], names: tuple[str, ...], decay: float,
+                 rampup: float = 1.0):  # fmt: skip
         if not 0 < decay < 1:
             raise ValueError(f"an average's decay must lie in (0, 1), got {decay}")
+        if not 0 < rampup <= 1:
+            raise ValueError(f"an average's ramp-up must lie in (0, 1], got {rampup}")
         self.live = {name: nets[name] for name in names}
         self.nets = {name: copy.deepcopy(live) for name, live in self.live.items()}
         for net in self.nets.values():
             net.requires_grad_(False)
-        self.decay = decay
+        self.decay, self.rampup = decay, rampup
         self.updates = 0
         # Which weights serve: the average until an evaluation finds the live ones better.
         self.serves: Literal["average", "live"] = "average"
@@ -57,7 +64,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         """Move every average towards its live network by one step."""
-        weight = 1 - warmed_decay(self.decay, self.updates)
+        weight = 1 - warmed_decay(self.decay, self.updates, self.rampup)
         for name, live in self.live.items():
             average = self.nets[name]
             # One fused kernel per net, not one per tensor (a GPU step may take milliseconds);

@@ -98,3 +98,31 @@ def test_the_wgan_gp_recipe_trains_with_gulrajanis_adam():
     for opt in opts.values():
         assert opt.param_groups[0]["betas"] == (0.0, 0.9) and opt.param_groups[0]["lr"] == 1e-4
     assert dcgan.critic_steps(cfg.params) == 5
+
+
+def test_discriminator_features_are_its_4x4_maps_before_the_batch_statistic():
+    D = dcgan.Discriminator(3, 32, width=8, mbstd_group=4).eval()
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    features = D.features(images)
+    assert features.shape == (8, 32, 4, 4)
+    # One image's features do not depend on the rest of its batch (the minibatch statistic,
+    # which follows them, would make them).
+    assert torch.allclose(D.features(images[:1]), features[:1], atol=1e-6)
+
+
+def test_evaluate_scores_kid_in_the_runs_discriminator_features_where_it_has_one():
+    """KID in the discriminator's features: near 0 for more images like the reference, larger
+    for images unlike it; absent for an exported generator alone (no discriminator)."""
+    p = dcgan.DCGANConfig(g_width=4, d_width=4, latent_dim=8)
+    data = DataConfig(size=16, channels=1)
+    torch.manual_seed(0)
+    nets = dcgan.build(p, data)
+    real = (torch.rand(64, 1, 16, 16) > 0.5).float() * 2 - 1  # binary noise
+    alike = (torch.rand(64, 1, 16, 16) > 0.5).float() * 2 - 1
+    unlike = torch.zeros(64, 1, 16, 16)  # flat grey: what a blurred generator tends to
+    D = nets["D"]
+    same = dcgan._discriminator_kid(real, alike, D)["kid_discriminator"]
+    other = dcgan._discriminator_kid(real, unlike, D)["kid_discriminator"]
+    assert abs(same) < other / 10
+    assert "kid_discriminator" in dcgan.evaluate(nets, p, {"image": real})
+    assert "kid_discriminator" not in dcgan.evaluate({"G": nets["G"]}, p, {"image": real})

@@ -20,6 +20,47 @@ def test_the_decay_warms_up_to_its_ceiling():
     assert warmed_decay(0.999, 100_000) == 0.999
 
 
+def test_a_ramp_up_grows_the_horizon_with_the_run():
+    """Karras et al.'s ramp-up: after t updates the horizon 1 / (1 - decay) is 2 + rampup * t,
+    up to the decay's own; a ramp-up of 1 is the plain mean's warm-up."""
+    assert warmed_decay(0.995, 600, rampup=0.05) == pytest.approx(1 - 1 / 32)
+    assert warmed_decay(0.995, 100_000, rampup=0.05) == 0.995
+    for t in (0, 7, 300):
+        assert warmed_decay(0.999, t, rampup=1.0) == pytest.approx((1 + t) / (2 + t))
+
+
+def test_an_average_with_a_short_ramp_up_stays_near_the_newest_weights():
+    live = nn.Linear(1, 1, bias=False).requires_grad_(False)
+    nn.init.zeros_(live.weight)
+    plain = WeightAverage({"G": live}, ("G",), decay=0.999)
+    ramped = WeightAverage({"G": live}, ("G",), decay=0.999, rampup=0.05)
+    for value in range(1, 201):
+        with torch.no_grad():
+            live.weight.fill_(float(value))
+        plain.update()
+        ramped.update()
+    assert float(plain.nets["G"].weight) == pytest.approx(sum(range(201)) / 201)  # ~100
+    assert 180 < float(ramped.nets["G"].weight) < 200  # the last ~12 updates dominate
+
+
+@pytest.mark.parametrize("rampup", [0.0, 1.5])
+def test_a_ramp_up_outside_zero_to_one_is_refused(rampup):
+    with pytest.raises(ValueError, match="ramp-up"):
+        WeightAverage({"G": nn.Linear(1, 1)}, ("G",), decay=0.9, rampup=rampup)
+    with pytest.raises(config.ConfigError, match="ema_rampup"):
+        config.load("dcgan", overrides=[f"dcgan.ema_rampup={rampup}"])
+
+
+def test_each_family_passes_its_ramp_up_to_its_average():
+    nets = {"G": nn.Linear(1, 1)}
+    dcgan_params = config.load("dcgan", overrides=["dcgan.ema_rampup=0.2"]).params
+    assert for_spec(registry.trained("dcgan"), nets, dcgan_params).rampup == 0.2
+    cyclegan_params = cyclegan_cfg().params
+    spec = registry.trained("cyclegan")
+    nets = {name: nn.Linear(1, 1) for name in spec.export}
+    assert for_spec(spec, nets, cyclegan_params).rampup == 1.0
+
+
 def test_until_the_ceiling_the_average_is_the_plain_mean():
     live = nn.Linear(1, 1, bias=False).requires_grad_(False)
     average = WeightAverage({"G": live}, ("G",), decay=0.9)  # ceiling after 9 updates
@@ -244,4 +285,4 @@ def test_a_family_may_pick_by_another_score_than_its_metric():
     for flag, expected in judged.items():
         params = config.load("dcgan", overrides=[f"dcgan.{flag}=true"]).params
         assert dcgan.pick(params) == expected
-    assert dcgan.pick(config.load("dcgan").params) == ("swd", "min")
+    assert dcgan.pick(config.load("dcgan").params) == ("kid_discriminator", "min")

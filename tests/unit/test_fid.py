@@ -56,6 +56,14 @@ def test_kid_over_whole_sets_agrees_with_the_unbiased_mmd(sets, monkeypatch):
     assert found["kid_std"] == pytest.approx(0.0, abs=1e-3 * abs(expected))
 
 
+def test_whole_set_kid_is_the_unbiased_mmd_of_two_equal_sets(sets):
+    real, fake = sets[0][:150], sets[1][:150]
+    expected = numpy_kid(real.double().numpy(), fake.double().numpy())
+    assert fid.whole_set_kid(real, fake) == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="two sets"):
+        fid.whole_set_kid(real, fake[:100])
+
+
 def test_kid_subsets_are_seeded_and_leave_the_global_rng_alone(sets):
     real, fake = sets
     state = torch.random.get_rng_state()
