@@ -60,7 +60,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
         if len(ran) == 2 and fail:
             raise KeyboardInterrupt  # stopped while the third run trains
         ran.append((seed, side))
@@ -68,7 +68,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
     judged = {"real_digit_accuracy": 0.97, "real_digits": {"32px": {"coverage": 10}}}
-    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: dict(judged))
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work, tiny: dict(judged))
     fail = True
     with pytest.raises(KeyboardInterrupt):
         matrix.run(tmp_path, [cell], (0, 1), tmp_path, jobs=1)
@@ -94,12 +94,12 @@ def test_a_recipe_plays_genart_side_under_its_own_name(tmp_path, monkeypatch):
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
         ran.append((seed, side, recipe))
         return [cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})]
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
-    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: {})
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work, tiny: {})
     earlier = [cells.record(cell, 0, side, {"coverage": 9, "confident": 0.1, "frechet": 9.0})
                for side in ("reference", "genart")]  # fmt: skip
     cells.write_atomically(tmp_path / "quality_matrix.json", {"records": earlier})
