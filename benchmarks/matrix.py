@@ -91,7 +91,9 @@ def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str,
     variant = None if side == "reference" else genart
     s = settings(cell, seeds, tiny)
     rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
-    return [cells.record(cell, seed, row["implementation"], scores(row)) for row in rows]
+    # The steps it trained: the cell's, or the dry run's few.
+    return [cells.record(cell, seed, row["implementation"], scores(row)) | {"steps": s.steps}
+            for row in rows]  # fmt: skip
 
 
 def scores(row: dict) -> dict:
