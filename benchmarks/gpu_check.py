@@ -341,7 +341,7 @@ def _matrix(doc: dict) -> str:
     wins = Counter(row["win"] for row in cells.verdicts(records))
     verdicts = ", ".join(f"{n} {w}" for w, n in wins.items()) or "none yet"
     return (f"{len(records)} records (+{doc['added']} this run), "
-            f"cells {' '.join(names) or '-'}; verdicts: {verdicts}")  # fmt: skip
+            f"cells {'/'.join(names) or '-'}; verdicts by metric: {verdicts}")  # fmt: skip
 
 
 SUMMARIES = {"dcgan": _dcgan, "serve": _serve, "style": _style, "multi_worker": _multi_worker,

@@ -137,7 +137,7 @@ def test_a_second_check_resumes_the_matrix(tmp_path):
     rows = gpu_check.run_parts((Part("matrix", 1.0),), tmp_path, 60, os.environ,
                                lambda _: python("pass"))  # fmt: skip
     assert (tmp_path / "quality_matrix.json").exists()
-    assert rows[0]["result"] == "0 records (+0 this run), cells -; verdicts: none yet"
+    assert rows[0]["result"] == "0 records (+0 this run), cells -; verdicts by metric: none yet"
 
 
 def test_the_matrix_headline_counts_records_cells_and_verdicts(tmp_path):
@@ -148,7 +148,8 @@ def test_the_matrix_headline_counts_records_cells_and_verdicts(tmp_path):
     document = {"records": records, "added": 2}
     cells.write_atomically(cells.document_path(tmp_path, tiny=True), document)
     assert gpu_check.summary("matrix", tmp_path) == (
-        "6 records (+2 this run), cells pix2pix-pairs-128px-short-b1; verdicts: 1 genart, 1 tie"
+        "6 records (+2 this run), cells pix2pix-pairs-128px-short-b1; "
+        "verdicts by metric: 1 genart, 1 tie"
     )
     cells.write_atomically(cells.document_path(tmp_path), document | {"records": []})
     assert gpu_check.summary("matrix", tmp_path).startswith("0 records")  # the real one first
