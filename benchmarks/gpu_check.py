@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import cells
+from benchmarks import cells, realdata
 from benchmarks.common import print_table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,11 +337,12 @@ def _quality(doc: dict) -> str:
 
 def _matrix(doc: dict) -> str:
     records = doc["records"]
-    names = dict.fromkeys(r["cell"] for r in records)
+    data = {r["cell"]: r["data"] for r in records}  # the cells' names are in the JSON
+    real = sum(kind in realdata.KINDS for kind in data.values())
     wins = Counter(row["win"] for row in cells.verdicts(records))
     verdicts = ", ".join(f"{n} {w}" for w, n in wins.items()) or "none yet"
-    return (f"{len(records)} records (+{doc['added']} this run), "
-            f"cells {'/'.join(names) or '-'}; verdicts by metric: {verdicts}")  # fmt: skip
+    return (f"{len(records)} records (+{doc['added']} this run) in {len(data)} cells "
+            f"({real} on real data); verdicts by metric: {verdicts}")  # fmt: skip
 
 
 SUMMARIES = {"dcgan": _dcgan, "serve": _serve, "style": _style, "multi_worker": _multi_worker,

@@ -137,19 +137,24 @@ def test_a_second_check_resumes_the_matrix(tmp_path):
     rows = gpu_check.run_parts((Part("matrix", 1.0),), tmp_path, 60, os.environ,
                                lambda _: python("pass"))  # fmt: skip
     assert (tmp_path / "quality_matrix.json").exists()
-    assert rows[0]["result"] == "0 records (+0 this run), cells -; verdicts by metric: none yet"
+    assert (
+        rows[0]["result"]
+        == "0 records (+0 this run) in 0 cells (0 on real data); verdicts by metric: none yet"
+    )
 
 
 def test_the_matrix_headline_counts_records_cells_and_verdicts(tmp_path):
-    cell = cells.Cell("pix2pix", "pairs", 128, "short", 1)
+    pairs, photos = (
+        cells.Cell("pix2pix", data, 128, "short", 1) for data in ("pairs", "photo-pairs")
+    )
     sides = (("reference", 20.0), ("genart", 25.0))
-    records = [cells.record(cell, seed, side, {"psnr": base + seed, "ssim": 0.5})
+    records = [cells.record(pairs, seed, side, {"psnr": base + seed, "ssim": 0.5})
                for seed in range(3) for side, base in sides]  # fmt: skip
+    records.append(cells.record(photos, 0, "genart", {"psnr": 20.0, "ssim": 0.5}))
     document = {"records": records, "added": 2}
     cells.write_atomically(cells.document_path(tmp_path, tiny=True), document)
     assert gpu_check.summary("matrix", tmp_path) == (
-        "6 records (+2 this run), cells pix2pix-pairs-128px-short-b1; "
-        "verdicts by metric: 1 genart, 1 tie"
+        "7 records (+2 this run) in 2 cells (1 on real data); verdicts by metric: 1 genart, 1 tie"
     )
     cells.write_atomically(cells.document_path(tmp_path), document | {"records": []})
     assert gpu_check.summary("matrix", tmp_path).startswith("0 records")  # the real one first
