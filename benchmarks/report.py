@@ -75,14 +75,17 @@ describes the code as it was on the date it gives (`git log` shows what changed 
 `make gpu-check` is the one command for a lent GPU: in at most 8 minutes on one GPU it runs
 `pytest tests/gpu`, the DCGAN, Serve and style benchmarks with `--quick`, a short DCGAN Ray
 Train run with two workers (a GPU each where the host has several, else
-`scaling.gpus_per_worker=0.5` on the one) and the quality benchmark's quick cells. Each part
-runs in its own process with a share of the 8 minutes (time one leaves passes to the next); a
-part still running when its share is spent is stopped, Ray and all, and recorded as `timed
-out`. It prints a table of the parts, the time each took and its figures beside the targets
-(Ray Train loop >= 0.98x the plain loop; Serve <= 3 ms p50 over a direct call; batching >= 2x
-at 16 clients; fast style at 512 px <= 5 ms per image), and writes every JSON, `gpu_check.json`
-(that table) and each part's log (`logs/`) into `benchmarks/results/<gpu name>-<date>/`, which
-this page reads.
+`scaling.gpus_per_worker=0.5` on the one), the quality benchmark's quick cells and, last, the
+quality matrix's quick cells (`python -m benchmarks.matrix --quick`, three seeds). The matrix
+trains on CPU, one thread a run, so the lent host's cores run that many runs at once; each run
+that finishes stays in `quality_matrix.json` (a second check the same day resumes it), and
+without the `bench` extra its real-data cells are left out. Each part runs in its own process
+with a share of the 8 minutes (time one leaves passes to the next); a part still running when
+its share is spent is stopped, Ray and all, and recorded as `timed out`. It prints a table of
+the parts, the time each took and its figures beside the targets (Ray Train loop >= 0.98x the
+plain loop; Serve <= 3 ms p50 over a direct call; batching >= 2x at 16 clients; fast style at
+512 px <= 5 ms per image), and writes every JSON, `gpu_check.json` (that table) and each part's
+log (`logs/`) into `benchmarks/results/<gpu name>-<date>/`, which this page reads.
 
 Lent a GPU: run `make gpu-check` first (`make gpu-check RESULTS=DIR` puts the folder under DIR,
 such as the folder a lent machine sends back); bring the folder into `benchmarks/results/`,

@@ -12,10 +12,13 @@ import pytest
 
 from genart.serve import ray_settings
 
-pytestmark = pytest.mark.ray
-
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ["tests", "dcgan", "serve", "style", "multi_worker", "quality"]
+sys.path.insert(0, str(ROOT))  # the repository: `benchmarks`
+
+from benchmarks import cells  # noqa: E402
+
+pytestmark = pytest.mark.ray
+PARTS = ["tests", "dcgan", "serve", "style", "multi_worker", "quality", "matrix"]
 
 
 def test_the_dry_run_runs_every_part_and_writes_one_folder(tmp_path):
@@ -41,6 +44,13 @@ def test_the_dry_run_runs_every_part_and_writes_one_folder(tmp_path):
     assert by_part["tests"].startswith("0 passed, 0 failed, ")  # no GPU: all skipped
     assert "loop/plain" in by_part["dcgan"] and "batching" in by_part["serve"]
     assert "2 workers x 0 GPU" in by_part["multi_worker"]
+    # The matrix's quick cells, one seed, at tiny sizes: records beside none of the real ones.
+    matrix = json.loads((folder / "quality_matrix_tiny.json").read_text())
+    assert matrix["tiny"] is True and not (folder / "quality_matrix.json").exists()
+    assert {(r["seed"], r["steps"]) for r in matrix["records"]} == {(0, 2)}
+    ran = {r["cell"] for r in matrix["records"]}
+    assert "dcgan-modes-32px-short-b64" in ran and ran <= set(cells.QUICK)
+    assert by_part["matrix"].startswith(f"{len(matrix['records'])} records (+")
     # The table, with each part's time, on the console.
     assert "part          status  seconds  limit_s  result" in done.stdout
     assert not (folder / "data").exists()  # the quality benchmark's inputs are not results

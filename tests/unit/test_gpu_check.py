@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: `benchmarks`
 
-from benchmarks import gpu_check  # noqa: E402
+from benchmarks import cells, gpu_check  # noqa: E402
 from benchmarks.gpu_check import Part  # noqa: E402
 
 H100 = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "h100-2026-11-22"
@@ -111,3 +111,50 @@ def test_one_gpu_gets_two_half_workers_several_get_one_each(tmp_path):
     assert share(8) == "1"
     tiny = gpu_check.command("dcgan", tmp_path, 0, tiny=True)
     assert "--tiny" in tiny and str(tmp_path) in tiny
+
+
+def test_the_matrix_part_runs_the_quick_cells_three_seeds_one_run_per_core(tmp_path):
+    argv = gpu_check.command("matrix", tmp_path, 1, tiny=False)
+    assert argv[1:4] == ["-m", "benchmarks.matrix", "--quick"] and "--tiny" not in argv
+    assert argv[argv.index("--seeds") + 1 : argv.index("--jobs")] == ["0", "1", "2"]
+    jobs = int(argv[argv.index("--jobs") + 1])
+    assert 1 <= jobs <= min(os.cpu_count() or 1, len(cells.QUICK) * 3 * 2)
+    assert argv[argv.index("--out") + 1] == argv[argv.index("--work") + 1] == str(tmp_path)
+
+    tiny = gpu_check.command("matrix", tmp_path, 0, tiny=True)
+    assert "--tiny" in tiny and "--quick" in tiny
+    assert tiny[tiny.index("--seeds") + 1 : tiny.index("--jobs")] == ["0"]
+    assert tiny[tiny.index("--jobs") + 1] == "1"  # tiny runs in-process
+
+
+def test_the_shares_add_up_and_the_matrix_runs_last_and_is_resumed():
+    assert sum(part.share for part in gpu_check.PARTS) == pytest.approx(1.0)
+    assert gpu_check.PARTS[-1].name == "matrix" and gpu_check.PARTS[-1].writes is None
+
+
+def test_a_second_check_resumes_the_matrix(tmp_path):
+    (tmp_path / "quality_matrix.json").write_text(json.dumps({"records": [], "added": 0}))
+    rows = gpu_check.run_parts((Part("matrix", 1.0),), tmp_path, 60, os.environ,
+                               lambda _: python("pass"))  # fmt: skip
+    assert (tmp_path / "quality_matrix.json").exists()
+    assert (
+        rows[0]["result"]
+        == "0 records (+0 this run) in 0 cells (0 on real data); verdicts by metric: none yet"
+    )
+
+
+def test_the_matrix_headline_counts_records_cells_and_verdicts(tmp_path):
+    pairs, photos = (
+        cells.Cell("pix2pix", data, 128, "short", 1) for data in ("pairs", "photo-pairs")
+    )
+    sides = (("reference", 20.0), ("genart", 25.0))
+    records = [cells.record(pairs, seed, side, {"psnr": base + seed, "ssim": 0.5})
+               for seed in range(3) for side, base in sides]  # fmt: skip
+    records.append(cells.record(photos, 0, "genart", {"psnr": 20.0, "ssim": 0.5}))
+    document = {"records": records, "added": 2}
+    cells.write_atomically(cells.document_path(tmp_path, tiny=True), document)
+    assert gpu_check.summary("matrix", tmp_path) == (
+        "7 records (+2 this run) in 2 cells (1 on real data); verdicts by metric: 1 genart, 1 tie"
+    )
+    cells.write_atomically(cells.document_path(tmp_path), document | {"records": []})
+    assert gpu_check.summary("matrix", tmp_path).startswith("0 records")  # the real one first

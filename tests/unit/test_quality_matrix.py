@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: `benchmarks`
 
-from benchmarks import cells, matrix, realdata, report  # noqa: E402
+from benchmarks import cells, matrix, quality, realdata, report  # noqa: E402
 from genart import digits  # noqa: E402
 
 # --- cells --------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
         if len(ran) == 2 and fail:
             raise KeyboardInterrupt  # stopped while the third run trains
         ran.append((seed, side))
@@ -68,7 +69,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
     judged = {"real_digit_accuracy": 0.97, "real_digits": {"32px": {"coverage": 10}}}
-    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: dict(judged))
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work, tiny: dict(judged))
     fail = True
     with pytest.raises(KeyboardInterrupt):
         matrix.run(tmp_path, [cell], (0, 1), tmp_path, jobs=1)
@@ -94,17 +95,63 @@ def test_a_recipe_plays_genart_side_under_its_own_name(tmp_path, monkeypatch):
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
         ran.append((seed, side, recipe))
         return [cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})]
 
     monkeypatch.setattr(matrix, "run_side", fake_side)
-    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work: {})
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work, tiny: {})
     earlier = [cells.record(cell, 0, side, {"coverage": 9, "confident": 0.1, "frechet": 9.0})
                for side in ("reference", "genart")]  # fmt: skip
     cells.write_atomically(tmp_path / "quality_matrix.json", {"records": earlier})
     matrix.run(tmp_path, [cell], (0,), tmp_path, jobs=1, recipe="jobs/dcgan-mnist.yaml")
     assert ran == [(0, "genart, dcgan-mnist.yaml", "jobs/dcgan-mnist.yaml")]  # reference kept
+
+
+def test_tiny_runs_the_cells_at_dry_run_sizes_into_their_own_file(tmp_path):
+    real = [cells.record(cells.Cell("dcgan", "modes", 32, "short", 64), 0, "genart", {})]
+    cells.write_atomically(cells.document_path(tmp_path), {"records": real})
+    todo = cells.select(
+        cells.cells(), ["dcgan-modes-32px-short-b64", "pix2pix-pairs-128px-short-b1"]
+    )
+    document = matrix.run(tmp_path, todo, (0,), tmp_path, jobs=1, tiny=True)
+
+    tiny = quality.SETTINGS["tiny"]
+    assert matrix.settings(todo[1], (0,), tiny=True) == replace(tiny["pix2pix"], seeds=(0,))
+    assert document["tiny"] is True and document["widths"]["dcgan"]["n"] == tiny["dcgan"].n
+    saved = json.loads(cells.document_path(tmp_path, tiny=True).read_text())
+    assert {(r["cell"], r["side"]) for r in saved["records"]} >= {
+        (c.name, side) for c in todo for side in cells.SIDES
+    }
+    assert {r["steps"] for r in saved["records"]} == {tiny["dcgan"].steps}  # not the cell's 600
+    assert saved["added"] == len(saved["records"])
+    assert cells.load(cells.document_path(tmp_path))["records"] == real  # untouched
+
+
+def quick_cells_run(monkeypatch, argv: list[str]) -> list[str]:
+    """The cells ``benchmarks.matrix`` would run from ``argv`` with the bench extra missing."""
+    monkeypatch.setattr(realdata.importlib.util, "find_spec", lambda name: None)
+    ran = []
+    monkeypatch.setattr(matrix, "run", lambda out, todo, *args: ran.extend(c.name for c in todo))
+    matrix.main(argv)
+    return ran
+
+
+def test_without_the_bench_extra_the_real_data_cells_are_left_out_in_one_line(monkeypatch, capsys):
+    ran = quick_cells_run(monkeypatch, ["--quick"])
+    assert ran == [n for n in cells.QUICK if "mnist" not in n and "photo" not in n] != []
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("benchmarks.matrix: left out dcgan-mnist-32px-short-b64, ")
+    assert "pix2pix-photo-pairs-128px-short-b1" in line and "genart[bench]" in line
+
+    ran = quick_cells_run(monkeypatch, ["--cells", "pix2pix-*-64px-short-b1"])
+    assert ran == ["pix2pix-pairs-64px-short-b1"]
+    assert "left out pix2pix-photo-pairs-64px-short-b1:" in capsys.readouterr().out
+
+
+def test_without_the_bench_extra_only_real_data_cells_is_an_error(monkeypatch):
+    with pytest.raises(SystemExit, match=r"nothing to run: .*genart\[bench\]"):
+        quick_cells_run(monkeypatch, ["--cells", "dcgan-mnist-*"])
 
 
 # --- statistics ---------------------------------------------------------------------------------
