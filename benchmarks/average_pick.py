@@ -19,6 +19,7 @@ The MNIST cells need the optional extra: ``pip install 'genart[bench]'``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def agreement(rows: list[dict]) -> list[dict]:
     return table
 
 
+# Rules for what serves: (the average kept, the score that picks; None: never the average).
+RULES = {"ramp-up 1, SWD (before)": ("average (ramp-up 1)", "swd"),
+         "ramp-up 0.05, discriminator KID (now)": ("average (ramp-up 0.05)", "kid_discriminator"),
+         "live weights only": ("average (ramp-up 1)", None)}  # fmt: skip
+
+
+def served(rows: list[dict]) -> list[dict]:
+    """Per run and rule: the judge's Fréchet distance of what the rule serves at each scored
+    step (the last one is what the run exports)."""
+    runs: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for row in rows:
+        steps = runs.setdefault((row["cell"], row["seed"]), {})
+        steps.setdefault(row["step"], {})[row["side"]] = row
+    table = []
+    for (cell, seed), steps in runs.items():
+        for rule, (average, score) in RULES.items():
+            picks = [sides[average] if score and sides[average][score] <= sides["live"][score]
+                     else sides["live"] for _, sides in sorted(steps.items())]  # fmt: skip
+            table.append({"cell": cell, "seed": seed, "rule": rule,
+                          "judge Fréchet served, by step": " ".join(
+                              f"{p['judge_frechet']:.0f}" for p in picks)})  # fmt: skip
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=["dcgan-mnist-32px-short-b64"])
@@ -109,12 +134,13 @@ def main() -> None:
         for cell in todo:
             for seed in args.seeds:
                 rows += train(cell, seed, args.steps or cell.steps, args.every, args.work)
-    table = agreement(rows)
+    table, by_rule = agreement(rows), served(rows)
     print_table(table)
-    write_json(NAME, {"command": "python -m benchmarks.average_pick " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if v is not None), "agreement": table, "rows": rows},
-        args.out)  # fmt: skip
+    print()
+    print_table(by_rule)
+    command = " ".join(["python -m benchmarks.average_pick", *sys.argv[1:]])
+    document = {"command": command, "agreement": table, "served": by_rule, "rows": rows}
+    write_json(NAME, document, args.out)
 
 
 if __name__ == "__main__":
