@@ -36,12 +36,12 @@ WIDTH = 96  # wrap the prose of the page (tables stay one line per row)
 # benchmarks' files.
 GPU_CHECK = ("gpu_check", "multi_worker")
 ORDER = ["gpu_check", *BENCHMARKS[: BENCHMARKS.index("translation") + 1], "translation_quality"]
-ORDER += ["quality", "quality_ablations", "quality_matrix"]
+ORDER += ["quality", "quality_ablations", "quality_matrix", "average_pick"]
 ORDER += [name for name in BENCHMARKS if name not in ORDER]
 ORDER.insert(ORDER.index("dcgan") + 1, "multi_worker")
 
 # Fields every file has that the section's header already shows (or that are the table).
-SHOWN = {"benchmark", "time", "machine", "rows"}
+SHOWN = {"benchmark", "time", "machine", "rows", "agreement", "served"}  # tables
 
 INTRO = """\
 # Benchmarks
@@ -163,6 +163,17 @@ ABOUT = {
         "(`--list` shows them); `--recipe FILE` trains a recipe on genart's side instead of its "
         "defaults (side `genart, FILE`, judged against the reference like the defaults). The "
         "real data needs `pip install 'genart[bench]'`."
+    ),
+    "average_pick": (
+        "What should choose between a DCGAN's live weights and their moving average, and how "
+        "fast the average's horizon should grow (`python -m benchmarks.average_pick`): genart's "
+        "defaults trained on a matrix cell with three averages side by side (ramp-up 1, 0.2, "
+        "0.05), the live weights and each average scored every few hundred steps with what the "
+        "loop computes without a judge (SWD; KID in the run's own discriminator's features) and "
+        "by the cell's judge, whose Fréchet distance stands for the truth. The first table "
+        "counts how often each score chose the side the judge preferred; the second gives the "
+        "judge's Fréchet distance of what each rule serves at each scored step (the last: what "
+        "the run exports). Target: what the rule serves is never worse than the live weights."
     ),
     "quality_ablations": (
         "genart variants one change at a time (`python -m benchmarks.quality --ablate`), at the "
@@ -300,6 +311,8 @@ def section(path: Path, document: dict[str, Any]) -> str:
     if document["benchmark"] == "quality_matrix":
         records = document.get("records") or []
         rows = cells.summary(records) + cells.verdicts(records)
+    if document["benchmark"] == "average_pick":
+        rows = document.get("agreement", []) + document.get("served", [])
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
         for group in groups(rows):
             lines += [table(group), ""]
