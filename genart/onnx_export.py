@@ -116,7 +116,7 @@ _PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1.0, 1, 0], [0, 0, 1]]])
 
 class UpsampledConv(nn.Module):
     """``conv`` over the nearest-2x-upsampled, reflection-padded input, computed as four 2x2
-    convs at the input's resolution interleaved by ``pixel_shuffle`` (the same function, to
+    convs at the input's resolution, interleaved (the same function, to
     float rounding). Built from a 3x3, stride-1, unpadded ``conv``; for export only."""
 
     def __init__(self, conv: nn.Conv2d):
@@ -131,8 +131,10 @@ class UpsampledConv(nn.Module):
         start = (slice(None, -1), slice(1, None))  # windows from y + 0 or y + 1
         phases = [F.conv2d(padded[..., start[a], start[b]], self.weight[2 * a + b], self.bias)
                   for a in (0, 1) for b in (0, 1)]  # fmt: skip
-        # Channel 4c + 2a + b of the stack is pixel (a, b) of channel c: pixel_shuffle's order.
-        return F.pixel_shuffle(torch.stack(phases, 2).flatten(1, 2), 2)
+        # Interleaved columns first, then rows: each a concatenation of whole blocks and a free
+        # reshape (exported so; onnxruntime's DepthToSpace moves one value at a time).
+        rows = [torch.stack(phases[2 * a : 2 * a + 2], -1).flatten(-2) for a in (0, 1)]
+        return torch.stack(rows, -2).flatten(-3, -2)
 
 
 def _upsamples_3x3(block: UpsampleConv) -> bool:
@@ -168,7 +170,7 @@ def faster_on_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` rewritten in place, same outputs (the same products, summed in another order):
 
     - each ConvTranspose whose output is ``stride`` times its input as one conv per output
-      phase, then DepthToSpace: onnxruntime's ConvTranspose is a GEMM and a col2im scatter,
+      phase, interleaved: onnxruntime's ConvTranspose is a GEMM and a col2im scatter,
       slower than its Conv for the same products;
     - each stride-1 conv to at most ``FEW_CHANNELS`` channels on 2x2 blocks (SpaceToDepth, a
       conv to 4x the channels at half the resolution, DepthToSpace): onnxruntime's NCHWc conv
@@ -230,8 +232,8 @@ def _phase(kernel: int, stride: int, pad: int, phase: int) -> tuple[list[int], t
 
 
 def _subpixel(node: onnx.NodeProto, constants: dict):
-    """A ConvTranspose with output ``stride`` x input as one conv per output phase, concatenated
-    and interleaved by DepthToSpace; None where that does not apply."""
+    """A ConvTranspose with output ``stride`` x input as one conv per output phase, interleaved;
+    None where that does not apply."""
     plain = _plain_2d(node, constants)
     if plain is None or "output_shape" in plain[0]:
         return None
@@ -260,15 +262,36 @@ def _subpixel(node: onnx.NodeProto, constants: dict):
             nodes.append(onnx.helper.make_node("Conv", inputs, [name], name=name,
                                                pads=[top, left, bottom, right]))  # fmt: skip
             phases.append(name)
+    grid = [phases[i * stride : (i + 1) * stride] for i in range(stride)]
+    interleaving, interleave_constants = _interleave(grid, out)
+    return nodes + interleaving, constants_out + interleave_constants
+
+
+def _interleave(phases: list[list[str]], out: str):
+    """Nodes writing ``out`` (B, C, sH, sW) from ``phases[i][j]`` (B, C, H, W), its pixels
+    (s * y + i, s * x + j): columns interleaved first, then rows, each a Concat of whole blocks
+    and a Reshape (onnxruntime's DepthToSpace, moving one value at a time, is twice as slow)."""
+    stride, make = len(phases), onnx.helper.make_node
+    constants = {"last": [-1], "axis3": [3], "join": [0, 0, 0, -1], "taller": [1, 1, stride, 1]}
+    names = {key: f"{out}_{key}" for key in constants}
+    nodes, rows = [], []
+    for i, row in enumerate(phases):
+        nodes += [make("Unsqueeze", [phase, names["last"]], [f"{phase}_col"]) for phase in row]
+        nodes += [
+            make("Concat", [f"{phase}_col" for phase in row], [f"{out}_row{i}_cols"], axis=-1),
+            make("Reshape", [f"{out}_row{i}_cols", names["join"]], [f"{out}_row{i}"]),
+            make("Unsqueeze", [f"{out}_row{i}", names["axis3"]], [f"{out}_row{i}_up"]),
+        ]
+        rows.append(f"{out}_row{i}_up")
     nodes += [
-        onnx.helper.make_node("Concat", phases, [f"{out}_phases"], axis=1),
-        # Channel (i * stride + j) * out_channels + c of the phases is output pixel
-        # (stride * y + i, stride * x + j) of channel c: DepthToSpace's DCR order.
-        onnx.helper.make_node(
-            "DepthToSpace", [f"{out}_phases"], [out], blocksize=stride, mode="DCR"
-        ),  # fmt: skip
+        make("Concat", rows, [f"{out}_rows"], axis=3),  # (B, C, H, s, sW)
+        make("Shape", [f"{out}_row0"], [f"{out}_row_shape"]),
+        make("Mul", [f"{out}_row_shape", names["taller"]], [f"{out}_shape"]),
+        make("Reshape", [f"{out}_rows", f"{out}_shape"], [out]),
     ]
-    return nodes, constants_out
+    tensors = [onnx.numpy_helper.from_array(np.array(value, np.int64), names[key])
+               for key, value in constants.items()]  # fmt: skip
+    return nodes, tensors
 
 
 def _blocked_weight(weight: np.ndarray) -> np.ndarray:
