@@ -57,8 +57,8 @@ def export_checked(
     ``sample`` names several inputs instead (in ``net``'s argument order), each image input with
     its own dynamic height and width (other inputs, such as scalars, keep their shapes).
     The graph is traced from :func:`with_upsampled_convs` of ``net`` and rewritten by
-    :func:`faster_on_cpu`, and onnxruntime's output on ``sample``
-    is compared with PyTorch's; a difference above ``TOLERANCE`` raises ``AssertionError``.
+    :func:`faster_on_cpu`; onnxruntime's output on ``sample`` is compared with PyTorch's (of
+    ``net`` itself), and a difference above ``TOLERANCE`` raises ``AssertionError``.
     """
     import onnxruntime
 
@@ -116,8 +116,8 @@ _PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1.0, 1, 0], [0, 0, 1]]])
 
 class UpsampledConv(nn.Module):
     """``conv`` over the nearest-2x-upsampled, reflection-padded input, computed as four 2x2
-    convs at the input's resolution, interleaved (the same function, to
-    float rounding). Built from a 3x3, stride-1, unpadded ``conv``; for export only."""
+    convs at the input's resolution, interleaved (the same function, to float rounding).
+    Built from a 3x3, stride-1, unpadded ``conv``; for export only."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -212,10 +212,8 @@ def _plain_2d(node: onnx.NodeProto, constants: dict) -> tuple[dict, np.ndarray] 
     if node.input[1] not in constants or attrs.get("group", 1) != 1:
         return None
     weight = onnx.numpy_helper.to_array(constants[node.input[1]])
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    if weight.ndim != 4 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
-        return None
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+    explicit = attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    if weight.ndim != 4 or any(d != 1 for d in attrs.get("dilations", [1, 1])) or not explicit:
         return None
     attrs.setdefault("pads", [0, 0, 0, 0])
     attrs.setdefault("strides", [1, 1])
@@ -318,58 +316,44 @@ def _blocked(node: onnx.NodeProto, constants: dict):
         return None
     attrs, weight = plain  # (out, in, kh, kw)
     odd_kernel = all(side % 2 for side in weight.shape[2:])  # an even one would lose a row
+    bias = node.input[2] if len(node.input) > 2 else ""
     if weight.shape[0] > FEW_CHANNELS or attrs["strides"] != [1, 1] or not odd_kernel:
         return None
+    if bias and bias not in constants:  # its 4 copies are made here
+        return None
     top, left, bottom, right = attrs["pads"]
-    out = node.output[0]
+    out, make = node.output[0], onnx.helper.make_node
+    constants_out: list[onnx.TensorProto] = []
 
-    def const(suffix: str, value) -> str:
-        constants_out.append(onnx.numpy_helper.from_array(np.asarray(value), f"{out}_{suffix}"))
+    def const(suffix: str, value: np.ndarray) -> str:
+        constants_out.append(onnx.numpy_helper.from_array(value, f"{out}_{suffix}"))
         return f"{out}_{suffix}"
 
-    constants_out: list[onnx.TensorProto] = []
-    make = onnx.helper.make_node
-    weights = [const("weight", _blocked_weight(weight)), *node.input[2:3]]
-    if len(node.input) > 2 and node.input[2]:  # each block's outputs have the same biases
-        bias = onnx.numpy_helper.to_array(constants[node.input[2]])
-        weights[1] = const("bias", np.tile(bias, 4))
-    kernel = np.array(weight.shape[2:], np.int64)
+    def ints(*values: int) -> np.ndarray:
+        return np.array(values, np.int64)
+
+    weights = [const("weight", _blocked_weight(weight))]
+    if bias:  # each block's outputs have the same biases
+        weights.append(const("bias", np.tile(onnx.numpy_helper.to_array(constants[bias]), 4)))
+    kh, kw = weight.shape[2:]
     nodes = [
         make("Shape", [node.input[0]], [f"{out}_size"], start=2, end=4),
-        make(
-            "Add",
-            [f"{out}_size", const("pad_sum", np.array([top + bottom, left + right]))],
-            [f"{out}_padded"],
-        ),  # fmt: skip
+        make("Add", [f"{out}_size", const("pad_sum", ints(top + bottom, left + right))],
+             [f"{out}_padded"]),
         # Padded to even sides (SpaceToDepth needs them), the extra row and column cropped after.
-        make("Mod", [f"{out}_padded", const("two", np.array([2, 2], np.int64))], [f"{out}_odd"]),
-        make(
-            "Add",
-            [f"{out}_odd", const("pad_end", np.array([bottom, right], np.int64))],
-            [f"{out}_end_pads"],
-        ),  # fmt: skip
-        make(
-            "Concat",
-            [const("pad_begin", np.array([0, 0, top, left, 0, 0], np.int64)), f"{out}_end_pads"],
-            [f"{out}_pads"],
-            axis=0,
-        ),  # fmt: skip
+        make("Mod", [f"{out}_padded", const("two", ints(2, 2))], [f"{out}_odd"]),
+        make("Add", [f"{out}_odd", const("pad_end", ints(bottom, right))], [f"{out}_end_pads"]),
+        make("Concat", [const("pad_begin", ints(0, 0, top, left, 0, 0)), f"{out}_end_pads"],
+             [f"{out}_pads"], axis=0),
         make("Pad", [node.input[0], f"{out}_pads"], [f"{out}_even"]),
         make("SpaceToDepth", [f"{out}_even"], [f"{out}_s2d"], blocksize=2),
         make("Conv", [f"{out}_s2d", *weights], [f"{out}_blocks"]),
         make("DepthToSpace", [f"{out}_blocks"], [f"{out}_full"], blocksize=2, mode="DCR"),
-        make("Sub", [f"{out}_padded", const("kernel_less_one", kernel - 1)], [f"{out}_crop"]),
-        make(
-            "Slice",
-            [
-                f"{out}_full",
-                const("zero", np.zeros(2, np.int64)),
-                f"{out}_crop",
-                const("axes", np.array([2, 3], np.int64)),
-            ],
-            [out],
-        ),  # fmt: skip
-    ]
+        make("Sub", [f"{out}_padded", const("kernel_less_one", ints(kh - 1, kw - 1))],
+             [f"{out}_crop"]),
+        make("Slice", [f"{out}_full", const("zero", ints(0, 0)), f"{out}_crop",
+                       const("axes", ints(2, 3))], [out]),
+    ]  # fmt: skip
     return nodes, constants_out
 
 
