@@ -119,17 +119,20 @@ class UpsampledConv(nn.Module):
     convs at the input's resolution, interleaved (the same function, to float rounding).
     Built from a 3x3, stride-1, unpadded ``conv``; for export only."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None = None):
         super().__init__()
         weight, taps = conv.weight.detach(), _PHASE_TAPS.to(conv.weight)
         phases = [taps[a] @ weight @ taps[b].T for a in (0, 1) for b in (0, 1)]
         self.register_buffer("weight", torch.stack(phases))  # (phase, out, in, 2, 2)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.activation = activation or nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        start = (slice(None, -1), slice(1, None))  # windows from y + 0 or y + 1
-        phases = [F.conv2d(padded[..., start[a], start[b]], self.weight[2 * a + b], self.bias)
+        # Phase (a, b) reads the input padded by its edge on top (a = 0) or bottom (a = 1), left
+        # (b = 0) or right (b = 1); an elementwise activation runs on each phase, where
+        # onnxruntime fuses it into the conv.
+        phases = [self.activation(F.conv2d(F.pad(x, (1 - b, b, 1 - a, a), mode="replicate"),
+                                           self.weight[2 * a + b], self.bias))
                   for a in (0, 1) for b in (0, 1)]  # fmt: skip
         # Interleaved columns first, then rows: each a concatenation of whole blocks and a free
         # reshape (exported so; onnxruntime's DepthToSpace moves one value at a time).
@@ -159,7 +162,11 @@ def with_upsampled_convs(net: nn.Module) -> nn.Module:
     for block in net.modules():
         if isinstance(block, UpsampleConv) and _upsamples_3x3(block):
             layers = block[1]
-            block[0], layers[0], layers[1] = nn.Identity(), nn.Identity(), UpsampledConv(layers[1])
+            relu = len(layers) > 2 and isinstance(layers[2], nn.ReLU)  # no norm between
+            conv = UpsampledConv(layers[1], layers[2] if relu else None)
+            block[0], layers[0], layers[1] = nn.Identity(), nn.Identity(), conv
+            if relu:
+                layers[2] = nn.Identity()
     return net
 
 

@@ -92,3 +92,14 @@ def test_upsample_conv_runs_at_the_input_resolution(tmp_path, act):
 def test_other_upsample_convs_are_left_alone(tmp_path):
     net = UpsampleConv(6, 5, 5, norm="none", act="none", padding_mode="reflect")
     assert "Resize" in exported_ops(net.eval(), tmp_path, 6)
+
+
+def test_upsample_conv_activation_runs_on_each_phase(tmp_path):
+    """Without a norm between, the ReLU follows each phase's conv in the graph (where
+    onnxruntime fuses it into the conv), not the interleaved output."""
+    net = UpsampleConv(6, 5, 3, norm="none", act="relu", padding_mode="reflect").eval()
+    exported_ops(net, tmp_path, 6)
+    graph = onnx.load(str(tmp_path / "net.onnx")).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    relus = [node for node in graph.node if node.op_type == "Relu"]
+    assert len(relus) == 4 and all(made_by[node.input[0]] == "Conv" for node in relus)
