@@ -7,12 +7,16 @@ height and width; its manifest (:mod:`genart.export`) lists them under ``onnx``.
 outputs differ from torch's is not kept, and the manifest says why under ``onnx_error``: the
 export still runs on torch. A broken graph must fail here, not in someone's serving stack.
 
+The graphs compute the same functions as the networks with fewer operations on onnxruntime's CPU
+kernels (:func:`with_upsampled_convs`, :func:`faster_on_cpu`); torch's networks are unchanged.
+
 Pipelines pick their backend with :func:`choose_backend`: ``auto`` runs onnxruntime on CPU where
 the export has checked graphs (the same networks, faster on CPU), torch on a GPU.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 import warnings
@@ -20,12 +24,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genart import storage
 from genart.errors import ConfigError
-from genart.models.layers import NoiseDropout, pad_to_multiple, stride_of, without_test_dropout
+from genart.models.layers import (
+    NoiseDropout,
+    UpsampleConv,
+    pad_to_multiple,
+    stride_of,
+    without_test_dropout,
+)
 from genart.registry import unwrap
 
 TOLERANCE = 1e-4  # max |onnxruntime - torch| accepted
@@ -44,13 +56,15 @@ def export_checked(
     The graph has one input ``image`` and one output ``output``, both (B, C, H, W); a dict
     ``sample`` names several inputs instead (in ``net``'s argument order), each image input with
     its own dynamic height and width (other inputs, such as scalars, keep their shapes).
-    onnxruntime's output on ``sample`` is compared with PyTorch's; a difference above
-    ``TOLERANCE`` raises ``AssertionError``.
+    The graph is traced from :func:`with_upsampled_convs` of ``net`` and rewritten by
+    :func:`faster_on_cpu`; onnxruntime's output on ``sample`` is compared with PyTorch's (of
+    ``net`` itself), and a difference above ``TOLERANCE`` raises ``AssertionError``.
     """
     import onnxruntime
 
     net = unwrap(net).eval()
     device = next(net.parameters()).device
+    traced = with_upsampled_convs(net)
     inputs = {"image": sample} if isinstance(sample, torch.Tensor) else dict(sample)
     inputs = {name: value.to(device) for name, value in inputs.items()}
     dynamic = {"output": {0: "batch", 2: "height", 3: "width"}}
@@ -66,7 +80,7 @@ def export_checked(
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            net,
+            traced,
             tuple(inputs.values()),
             str(path),
             input_names=list(inputs),
@@ -74,6 +88,7 @@ def export_checked(
             dynamic_axes=dynamic,
             dynamo=False,
         )
+    save_faster_on_cpu(path)
     with torch.no_grad():
         expected = net(*inputs.values()).cpu().numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -82,6 +97,271 @@ def export_checked(
     if diff > TOLERANCE:
         raise AssertionError(f"ONNX output differs from PyTorch by {diff:.2e} (> {TOLERANCE})")
     return diff
+
+
+# --- the same functions, laid out for onnxruntime's CPU kernels -----------------------------
+# onnxruntime's convolutions run as fast as torch's (both near the CPU's peak), so the graphs
+# gain where they do less work than torch's layers: upsampling convs at the input's resolution
+# (traced from a copy of the network), and, rewritten in the graph, convs to an image's few
+# channels and transposed convs (see faster_on_cpu). Outputs are the same to float rounding;
+# the rewritten graph is checked against torch like any other.
+
+# Nearest 2x upsampling, reflection padding by one and a 3x3 conv (UpsampleConv) read each
+# input pixel four times: output pixel (2y + a, 2x + b) is a 2x2 conv, at the input's
+# resolution, of the input padded by its edge values, starting at (y + a, x + b). The 2x2
+# kernel of phase a sums the 3x3 kernel's taps that land on the same input pixel (rows of
+# _PHASE_TAPS[a]): 16 products per output pixel instead of 36.
+_PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1.0, 1, 0], [0, 0, 1]]])
+
+
+class UpsampledConv(nn.Module):
+    """``conv`` over the nearest-2x-upsampled, reflection-padded input, computed as four 2x2
+    convs at the input's resolution, interleaved (the same function, to float rounding).
+    Built from a 3x3, stride-1, unpadded ``conv``; for export only."""
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None = None):
+        super().__init__()
+        weight, taps = conv.weight.detach(), _PHASE_TAPS.to(conv.weight)
+        phases = [taps[a] @ weight @ taps[b].T for a in (0, 1) for b in (0, 1)]
+        self.register_buffer("weight", torch.stack(phases))  # (phase, out, in, 2, 2)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+        self.activation = activation or nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Phase (a, b) reads the input padded by its edge on top (a = 0) or bottom (a = 1), left
+        # (b = 0) or right (b = 1); an elementwise activation runs on each phase, where
+        # onnxruntime fuses it into the conv.
+        phases = [self.activation(F.conv2d(F.pad(x, (1 - b, b, 1 - a, a), mode="replicate"),
+                                           self.weight[2 * a + b], self.bias))
+                  for a in (0, 1) for b in (0, 1)]  # fmt: skip
+        # Interleaved columns first, then rows: each a concatenation of whole blocks and a free
+        # reshape (exported so; onnxruntime's DepthToSpace moves one value at a time).
+        rows = [torch.stack(phases[2 * a : 2 * a + 2], -1).flatten(-2) for a in (0, 1)]
+        return torch.stack(rows, -2).flatten(-3, -2)
+
+
+def _upsamples_3x3(block: UpsampleConv) -> bool:
+    """Whether ``block`` is nearest 2x upsampling, reflection padding by one and a plain 3x3
+    conv (the case :class:`UpsampledConv` computes)."""
+    upsample, layers = block[0], block[1]
+    pad, conv = layers[0], layers[1]
+    return (upsample.mode == "nearest" and upsample.scale_factor in (2, (2, 2))
+            and isinstance(pad, nn.ReflectionPad2d) and tuple(pad.padding) == (1, 1, 1, 1)
+            and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1)
+            and conv.groups == 1)  # fmt: skip
+
+
+def with_upsampled_convs(net: nn.Module) -> nn.Module:
+    """``net`` itself, or a copy of it in which each :func:`_upsamples_3x3` block computes its
+    conv as an :class:`UpsampledConv`: the graph exported from it does less than half the
+    multiplications of those convs. ``net`` is left as it is."""
+    if not any(isinstance(m, UpsampleConv) and _upsamples_3x3(m) for m in net.modules()):
+        return net
+    net = copy.deepcopy(net)
+    for block in net.modules():
+        if isinstance(block, UpsampleConv) and _upsamples_3x3(block):
+            layers = block[1]
+            relu = len(layers) > 2 and isinstance(layers[2], nn.ReLU)  # no norm between
+            conv = UpsampledConv(layers[1], layers[2] if relu else None)
+            block[0], layers[0], layers[1] = nn.Identity(), nn.Identity(), conv
+            if relu:
+                layers[2] = nn.Identity()
+    return net
+
+
+FEW_CHANNELS = 4  # a conv to at most this many channels (an image) is computed in 2x2 blocks
+
+
+def faster_on_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` rewritten in place, same outputs (the same products, summed in another order):
+
+    - each ConvTranspose whose output is ``stride`` times its input as one conv per output
+      phase, interleaved: onnxruntime's ConvTranspose is a GEMM and a col2im scatter,
+      slower than its Conv for the same products;
+    - each stride-1 conv to at most ``FEW_CHANNELS`` channels on 2x2 blocks (SpaceToDepth, a
+      conv to 4x the channels at half the resolution, DepthToSpace): onnxruntime's NCHWc conv
+      computes outputs in blocks of 8 or 16 channels, so a conv to 3 computes 16 and keeps 3.
+
+    Height and width stay dynamic."""
+    graph = model.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        rewrite = {"ConvTranspose": _subpixel, "Conv": _blocked}.get(node.op_type)
+        replaced = rewrite(node, constants) if rewrite else None
+        if replaced is None:
+            nodes.append(node)
+            continue
+        new_nodes, new_constants = replaced
+        nodes += new_nodes
+        graph.initializer.extend(new_constants)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    return model
+
+
+def save_faster_on_cpu(path: str | Path) -> None:
+    """Rewrite the graph at ``path`` with :func:`faster_on_cpu`."""
+    model = faster_on_cpu(onnx.load(str(path)))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _plain_2d(node: onnx.NodeProto, constants: dict) -> tuple[dict, np.ndarray] | None:
+    """A 2-D (transposed) conv's attributes and constant weight, if it has one group, no
+    dilation and explicit padding (else None: left as it is)."""
+    attrs = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
+    if node.input[1] not in constants or attrs.get("group", 1) != 1:
+        return None
+    weight = onnx.numpy_helper.to_array(constants[node.input[1]])
+    explicit = attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+    if weight.ndim != 4 or any(d != 1 for d in attrs.get("dilations", [1, 1])) or not explicit:
+        return None
+    attrs.setdefault("pads", [0, 0, 0, 0])
+    attrs.setdefault("strides", [1, 1])
+    return attrs, weight
+
+
+def _phase(kernel: int, stride: int, pad: int, phase: int) -> tuple[list[int], tuple[int, int]]:
+    """Along one axis of a transposed conv: the kernel taps that outputs ``phase`` (mod
+    ``stride``) use, in the order a conv's window meets them, and that conv's padding."""
+    first = (phase + pad) % stride
+    taps = list(range(first, kernel, stride))
+    shift = (phase + pad - first) // stride  # the input index of tap ``first``, less the output's
+    return taps[::-1], (len(taps) - 1 - shift, shift)
+
+
+def _subpixel(node: onnx.NodeProto, constants: dict):
+    """A ConvTranspose with output ``stride`` x input as one conv per output phase, interleaved;
+    None where that does not apply."""
+    plain = _plain_2d(node, constants)
+    if plain is None or "output_shape" in plain[0]:
+        return None
+    attrs, weight = plain  # (in, out, kh, kw)
+    (stride, stride_w), pads = attrs["strides"], attrs["pads"]
+    extra = attrs.get("output_padding", [0, 0])
+    kernel = weight.shape[2:]
+    if (
+        stride != stride_w
+        or stride < 2
+        or any(kernel[d] + extra[d] - pads[d] - pads[d + 2] != stride for d in range(2))
+    ):
+        return None
+    rows = [_phase(kernel[0], stride, pads[0], phase) for phase in range(stride)]
+    cols = [_phase(kernel[1], stride, pads[1], phase) for phase in range(stride)]
+    if any(min(pad) < 0 or not taps for taps, pad in rows + cols):
+        return None
+    out = node.output[0]
+    nodes, constants_out, phases = [], [], []
+    for i, (row_taps, (top, bottom)) in enumerate(rows):
+        for j, (col_taps, (left, right)) in enumerate(cols):
+            name = f"{out}_phase{i}{j}"
+            kernel_ij = weight[:, :, row_taps][:, :, :, col_taps].transpose(1, 0, 2, 3)
+            constants_out.append(onnx.numpy_helper.from_array(kernel_ij.copy(), f"{name}_weight"))
+            inputs = [node.input[0], f"{name}_weight", *node.input[2:3]]
+            nodes.append(onnx.helper.make_node("Conv", inputs, [name], name=name,
+                                               pads=[top, left, bottom, right]))  # fmt: skip
+            phases.append(name)
+    grid = [phases[i * stride : (i + 1) * stride] for i in range(stride)]
+    interleaving, interleave_constants = _interleave(grid, out)
+    return nodes + interleaving, constants_out + interleave_constants
+
+
+def _interleave(phases: list[list[str]], out: str):
+    """Nodes writing ``out`` (B, C, sH, sW) from ``phases[i][j]`` (B, C, H, W), its pixels
+    (s * y + i, s * x + j): columns interleaved first, then rows, each a Concat of whole blocks
+    and a Reshape (onnxruntime's DepthToSpace, moving one value at a time, is twice as slow)."""
+    stride, make = len(phases), onnx.helper.make_node
+    constants = {"last": [-1], "axis3": [3], "join": [0, 0, 0, -1], "taller": [1, 1, stride, 1]}
+    names = {key: f"{out}_{key}" for key in constants}
+    nodes, rows = [], []
+    for i, row in enumerate(phases):
+        nodes += [make("Unsqueeze", [phase, names["last"]], [f"{phase}_col"]) for phase in row]
+        nodes += [
+            make("Concat", [f"{phase}_col" for phase in row], [f"{out}_row{i}_cols"], axis=-1),
+            make("Reshape", [f"{out}_row{i}_cols", names["join"]], [f"{out}_row{i}"]),
+            make("Unsqueeze", [f"{out}_row{i}", names["axis3"]], [f"{out}_row{i}_up"]),
+        ]
+        rows.append(f"{out}_row{i}_up")
+    nodes += [
+        make("Concat", rows, [f"{out}_rows"], axis=3),  # (B, C, H, s, sW)
+        make("Shape", [f"{out}_row0"], [f"{out}_row_shape"]),
+        make("Mul", [f"{out}_row_shape", names["taller"]], [f"{out}_shape"]),
+        make("Reshape", [f"{out}_rows", f"{out}_shape"], [out]),
+    ]
+    tensors = [onnx.numpy_helper.from_array(np.array(value, np.int64), names[key])
+               for key, value in constants.items()]  # fmt: skip
+    return nodes, tensors
+
+
+def _blocked_weight(weight: np.ndarray) -> np.ndarray:
+    """The kernel from 2x2-block inputs (SpaceToDepth: channel (p * 2 + q) * C + c is pixel
+    (p, q) of each block) to 2x2-block outputs (DepthToSpace's order, the same), for an odd-sized
+    ``weight``: output pixel a of a block meets input pixel p of the block ``j`` blocks along its
+    window through tap 2 * j + p - a, where that tap is in the kernel."""
+    out_ch, in_ch, kh, kw = weight.shape
+    blocked = np.zeros((4 * out_ch, 4 * in_ch, kh // 2 + 1, kw // 2 + 1), weight.dtype)
+    for a, b, p, q in np.ndindex(2, 2, 2, 2):
+        taps = weight[:, :, abs(p - a) :: 2, abs(q - b) :: 2]
+        row, col = int(p < a), int(q < b)  # the block where the first tap lands
+        blocked[(a * 2 + b) * out_ch : (a * 2 + b + 1) * out_ch,
+                (p * 2 + q) * in_ch : (p * 2 + q + 1) * in_ch,
+                row : row + taps.shape[2], col : col + taps.shape[3]] = taps  # fmt: skip
+    return blocked
+
+
+def _blocked(node: onnx.NodeProto, constants: dict):
+    """A stride-1 conv to at most ``FEW_CHANNELS`` channels computed on 2x2 blocks: 4x the
+    output channels fill onnxruntime's channel blocks; None where that does not apply."""
+    plain = _plain_2d(node, constants)
+    if plain is None:
+        return None
+    attrs, weight = plain  # (out, in, kh, kw)
+    odd_kernel = all(side % 2 for side in weight.shape[2:])  # an even one would lose a row
+    bias = node.input[2] if len(node.input) > 2 else ""
+    if weight.shape[0] > FEW_CHANNELS or attrs["strides"] != [1, 1] or not odd_kernel:
+        return None
+    if bias and bias not in constants:  # its 4 copies are made here
+        return None
+    top, left, bottom, right = attrs["pads"]
+    out, make = node.output[0], onnx.helper.make_node
+    constants_out: list[onnx.TensorProto] = []
+
+    def const(suffix: str, value: np.ndarray) -> str:
+        constants_out.append(onnx.numpy_helper.from_array(value, f"{out}_{suffix}"))
+        return f"{out}_{suffix}"
+
+    def ints(*values: int) -> np.ndarray:
+        return np.array(values, np.int64)
+
+    weights = [const("weight", _blocked_weight(weight))]
+    if bias:  # each block's outputs have the same biases
+        weights.append(const("bias", np.tile(onnx.numpy_helper.to_array(constants[bias]), 4)))
+    kh, kw = weight.shape[2:]
+    nodes = [
+        make("Shape", [node.input[0]], [f"{out}_size"], start=2, end=4),
+        make("Add", [f"{out}_size", const("pad_sum", ints(top + bottom, left + right))],
+             [f"{out}_padded"]),
+        # Padded to even sides (SpaceToDepth needs them), the extra row and column cropped after.
+        make("Mod", [f"{out}_padded", const("two", ints(2, 2))], [f"{out}_odd"]),
+        make("Add", [f"{out}_odd", const("pad_end", ints(bottom, right))], [f"{out}_end_pads"]),
+        make("Concat", [const("pad_begin", ints(0, 0, top, left, 0, 0)), f"{out}_end_pads"],
+             [f"{out}_pads"], axis=0),
+        make("Pad", [node.input[0], f"{out}_pads"], [f"{out}_even"]),
+        make("SpaceToDepth", [f"{out}_even"], [f"{out}_s2d"], blocksize=2),
+        make("Conv", [f"{out}_s2d", *weights], [f"{out}_blocks"]),
+        make("DepthToSpace", [f"{out}_blocks"], [f"{out}_full"], blocksize=2, mode="DCR"),
+        make("Sub", [f"{out}_padded", const("kernel_less_one", ints(kh - 1, kw - 1))],
+             [f"{out}_crop"]),
+        make("Slice", [f"{out}_full", const("zero", ints(0, 0)), f"{out}_crop",
+                       const("axes", ints(2, 3))], [out]),
+    ]  # fmt: skip
+    return nodes, constants_out
 
 
 # --- writing an export's graphs --------------------------------------------------------------
