@@ -222,7 +222,9 @@ def main() -> None:
         document = cells.load(path) or {"benchmark": matrix.NAME, "records": []}
         document["records"] = [r for r in document["records"] if cells.key(r) != cells.key(record)]
         document["records"].append(record)
-        document.setdefault("upstream_commands", {})[f"{cell.name}, {side}"] = " ".join(command)
+        # Recorded without this machine's paths: WORK for --work, runN for the run's name.
+        line = " ".join(command).replace(str(args.work), "WORK").replace(run_dir.name, "runN")
+        document.setdefault("upstream_commands", {})[f"{cell.name}, {side}"] = line
         args.out.mkdir(parents=True, exist_ok=True)
         cells.write_atomically(path, document)
 
