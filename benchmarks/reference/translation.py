@@ -9,9 +9,11 @@ conv), ``ResnetGenerator`` (reflection padding, ``ResnetBlock``\\ s, transposed 
 statistics, instance norm without either; ``init_weights('normal', 0.02)``. Losses:
 ``GANLoss`` (vanilla = BCE with logits for Pix2Pix, lsgan = MSE for CycleGAN), D's loss halved.
 Optimizers: Adam(lr, (beta1, 0.999)), one over both CycleGAN generators and one over both
-discriminators. Schedule: ``lr_policy='linear'``, the factor
-``1 - max(0, epoch + epoch_count - n_epochs) / (n_epochs_decay + 1)`` set at the start of each
-epoch. Data (``data/base_dataset.py``): resize to ``load_size`` (bicubic), random crop to
+discriminators. Schedule: ``lr_policy='linear'``, a ``LambdaLR`` of the factor
+``1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1)``, ``e`` the epochs finished:
+``train.py`` steps it at the end of each epoch (again since their cb0ebe9, 2025-07-30; from
+2020 it stepped at the start, which ran a 600-step cell at half the rate: the upstream check in
+docs/benchmarks.md found that difference). Data (``data/base_dataset.py``): resize to ``load_size`` (bicubic), random crop to
 ``crop_size``, random horizontal flip, the same for A and B of an aligned pair; unaligned B
 drawn at random for each A. Test (``test.py``): the model is not put in eval mode (no
 ``--eval``), so batch norm uses each test image's statistics (batches of one) and dropout stays
@@ -195,9 +197,9 @@ class Options:
         return round(self.size * LOAD_OVER_CROP)
 
 
-def linear_factor(opt: Options, epoch: int, epoch_count: int = 1) -> float:
-    """``lr_policy='linear'``: the learning-rate factor in force during ``epoch`` (from 1)."""
-    return 1.0 - max(0, epoch + epoch_count - opt.n_epochs) / float(opt.n_epochs_decay + 1)
+def linear_factor(opt: Options, finished: int, epoch_count: int = 1) -> float:
+    """``lr_policy='linear'``: the learning-rate factor after ``finished`` epochs."""
+    return 1.0 - max(0, finished + epoch_count - opt.n_epochs) / float(opt.n_epochs_decay + 1)
 
 
 def adam(nets: list[nn.Module], opt: Options) -> torch.optim.Adam:
@@ -212,10 +214,11 @@ class Model:
     opt: Options
 
     def update_learning_rate(self, epoch: int) -> None:
-        """Called at the start of every epoch, as ``train.py`` does (LambdaLR, stepped)."""
+        """Set the rate in force during ``epoch`` (from 1): the ``LambdaLR`` that ``train.py``
+        steps at the end of each epoch, so epoch 1 runs at the factor of 0 epochs finished."""
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = self.opt.lr * linear_factor(self.opt, epoch)
+                group["lr"] = self.opt.lr * linear_factor(self.opt, epoch - 1)
 
 
 class Pix2Pix(Model):

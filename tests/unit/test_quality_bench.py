@@ -62,11 +62,15 @@ def test_init_is_normal_002_with_batch_norm_scales_around_one():
     assert scales.mean().item() == pytest.approx(1.0, abs=0.01)
 
 
-def test_linear_policy_is_stepped_at_the_start_of_each_epoch():
+def test_linear_policy_is_stepped_at_the_end_of_each_epoch():
+    """As upstream's train.py today: epochs 1-3 at the full rate, then a linear decay."""
     opt = ref.Options(n_epochs=3, n_epochs_decay=3)
-    assert [ref.linear_factor(opt, e) for e in range(1, 7)] == pytest.approx(
-        [1, 1, 0.75, 0.5, 0.25, 0.0]
-    )
+    model = ref.Pix2Pix(ref.Options(size=32, ngf=4, ndf=4, n_epochs=3, n_epochs_decay=3))
+    rates = []
+    for epoch in range(1, 7):
+        model.update_learning_rate(epoch)
+        rates.append(model.optimizers[0].param_groups[0]["lr"] / opt.lr)
+    assert rates == pytest.approx([1, 1, 1, 0.75, 0.5, 0.25])
 
 
 def test_aligned_loader_crops_and_flips_a_and_b_together():
@@ -93,7 +97,7 @@ def test_reference_steps_train_and_test_in_training_mode():
         before = [p.detach().clone() for p in G.parameters()]
         model.optimize_parameters(batch)
         assert any(not torch.equal(a, b) for a, b in zip(before, G.parameters()))
-        model.update_learning_rate(1)  # 1 of 1 + 1 epochs: already decaying
+        model.update_learning_rate(2)  # the second of 1 + 1 epochs: decaying
         assert all(g["lr"] == pytest.approx(opt.lr * 0.5) for o in model.optimizers
                    for g in o.param_groups)  # fmt: skip
     pix2pix = ref.Pix2Pix(replace(opt, size=64))  # 6 levels: one dropout block
