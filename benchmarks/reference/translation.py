@@ -6,14 +6,14 @@ Networks (``models/networks.py``): ``UnetGenerator`` built from ``UnetSkipConnec
 the innermost one; biases only where the norm is instance norm, plus the outermost transposed
 conv), ``ResnetGenerator`` (reflection padding, ``ResnetBlock``\\ s, transposed convs),
 ``NLayerDiscriminator`` (the 70x70 PatchGAN); batch norm with learned affine and running
-statistics, instance norm without either; ``init_weights('normal', 0.02)``. Losses:
-``GANLoss`` (vanilla = BCE with logits for Pix2Pix, lsgan = MSE for CycleGAN), D's loss halved.
-Optimizers: Adam(lr, (beta1, 0.999)), one over both CycleGAN generators and one over both
-discriminators. Schedule: ``lr_policy='linear'``, a ``LambdaLR`` of the factor
-``1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1)``, ``e`` the epochs finished:
-``train.py`` steps it at the end of each epoch (again since their cb0ebe9, 2025-07-30; from
-2020 it stepped at the start, which ran a 600-step cell at half the rate: the upstream check in
-docs/benchmarks.md found that difference). Data (``data/base_dataset.py``): resize to ``load_size`` (bicubic), random crop to
+statistics, instance norm without either; ``init_weights('normal', 0.02)``. Losses: ``GANLoss``
+(vanilla = BCE with logits for Pix2Pix, lsgan = MSE for CycleGAN), D's loss halved. Optimizers:
+Adam(lr, (beta1, 0.999)), one over both CycleGAN generators and one over both discriminators.
+Schedule: ``lr_policy='linear'``, a ``LambdaLR`` of the factor ``1 - max(0, e + epoch_count -
+n_epochs) / (n_epochs_decay + 1)``, ``e`` the epochs finished: ``train.py`` steps it at the end
+of each epoch (again since their cb0ebe9, 2025-07-30; from 2020 it stepped at the start, which
+ran a 600-step cell at half the rate: the upstream check in docs/benchmarks.md found that
+difference). Data (``data/base_dataset.py``): resize to ``load_size`` (bicubic), random crop to
 ``crop_size``, random horizontal flip, the same for A and B of an aligned pair; unaligned B
 drawn at random for each A. Test (``test.py``): the model is not put in eval mode (no
 ``--eval``), so batch norm uses each test image's statistics (batches of one) and dropout stays

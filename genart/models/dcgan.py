@@ -60,11 +60,12 @@ class DCGANConfig:
     n_critic: int = 0  # D steps per G step; 0 = auto (5 for wgan/wgan-gp, else 1)
     clip_value: float = 0.01  # wgan critic weight clipping range
     gp_weight: float = 10.0  # wgan-gp penalty weight (lambda)
-    # Decay of the moving average of G's weights that a run scores, samples and exports
-    # (genart.train.ema); 0 = the weights of the last step, as the reference. Shorter than
-    # CycleGAN's: at a constant learning rate G moves on quickly, and averaging over 1,000
-    # steps mixes generators that draw different modes (docs/models.md)
-    ema_decay: float = 0.995
+    # Decay of a moving average of G's weights that a run scores, samples and exports where
+    # it scores at least as well as the live weights (genart.train.ema); 0 = the weights of the
+    # last step, as the reference. Off by default: at a constant learning rate G moves on
+    # quickly, and in runs of up to 2,000 steps no average beat the live weights for long
+    # (benchmarks/average_pick.py, docs/models.md). 0.995 spans about 200 steps
+    ema_decay: float = 0.0
     # The average's horizon grows by this share of the steps made, up to the decay's
     # (genart.train.ema), as Karras et al.'s: a short run's average stays near its newest
     # weights instead of blending the generators of its first few hundred steps

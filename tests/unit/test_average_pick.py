@@ -31,6 +31,6 @@ def test_served_lists_what_each_rule_would_serve_at_each_step():
     found = rows(1, (100, 5, 0.1), (200, 4, 0.3)) + rows(2, (100, 5, 0.3), (50, 4, 0.1))
     by_rule = {entry["rule"]: entry["judge Fréchet served, by step"]
                for entry in average_pick.served(found)}  # fmt: skip
-    assert by_rule["ramp-up 0.05, discriminator KID (now)"] == "100 50"
-    assert by_rule["live weights only"] == "100 100"
+    assert by_rule["ramp-up 0.05, discriminator KID (with an average)"] == "100 50"
+    assert by_rule["live weights only (now the default)"] == "100 100"
     assert by_rule["ramp-up 1, SWD (before)"] == "100 100"  # ties: that average is the live

@@ -53,7 +53,10 @@ def test_a_ramp_up_outside_zero_to_one_is_refused(rampup):
 
 def test_each_family_passes_its_ramp_up_to_its_average():
     nets = {"G": nn.Linear(1, 1)}
-    dcgan_params = config.load("dcgan", overrides=["dcgan.ema_rampup=0.2"]).params
+    dcgan_params = config.load(
+        "dcgan", overrides=["dcgan.ema_decay=0.995", "dcgan.ema_rampup=0.2"]
+    ).params
+    assert for_spec(registry.trained("dcgan"), nets, config.load("dcgan").params) is None
     assert for_spec(registry.trained("dcgan"), nets, dcgan_params).rampup == 0.2
     cyclegan_params = cyclegan_cfg().params
     spec = registry.trained("cyclegan")
