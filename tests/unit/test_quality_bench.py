@@ -215,15 +215,19 @@ def test_results_do_not_depend_on_running_side_by_side(tmp_path, monkeypatch):
 
 
 def test_sides_score_the_live_and_averaged_weights_and_the_export_is_the_chosen_one(
-    tmp_path, tiny_benchmark
+    tmp_path, tiny_benchmark, monkeypatch
 ):
+    monkeypatch.setitem(quality.GENART, "dcgan", {"genart": (None, []),
+                        "genart, averaged": (None, ["dcgan.ema_decay=0.995"])})  # fmt: skip
     result = quality.run(tmp_path, quick=True, only=("cyclegan", "dcgan"), jobs=1, sides=True,
                          sizes={"steps": 3})  # fmt: skip
     assert result["settings"]["dcgan"]["steps"] == 3
     runs = {(r["model"], r["implementation"]): r for r in result["runs"]}
-    for model, score in (("cyclegan", "psnr"), ("dcgan", "swd")):
-        served = runs[(model, "genart")]["served"]
+    assert runs[("dcgan", "genart")]["served"] == "live (no average)"  # DCGAN's defaults
+    averaged = (("cyclegan", "genart", "psnr"), ("dcgan", "genart, averaged", "swd"))
+    for model, side, score in averaged:
+        served = runs[(model, side)]["served"]
         assert served in ("live", "average")
-        chosen = runs[(model, f"genart [{served}]")]
-        assert runs[(model, "genart")][score] == chosen[score]
+        chosen = runs[(model, f"{side} [{served}]")]
+        assert runs[(model, side)][score] == chosen[score]
         assert "served" not in runs[(model, "reference")]
