@@ -47,12 +47,13 @@ def train(cell: cells.Cell, seed: int, steps: int, every: int, work: Path) -> li
     generator's and each average's scores."""
     s = matrix.settings(cell, (seed,))
     folder, images, judge = quality._inputs("dcgan", s, work / "data")
-    cfg = quality.genart_config("dcgan", s, (None, []), folder)
+    # The defaults, with the average studied (training never reads it).
+    cfg = quality.genart_config("dcgan", s, (None, [f"dcgan.ema_decay={AVERAGE_DECAY}"]), folder)
     spec = registry.trained("dcgan")
     torch.manual_seed(seed)
     nets = spec.build(cfg.params, cfg.data)
     opts = spec.optimizers(nets, cfg.params)
-    averages = {name: ema.WeightAverage(nets, spec.export, AVERAGE_DECAY, rampup)
+    averages = {name: ema.WeightAverage(nets, spec.export, cfg.params.ema_decay, rampup)
                 for name, rampup in RAMPUPS.items()}  # fmt: skip
     reference = {"image": torch.from_numpy(images["image"][:REFERENCE_ROWS]).permute(0, 3, 1, 2)}
     z = judge.z[:, : cfg.params.latent_dim]

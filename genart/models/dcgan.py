@@ -251,16 +251,17 @@ def sample(nets, p: DCGANConfig, z: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(nets, p: DCGANConfig, reference: dict[str, torch.Tensor]) -> dict[str, float]:
-    """SWD of generated images against real ones and, where ``nets`` hold the run's
-    discriminator, their KID in its features; digit or mode coverage when asked for, with the
-    KID of the generated images against the real ones in that judge's features."""
+    """SWD of generated images against real ones and, where the run keeps a weight average and
+    ``nets`` hold its discriminator, their KID in its features (what picks between the live
+    weights and the average; not comparable across steps); digit or mode coverage when asked
+    for, with the KID of the generated images against the real ones in that judge's features."""
     from genart import metrics
 
     real = reference["image"].cpu()  # uint8 or float: the scores convert chunk by chunk
     noise = torch.randn(real.shape[0], p.latent_dim, generator=torch.Generator().manual_seed(0))
     fake = generate(nets["G"], noise).cpu()
     scores = metrics.swd(real, fake)
-    if "D" in nets:
+    if "D" in nets and p.ema_decay > 0:
         scores |= _discriminator_kid(real, fake, unwrap(nets["D"]))
     if p.eval_digits:
         from genart import digits
@@ -312,7 +313,7 @@ def pick(p: DCGANConfig) -> tuple[str, Literal["min", "max"]]:
     A distance in pixels (SWD) rewards blur: on real digits it preferred an average whose
     strokes were blurred, and on the 16-mode set one that blended modes, where a classifier
     trained on real images preferred the live weights. The discriminator is trained to tell
-    exactly those apart, and its KID agreed with the classifier where SWD did not
+    those apart: its KID chose as the classifier did at 32 of 39 scored steps, SWD at 25
     (benchmarks/average_pick.py, docs/models.md).
     """
     if p.eval_modes:
