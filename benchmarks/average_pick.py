@@ -77,13 +77,19 @@ def train(cell: cells.Cell, seed: int, steps: int, every: int, work: Path) -> li
     return rows
 
 
-def agreement(rows: list[dict]) -> list[dict]:
-    """Per candidate score and average: how often it chose the side the judge preferred
-    (between that average and the live weights at one step; the average on a tie, as the loop
-    does), and the judge's Fréchet distance of what it would have served at the last step."""
+def by_step(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """The rows of each scored step, (cell, seed, step) -> {side: row}, in the rows' order."""
     steps: dict[tuple, dict[str, dict]] = {}
     for row in rows:
         steps.setdefault((row["cell"], row["seed"], row["step"]), {})[row["side"]] = row
+    return steps
+
+
+def agreement(rows: list[dict]) -> list[dict]:
+    """Per candidate score and average: how often it chose the side the judge preferred
+    between that average and the live weights at one step (the average on a tie, as the loop
+    does)."""
+    steps = by_step(rows)
     table = []
     for name in RAMPUPS:
         pairs = [(sides["live"], sides[name]) for sides in steps.values()]
@@ -113,9 +119,8 @@ def served(rows: list[dict]) -> list[dict]:
     """Per run and rule: the judge's Fréchet distance of what the rule serves at each scored
     step (the last one is what the run exports)."""
     runs: dict[tuple, dict[int, dict[str, dict]]] = {}
-    for row in rows:
-        steps = runs.setdefault((row["cell"], row["seed"]), {})
-        steps.setdefault(row["step"], {})[row["side"]] = row
+    for (cell, seed, step), sides in by_step(rows).items():
+        runs.setdefault((cell, seed), {})[step] = sides
     table = []
     for (cell, seed), steps in runs.items():
         for rule, (average, score) in RULES.items():

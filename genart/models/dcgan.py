@@ -293,7 +293,7 @@ def _discriminator_kid(real: torch.Tensor, fake: torch.Tensor, D: Discriminator)
     """``kid_discriminator``: KID of ``fake`` against ``real`` in the run's own discriminator's
     4x4 features. Only comparable within one run at one step (another step's D is another
     feature space): it decides between that step's live and averaged generators."""
-    from genart import fid, images
+    from genart import fid, images, judges
 
     device = next(D.parameters()).device
 
@@ -301,7 +301,7 @@ def _discriminator_kid(real: torch.Tensor, fake: torch.Tensor, D: Discriminator)
         with evaluating(D) as critic:
             return critic.features(images.as_float(batch).to(device)).flatten(1).float().cpu()
 
-    real, fake = (torch.cat([features(c) for c in x.split(256)]) for x in (real, fake))
+    real, fake = (judges.batched(features, x, 256) for x in (real, fake))
     return {"kid_discriminator": fid.whole_set_kid(real, fake)}
 
 
