@@ -103,3 +103,38 @@ def test_upsample_conv_activation_runs_on_each_phase(tmp_path):
     made_by = {output: node.op_type for node in graph.node for output in node.output}
     relus = [node for node in graph.node if node.op_type == "Relu"]
     assert len(relus) == 4 and all(made_by[node.input[0]] == "Conv" for node in relus)
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(256, 272, 3, bias=False)),  # ResNet's
+        nn.Conv2d(288, 256, 3),  # unpadded: the output is smaller than the input
+    ],
+)
+def test_wide_3x3_conv_runs_by_winograd(tmp_path, net):
+    """A 3x3 conv between many channels becomes matrix products over 6x6 tiles (F(4x4, 3x3)),
+    sides that are not whole tiles padded and cropped back: no 3x3 Conv is left."""
+    channels = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels
+    ops = exported_ops(net.eval(), tmp_path, channels)
+    graph = onnx.load(str(tmp_path / "net.onnx")).graph
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    kernels = [list(onnx.helper.get_attribute_value(attr)) for node in convs
+               for attr in node.attribute if attr.name == "kernel_shape"]  # fmt: skip
+    assert "MatMul" in ops and [3, 3] not in kernels
+
+
+def test_narrow_3x3_conv_is_left_alone(tmp_path):
+    """Below WINOGRAD_CHANNELS the tiles' transforms cost more than they save."""
+    assert "MatMul" not in exported_ops(nn.Conv2d(128, 256, 3).eval(), tmp_path, 128)
+
+
+def test_graph_past_the_tolerance_keeps_direct_convs(tmp_path, monkeypatch):
+    """A Winograd graph off by more than TOLERANCE (here made wrong on purpose) is replaced by
+    the graph without it, still checked against torch."""
+    from genart import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_WINOGRAD_AT", onnx_export._WINOGRAD_AT * 1.01)
+    ops = exported_ops(nn.Conv2d(256, 256, 3, padding=1).eval(), tmp_path, 256)
+    assert "MatMul" not in ops and "Conv" in ops
