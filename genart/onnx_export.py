@@ -382,11 +382,11 @@ _WINOGRAD_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6,
                         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])  # fmt: skip
 _WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                          [0, 1, -1, 8, -8, 1]], np.float64)  # fmt: skip
-# Below this many input or output channels the tiles' transforms (memory-bound) cost about what
-# the products save. Measured on one core, one conv: 256 channels 1.5x faster at 32-128 px;
-# 128 channels 1.4x at 32 px, even at 128 px; 64 slower. In whole networks 128-channel layers
-# (fast style's) gained at 256 px but lost at 512 px on two threads.
-WINOGRAD_CHANNELS = 256
+# Below this many input or output channels the tiles' transforms (memory-bound) cost more than
+# the products they save. Measured on one core, one conv at 32-128 px: 256 channels 1.5x faster,
+# 128 channels 1.3x at 32-64 px and even at 128 px, 64 slower. Fast style's network (128 channels)
+# ran 1.2x faster at 256 px (1 thread) and 10 % slower at 512 px on 2 threads.
+WINOGRAD_CHANNELS = 128
 
 
 def _winograd_constants(out_ch: int, bias: np.ndarray) -> dict[str, np.ndarray]:
@@ -619,6 +619,10 @@ class OnnxNet(nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or intra_op_threads()
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: spinning ones take cores from whatever
+        # else runs (other replicas on the node, torch); on 2 cores it made 2-thread runs
+        # bimodal, up to 1.7x slower, and bought nothing measurable.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = options.intra_op_num_threads
         self.stride = stride
         self.session = onnxruntime.InferenceSession(

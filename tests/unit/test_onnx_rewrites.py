@@ -108,9 +108,9 @@ def test_upsample_conv_activation_runs_on_each_phase(tmp_path):
 @pytest.mark.parametrize(
     "net",
     [
-        nn.Conv2d(256, 256, 3, padding=1),
-        nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(256, 272, 3, bias=False)),  # ResNet's
-        nn.Conv2d(288, 256, 3),  # unpadded: the output is smaller than the input
+        nn.Conv2d(128, 128, 3, padding=1),
+        nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(128, 160, 3, bias=False)),  # ResNet's
+        nn.Conv2d(144, 128, 3),  # unpadded: the output is smaller than the input
     ],
 )
 def test_wide_3x3_conv_runs_by_winograd(tmp_path, net):
@@ -127,7 +127,7 @@ def test_wide_3x3_conv_runs_by_winograd(tmp_path, net):
 
 def test_narrow_3x3_conv_is_left_alone(tmp_path):
     """Below WINOGRAD_CHANNELS the tiles' transforms cost more than they save."""
-    assert "MatMul" not in exported_ops(nn.Conv2d(128, 256, 3).eval(), tmp_path, 128)
+    assert "MatMul" not in exported_ops(nn.Conv2d(64, 128, 3).eval(), tmp_path, 64)
 
 
 def test_graph_past_the_tolerance_keeps_direct_convs(tmp_path, monkeypatch):
@@ -136,5 +136,5 @@ def test_graph_past_the_tolerance_keeps_direct_convs(tmp_path, monkeypatch):
     from genart import onnx_export
 
     monkeypatch.setattr(onnx_export, "_WINOGRAD_AT", onnx_export._WINOGRAD_AT * 1.01)
-    ops = exported_ops(nn.Conv2d(256, 256, 3, padding=1).eval(), tmp_path, 256)
+    ops = exported_ops(nn.Conv2d(128, 128, 3, padding=1).eval(), tmp_path, 128)
     assert "MatMul" not in ops and "Conv" in ops
