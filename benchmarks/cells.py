@@ -41,6 +41,11 @@ METRICS = {
     "dcgan": {"coverage": True, "confident": True, "frechet": False},
 }
 
+# Shown beside a family's metrics, never judged: the identity baseline (the input itself as the
+# output). A translation scoring below it did the test images harm (e.g. colour casts where the
+# true colours are faint).
+CONTEXT = {"pix2pix": ("identity_psnr",), "cyclegan": ("identity_psnr",)}
+
 # --quick: the cells that decide defaults first (the issue's settings), short runs, in the order
 # they start. The last two need no real data, so the quick cells run without the bench extra
 # too: DCGAN on the 16 modes (where the weight average blended modes) and CycleGAN at the
@@ -164,12 +169,15 @@ def _pm(values: Sequence[float]) -> str:
 
 
 def summary(records: Sequence[dict]) -> list[dict]:
-    """Per cell and side: seeds run and mean ± SD of each of the family's metrics."""
+    """Per cell and side: seeds run and mean ± SD of each of the family's metrics (and of its
+    ``CONTEXT`` where the records have it)."""
     rows = []
     for (name, side), group in _grouped(records).items():
         row = {"cell": name, "side": side, "seeds": len(group)}
-        for metric in METRICS[group[0]["family"]]:
-            row[metric] = _pm([r[metric] for r in group])
+        family = group[0]["family"]
+        for metric in (*METRICS[family], *CONTEXT.get(family, ())):
+            if all(metric in r for r in group):
+                row[metric] = _pm([r[metric] for r in group])
         rows.append(row)
     return rows
 

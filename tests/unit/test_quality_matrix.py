@@ -170,12 +170,13 @@ def test_a_win_needs_a_difference_beyond_twice_its_standard_error():
 def test_summary_and_verdicts_per_cell_and_side():
     (cell,) = cells.select(cells.cells(), ["pix2pix-pairs-64px-short-b1"])
     records = [
-        cells.record(cell, seed, side, {"psnr": base + seed, "ssim": 0.5})
+        cells.record(cell, seed, side, {"psnr": base + seed, "ssim": 0.5, "identity_psnr": 24.0})
         for seed in range(3)
         for side, base in (("reference", 20.0), ("genart", 25.0))
     ]
     summary = {r["side"]: r for r in cells.summary(records)}
     assert summary["genart"]["psnr"] == "26.00 ± 1.00" and summary["reference"]["seeds"] == 3
+    assert summary["reference"]["identity_psnr"] == "24.00 ± 0.00"  # context, never judged
     psnr, ssim = cells.verdicts(records)
     assert (psnr["metric"], psnr["diff"], psnr["win"]) == ("psnr", 5.0, "genart")
     assert ssim["win"] == "tie"  # equal, SD 0: no difference beyond 2 SE = 0
