@@ -383,8 +383,8 @@ _WINOGRAD_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6,
 _WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                          [0, 1, -1, 8, -8, 1]], np.float64)  # fmt: skip
 # Below this many input or output channels the tiles' transforms (memory-bound) cost more than
-# the products they save. Measured on one core, one conv at 32-128 px: 256 channels 1.5x faster,
-# 128 channels 1.3x at 32-64 px and even at 128 px, 64 slower. Fast style's network (128 channels)
+# the products they save. Measured on one core, one conv at 32-128 px: 256 channels 1.5-1.8x
+# faster, 128 channels 1.3-1.4x at 32-64 px and even at 128 px, 64 even or slower. Fast style's network (128 channels)
 # ran 1.2x faster at 256 px (1 thread) and 10 % slower at 512 px on 2 threads.
 WINOGRAD_CHANNELS = 128
 
@@ -410,8 +410,8 @@ def _winograd(node: onnx.NodeProto, constants: dict):
     """A 3x3, stride-1 conv between at least ``WINOGRAD_CHANNELS`` channels by F(4x4, 3x3):
     each channel's 6x6 tiles (stride 4, zero-padded to whole tiles) transformed by a conv to
     36 channels; one matrix product per tile position (batched: 36 x (K, C) @ (C, tiles)); each
-    output channel's 4x4 outputs by a grouped 1x1 conv and DepthToSpace; cropped to the conv's
-    output size. None where that does not apply."""
+    tile's 4x4 outputs by a transposed conv per output channel; cropped to the conv's output
+    size. None where that does not apply."""
     plain = _plain_2d(node, constants)
     if plain is None:
         return None
@@ -421,7 +421,7 @@ def _winograd(node: onnx.NodeProto, constants: dict):
     wide = min(out_ch, in_ch) >= WINOGRAD_CHANNELS
     if weight.shape[2:] != (3, 3) or attrs["strides"] != [1, 1] or not wide:
         return None
-    if bias and bias not in constants:  # its 16 copies are made here
+    if bias and bias not in constants:  # the output transform takes it as a constant
         return None
     bias_values = onnx.numpy_helper.to_array(constants[bias]) if bias else np.zeros(out_ch)
     top, left, bottom, right = attrs["pads"]
