@@ -384,8 +384,8 @@ _WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 
                          [0, 1, -1, 8, -8, 1]], np.float64)  # fmt: skip
 # Below this many input or output channels the tiles' transforms (memory-bound) cost more than
 # the products they save. Measured on one core, one conv at 32-128 px: 256 channels 1.5-1.8x
-# faster, 128 channels 1.3-1.4x at 32-64 px and even at 128 px, 64 even or slower. Fast style's network (128 channels)
-# ran 1.2x faster at 256 px (1 thread) and 10 % slower at 512 px on 2 threads.
+# faster, 128 channels 1.3-1.4x at 32-64 px and even at 128 px, 64 even or slower. Fast style's
+# network (128 channels) ran 1.2x faster at 256 px (1 thread) and 10 % slower at 512 px on 2.
 WINOGRAD_CHANNELS = 128
 
 
