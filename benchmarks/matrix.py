@@ -19,6 +19,7 @@ loops): a many-core host runs that many runs side by side (``--jobs``).
     python -m benchmarks.matrix --quick --out bench-results  # the cells that decide defaults
     python -m benchmarks.matrix --cells 'dcgan-mnist-*-short-*' --seeds 0 1 2
     python -m benchmarks.matrix --cells 'dcgan-mnist-32px-*' --recipe jobs/dcgan-mnist.yaml
+    python -m benchmarks.matrix --cells 'pix2pix-*-short-b1' --set pix2pix.lr_decay=0
     python -m benchmarks.report --results bench-results --out docs/benchmarks.md
 
 The real data needs the optional extra: ``pip install 'genart[bench]'``. Without it, the
@@ -36,7 +37,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -76,18 +77,22 @@ def widths(tiny: bool = False) -> dict:
     return {f: dict(zip(fields, w)) for f, w in WIDTHS.items()}
 
 
-def genart_side(recipe: str | None) -> str:
-    """The side name of genart's runs: ``genart`` (its defaults) or ``genart, RECIPE-FILE``."""
-    return "genart" if recipe is None else f"genart, {Path(recipe).name}"
+def genart_side(recipe: str | None, overrides: Sequence[str] = ()) -> str:
+    """The side name of genart's runs: ``genart`` (its defaults), ``genart, RECIPE-FILE``,
+    then any overrides (``genart, pix2pix.lr_decay=0``)."""
+    return ", ".join(["genart", *([Path(recipe).name] if recipe else []), *overrides])
 
 
 def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str,
-             recipe: str | None = None, tiny: bool = False) -> list[dict]:  # fmt: skip
+             recipe: str | None = None, tiny: bool = False,
+             overrides: Sequence[str] = ()) -> list[dict]:  # fmt: skip
     """Train and score one side of one cell from one seed (in a worker process): its record,
     and for genart runs that keep a weight average, one record for each of its sides too
     (side ``genart [live]``, ``genart [average]``; ``genart`` is what the run exported).
-    genart trains its defaults, or ``recipe`` (a path in the repository) where given."""
-    genart = (recipe, []) if recipe else quality.GENART[cell.family]["genart"]
+    genart trains its defaults, or ``recipe`` (a path in the repository) where given, with
+    ``overrides`` (``KEY=VALUE``) over either."""
+    default = quality.GENART[cell.family]["genart"]
+    genart = (recipe, list(overrides)) if recipe or overrides else default
     variant = None if side == "reference" else genart
     s = settings(cell, seeds, tiny)
     rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
@@ -129,11 +134,12 @@ def real_digits(s: quality.Settings, work: Path) -> dict:
     return judge(quality.as_float(images["image"][pick[: s.samples]]))
 
 
-def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None,
-              tiny: bool = False) -> Iterator[list[dict]]:  # fmt: skip
+def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None, tiny: bool = False,
+              overrides: Sequence[str] = ()) -> Iterator[list[dict]]:  # fmt: skip
     """Each run's records as it finishes: in this process with one job, else in ``jobs``
     spawned processes (forking a process that has run torch can deadlock)."""
-    args = [(c, seed, side, seeds, str(work), recipe, tiny) for c, seed, side in runs]
+    args = [(c, seed, side, seeds, str(work), recipe, tiny, tuple(overrides))
+            for c, seed, side in runs]  # fmt: skip
     if jobs == 1:
         yield from (run_side(*a) for a in args)
         return
@@ -143,15 +149,17 @@ def finishing(runs, seeds, work: Path, jobs: int, recipe: str | None,
 
 
 def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int,
-        recipe: str | None = None, tiny: bool = False) -> dict:  # fmt: skip
+        recipe: str | None = None, tiny: bool = False,
+        overrides: Sequence[str] = ()) -> dict:  # fmt: skip
     """Run every pending (cell, seed, side) of ``todo``, two processes at a time by default,
     writing the matrix's JSON before the first and after each (``added``: the records this run
     added so far); returns the document. genart's side trains its defaults, or ``recipe``
-    (side ``genart, RECIPE-FILE``); ``tiny``: the dry run's sizes and file."""
+    (side ``genart, RECIPE-FILE``), with ``overrides`` over either (named after the recipe);
+    ``tiny``: the dry run's sizes and file."""
     path = cells.document_path(out, tiny)
     previous = cells.load(path)
     records = list(previous.get("records", []))
-    runs = cells.pending(todo, seeds, records, ("reference", genart_side(recipe)))
+    runs = cells.pending(todo, seeds, records, ("reference", genart_side(recipe, overrides)))
     print(f"{len(runs)} runs to do, {len(records)} records already in {path}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     # What earlier runs recorded beside the records (e.g. a note) stays unless replaced here.
@@ -166,7 +174,7 @@ def run(out: Path, todo: list[cells.Cell], seeds, work: Path, jobs: int,
     notes.setdefault("real_digit_accuracy", previous.get("real_digit_accuracy"))
     document |= {k: v for k, v in notes.items() if v}
     cells.write_atomically(path, document)  # this run's command and time, before any record
-    for finished in finishing(runs, seeds, work, jobs, recipe, tiny):
+    for finished in finishing(runs, seeds, work, jobs, recipe, tiny, overrides):
         records += finished
         document["added"] += len(finished)
         document["machine"]["load_average_1m"] = round(os.getloadavg()[0], 2)
@@ -214,6 +222,14 @@ def main(argv: list[str] | None = None) -> None:
         help="genart's side trains this recipe instead of its defaults "
         "(a path in the repository, e.g. jobs/dcgan-mnist.yaml)",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for genart's side (its name then ends with them), e.g. "
+        "pix2pix.lr_decay=0",
+    )
     parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     parser.add_argument("--list", action="store_true", help="print the cells and stop")
     args = parser.parse_args(argv)
@@ -223,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         print("\n".join(c.name for c in todo))
         return
-    run(args.out, runnable(todo), args.seeds, args.work, args.jobs, args.recipe, args.tiny)
+    run(
+        args.out, runnable(todo), args.seeds, args.work, args.jobs, args.recipe, args.tiny, args.set
+    )
 
 
 if __name__ == "__main__":

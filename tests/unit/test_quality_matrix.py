@@ -61,7 +61,7 @@ def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, m
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False, overrides=()):
         if len(ran) == 2 and fail:
             raise KeyboardInterrupt  # stopped while the third run trains
         ran.append((seed, side))
@@ -95,7 +95,7 @@ def test_a_recipe_plays_genart_side_under_its_own_name(tmp_path, monkeypatch):
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []
 
-    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False):
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False, overrides=()):
         ran.append((seed, side, recipe))
         return [cells.record(c, seed, side, {"coverage": 10, "confident": 0.5, "frechet": 3.0})]
 
@@ -106,6 +106,26 @@ def test_a_recipe_plays_genart_side_under_its_own_name(tmp_path, monkeypatch):
     cells.write_atomically(tmp_path / "quality_matrix.json", {"records": earlier})
     matrix.run(tmp_path, [cell], (0,), tmp_path, jobs=1, recipe="jobs/dcgan-mnist.yaml")
     assert ran == [(0, "genart, dcgan-mnist.yaml", "jobs/dcgan-mnist.yaml")]  # reference kept
+
+
+def test_overrides_play_genart_side_under_their_own_name(tmp_path, monkeypatch):
+    """``--set KEY=VALUE``: genart's side trains its defaults with the overrides, recorded as
+    side ``genart, KEY=VALUE`` beside the defaults' own records."""
+    (cell,) = cells.select(cells.cells(), ["pix2pix-pairs-64px-short-b1"])
+    ran = []
+
+    def fake_side(c, seed, side, seeds, work, recipe=None, tiny=False, overrides=()):
+        ran.append((side, recipe, overrides))
+        return [cells.record(c, seed, side, {"psnr": 20.0, "ssim": 0.5})]
+
+    monkeypatch.setattr(matrix, "run_side", fake_side)
+    monkeypatch.setattr(matrix, "prepare", lambda todo, seeds, work, tiny: {})
+    earlier = [cells.record(cell, 0, side, {"psnr": 19.0, "ssim": 0.5})
+               for side in ("reference", "genart")]  # fmt: skip
+    cells.write_atomically(tmp_path / "quality_matrix.json", {"records": earlier})
+    matrix.run(tmp_path, [cell], (0,), tmp_path, jobs=1, overrides=["pix2pix.lr_decay=0"])
+    assert ran == [("genart, pix2pix.lr_decay=0", None, ("pix2pix.lr_decay=0",))]
+    assert matrix.genart_side("jobs/x.yaml", ["a.b=1"]) == "genart, x.yaml, a.b=1"
 
 
 def test_tiny_runs_the_cells_at_dry_run_sizes_into_their_own_file(tmp_path):
