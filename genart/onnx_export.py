@@ -219,6 +219,24 @@ def faster_on_cpu(model: onnx.ModelProto, winograd: bool = True) -> onnx.ModelPr
     return model
 
 
+class _Constants:
+    """The constant tensors a rewrite adds, each named after the output it replaces."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.tensors: list[onnx.TensorProto] = []
+
+    def __call__(self, suffix: str, value: np.ndarray) -> str:
+        """Add ``value`` as ``<out>_<suffix>``; returns that name."""
+        name = f"{self.out}_{suffix}"
+        self.tensors.append(onnx.numpy_helper.from_array(value, name))
+        return name
+
+
+def _ints(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
 def _plain_2d(node: onnx.NodeProto, constants: dict) -> tuple[dict, np.ndarray] | None:
     """A 2-D (transposed) conv's attributes and constant weight, if it has one group, no
     dilation and explicit padding (else None: left as it is)."""
@@ -337,15 +355,7 @@ def _blocked(node: onnx.NodeProto, constants: dict):
         return None
     top, left, bottom, right = attrs["pads"]
     out, make = node.output[0], onnx.helper.make_node
-    constants_out: list[onnx.TensorProto] = []
-
-    def const(suffix: str, value: np.ndarray) -> str:
-        constants_out.append(onnx.numpy_helper.from_array(value, f"{out}_{suffix}"))
-        return f"{out}_{suffix}"
-
-    def ints(*values: int) -> np.ndarray:
-        return np.array(values, np.int64)
-
+    const, ints = _Constants(out), _ints
     weights = [const("weight", _blocked_weight(weight))]
     if bias:  # each block's outputs have the same biases
         weights.append(const("bias", np.tile(onnx.numpy_helper.to_array(constants[bias]), 4)))
@@ -368,7 +378,7 @@ def _blocked(node: onnx.NodeProto, constants: dict):
         make("Slice", [f"{out}_full", const("zero", ints(0, 0)), f"{out}_crop",
                        const("axes", ints(2, 3))], [out]),
     ]  # fmt: skip
-    return nodes, constants_out
+    return nodes, const.tensors
 
 
 # Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2016, "Fast Algorithms for Convolutional
@@ -397,13 +407,14 @@ def _winograd_constants(out_ch: int, bias: np.ndarray) -> dict[str, np.ndarray]:
     tile position's 4x4 outputs)."""
     tile_in = np.kron(_WINOGRAD_BT, _WINOGRAD_BT)  # row (p, q): tile position; column (u, v)
     tile_out = np.kron(_WINOGRAD_AT, _WINOGRAD_AT)  # (16, 36): output (i, j) from position (p, q)
-    return {
+    tensors = {
         "tile_filters": tile_in.reshape(36, 1, 6, 6),
         "g": _WINOGRAD_G,
-        "g_t": _WINOGRAD_G.T.copy(),
+        "g_t": _WINOGRAD_G.T,
         "out_filters": np.tile(tile_out.T, (out_ch, 1)).reshape(36 * out_ch, 1, 4, 4),
-        "out_bias": bias.astype(np.float64),
+        "out_bias": bias,
     }
+    return {name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
 
 
 def _winograd(node: onnx.NodeProto, constants: dict):
@@ -426,16 +437,7 @@ def _winograd(node: onnx.NodeProto, constants: dict):
     bias_values = onnx.numpy_helper.to_array(constants[bias]) if bias else np.zeros(out_ch)
     top, left, bottom, right = attrs["pads"]
     x, out, make = node.input[0], node.output[0], onnx.helper.make_node
-    constants_out: list[onnx.TensorProto] = []
-
-    def const(suffix: str, value: np.ndarray) -> str:
-        dtype = np.int64 if value.dtype.kind in "iu" else np.float32
-        constants_out.append(onnx.numpy_helper.from_array(value.astype(dtype), f"{out}_{suffix}"))
-        return f"{out}_{suffix}"
-
-    def ints(*values: int) -> np.ndarray:
-        return np.array(values, np.int64)
-
+    const, ints = _Constants(out), _ints
     tensors = {name: const(name, value)
                for name, value in _winograd_constants(out_ch, bias_values).items()}  # fmt: skip
     nodes = [
@@ -475,7 +477,7 @@ def _winograd(node: onnx.NodeProto, constants: dict):
         make("Slice", [f"{out}_full", const("corner", ints(0, 0)), f"{out}_crop",
                        const("axes", ints(2, 3))], [out]),
     ]  # fmt: skip
-    return nodes, constants_out
+    return nodes, const.tensors
 
 
 # --- writing an export's graphs --------------------------------------------------------------
