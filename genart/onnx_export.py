@@ -403,16 +403,15 @@ def _winograd_constants(out_ch: int, bias: np.ndarray) -> dict[str, np.ndarray]:
     """The rewrite's constant tensors for a conv to ``out_ch`` channels with ``bias``: the
     input tiles' transform as 36 6x6 filters, G and G^T (the kernels are transformed in the
     graph, where onnxruntime folds them when a session starts: the file keeps the 3x3 kernels,
-    a quarter of the size), and the output transform as a transposed conv per channel (each
-    tile position's 4x4 outputs)."""
-    tile_in = np.kron(_WINOGRAD_BT, _WINOGRAD_BT)  # row (p, q): tile position; column (u, v)
-    tile_out = np.kron(_WINOGRAD_AT, _WINOGRAD_AT)  # (16, 36): output (i, j) from position (p, q)
+    a quarter of the size), the output transform as a (16, 36) matrix (each tile's 4x4 outputs
+    from its 36 positions), and the bias in DepthToSpace's DCR channel order (output pixel
+    (i, j) of channel k is channel (4 i + j) * out_ch + k)."""
     tensors = {
-        "tile_filters": tile_in.reshape(36, 1, 6, 6),
+        "tile_filters": np.kron(_WINOGRAD_BT, _WINOGRAD_BT).reshape(36, 1, 6, 6),
         "g": _WINOGRAD_G,
         "g_t": _WINOGRAD_G.T,
-        "out_filters": np.tile(tile_out.T, (out_ch, 1)).reshape(36 * out_ch, 1, 4, 4),
-        "out_bias": bias,
+        "tile_outputs": np.kron(_WINOGRAD_AT, _WINOGRAD_AT),
+        "out_bias": np.tile(bias, 16).reshape(16 * out_ch, 1, 1),
     }
     return {name: np.ascontiguousarray(value, np.float32) for name, value in tensors.items()}
 
@@ -420,9 +419,9 @@ def _winograd_constants(out_ch: int, bias: np.ndarray) -> dict[str, np.ndarray]:
 def _winograd(node: onnx.NodeProto, constants: dict):
     """A 3x3, stride-1 conv between at least ``WINOGRAD_CHANNELS`` channels by F(4x4, 3x3):
     each channel's 6x6 tiles (stride 4, zero-padded to whole tiles) transformed by a conv to
-    36 channels; one matrix product per tile position (batched: 36 x (K, C) @ (C, tiles)); each
-    tile's 4x4 outputs by a transposed conv per output channel; cropped to the conv's output
-    size. None where that does not apply."""
+    36 channels; one matrix product per tile position (batched: 36 x (K, C) @ (C, tiles)); all
+    tiles' 4x4 outputs by one more, (16, 36) @ (36, K x tiles), put in place by DepthToSpace;
+    cropped to the conv's output size. None where that does not apply."""
     plain = _plain_2d(node, constants)
     if plain is None:
         return None
@@ -463,16 +462,19 @@ def _winograd(node: onnx.NodeProto, constants: dict):
         make("Reshape", [f"{out}_tiles", f"{out}_flat_shape"], [f"{out}_flat"]),  # (B, C, 36, T)
         make("Transpose", [f"{out}_flat"], [f"{out}_by_position"], perm=[0, 2, 1, 3]),
         make("MatMul", [f"{out}_kernels", f"{out}_by_position"], [f"{out}_products"]),
-        make("Transpose", [f"{out}_products"], [f"{out}_by_channel"], perm=[0, 2, 1, 3]),
+        # Every tile's 4x4 outputs at once, (16, 36) @ (B, 36, K x T): one large product, which
+        # onnxruntime spreads over its threads (a transposed conv per channel did not).
         make("Slice", [f"{out}_batch_ch", const("zero", ints(0)), const("one", ints(1))],
              [f"{out}_batch"]),
-        make("Concat", [f"{out}_batch", const("positions", ints(36 * out_ch)), f"{out}_tile_grid"],
-             [f"{out}_grid_shape"], axis=0),
-        make("Reshape", [f"{out}_by_channel", f"{out}_grid_shape"], [f"{out}_grid"]),
-        # Each tile's 36 products to its 4x4 outputs, in place: a transposed conv whose kernel
-        # is its stride (no overlaps), one group per output channel.
-        make("ConvTranspose", [f"{out}_grid", tensors["out_filters"], tensors["out_bias"]],
-             [f"{out}_full"], group=out_ch, strides=[4, 4], kernel_shape=[4, 4]),
+        make("Concat", [f"{out}_batch", const("positions", ints(36, -1))],
+             [f"{out}_positions_shape"], axis=0),
+        make("Reshape", [f"{out}_products", f"{out}_positions_shape"], [f"{out}_position_rows"]),
+        make("MatMul", [tensors["tile_outputs"], f"{out}_position_rows"], [f"{out}_outputs"]),
+        make("Concat", [f"{out}_batch", const("output_channels", ints(16 * out_ch)),
+                        f"{out}_tile_grid"], [f"{out}_pixels_shape"], axis=0),
+        make("Reshape", [f"{out}_outputs", f"{out}_pixels_shape"], [f"{out}_pixels"]),
+        make("Add", [f"{out}_pixels", tensors["out_bias"]], [f"{out}_biased"]),
+        make("DepthToSpace", [f"{out}_biased"], [f"{out}_full"], blocksize=4, mode="DCR"),
         make("Sub", [f"{out}_padded", const("two", ints(2, 2))], [f"{out}_crop"]),
         make("Slice", [f"{out}_full", const("corner", ints(0, 0)), f"{out}_crop",
                        const("axes", ints(2, 3))], [out]),
