@@ -66,7 +66,7 @@ class CycleGANConfig:
     pool_size: int = 50  # generated images kept per domain for D (0 = no history)
     gp_weight: float = 10.0  # wgan-gp penalty weight
     # Adam's rate for both generators and both discriminators. The paper's 2e-4 is tuned for
-    # 200 epochs; 4x that scored 0.5-1.4 dB higher on held-out translations in the quality
+    # 200 epochs; 4x that scored 0.5-1.2 dB higher on held-out translations in the quality
     # matrix's synthetic cells and at 2,000 steps (a tie on photos); 8x was unstable at one seed
     # of three (docs/models.md)
     lr: float = 8e-4

@@ -68,7 +68,7 @@ class Pix2PixConfig:
     gan_loss: TranslationLoss = "bce"  # bce = the paper's vanilla cGAN objective
     l1_weight: float = 100.0  # lambda of eq. 4
     gp_weight: float = 10.0  # wgan-gp penalty weight
-    # Adam's rate for G and D. The paper's 2e-4 is tuned for 200 epochs; 8x that scored 1.3-2.2
+    # Adam's rate for G and D. The paper's 2e-4 is tuned for 200 epochs; 8x that scored 0.5-2.6
     # dB higher on held-out pairs in all 7 quality matrix cells measured (600-2,000 steps, 64-128
     # px, batch 1 and 4; 4e-4 and 8e-4 fell in between) and draws sharper images (docs/models.md)
     lr: float = 1.6e-3
