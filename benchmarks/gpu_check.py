@@ -174,7 +174,8 @@ def run_parts(parts, folder: Path, budget: float, env, argv_of: Callable[[str], 
                "result": summary(part.name, folder)}  # fmt: skip
         print(f"[{part.name}] {status} in {seconds:.0f} s: {row['result']}", flush=True)
         rows.append(row)
-    # The quality benchmark draws its datasets under its --out folder: inputs, not results.
+    # The quality benchmark and the matrix draw their datasets under --work, this folder:
+    # inputs, not results.
     shutil.rmtree(folder / "data", ignore_errors=True)
     return rows
 
@@ -200,7 +201,7 @@ def command(name: str, folder: Path, gpu_count: int, tiny: bool) -> list[str]:
     argv = [python, "-m", f"benchmarks.{name}", *size, "--out", str(folder)]
     if name == "quality":  # single-threaded CPU runs side by side; tiny ones in-process
         jobs = 1 if tiny else max(1, min(QUALITY_RUNS, os.cpu_count() or 1))
-        argv += ["--jobs", str(jobs)]
+        argv += ["--jobs", str(jobs), "--work", str(folder)]
     return argv
 
 

@@ -95,7 +95,8 @@ def run_side(cell: cells.Cell, seed: int, side: str, seeds, work: str,
     genart = (recipe, list(overrides)) if recipe or overrides else default
     variant = None if side == "reference" else genart
     s = settings(cell, seeds, tiny)
-    rows = quality._task(cell.family, side, s, seed, variant, work, False, sides=True)
+    rows = quality._task(cell.family, side, s, seed, variant, Path(work) / "data", None,
+                         sides=True)  # fmt: skip
     # The steps it trained: the cell's, or the dry run's few.
     return [cells.record(cell, seed, row["implementation"], scores(row)) | {"steps": s.steps}
             for row in rows]  # fmt: skip

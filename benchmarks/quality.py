@@ -565,12 +565,13 @@ def _inputs(model: str, s: Settings, root: Path):
     return folder, training_images(model, folder), judge_for(model, s)
 
 
-def _task(model: str, name: str, s: Settings, seed: int, variant, out_dir: Path, grids: bool,
-          test_time: dict | None = None, sides: bool = False) -> list[dict]:  # fmt: skip
-    """One training run and its scores, in whichever process runs it (one torch thread)."""
+def _task(model: str, name: str, s: Settings, seed: int, variant, data_root: Path,
+          grid_dir: Path | None, test_time: dict | None = None,
+          sides: bool = False) -> list[dict]:  # fmt: skip
+    """One training run and its scores, in whichever process runs it (one torch thread): its
+    dataset under ``data_root``, its outputs' grid under ``grid_dir`` where given."""
     with one_thread(torch.device("cpu")):
-        folder, images, judge = _inputs(model, s, Path(out_dir) / "data")
-        grid_dir = Path(out_dir) / "quality-grids" if grids else None
+        folder, images, judge = _inputs(model, s, Path(data_root))
         rows = run_one(
             model, name, s, seed, folder, images, judge, variant, grid_dir, test_time, sides
         )
@@ -581,9 +582,12 @@ def _task(model: str, name: str, s: Settings, seed: int, variant, out_dir: Path,
 
 def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=None,
         grids: bool = False, jobs: int | None = None, tiny: bool = False,
-        sizes: dict | None = None, sides: bool = False) -> dict:  # fmt: skip
+        sizes: dict | None = None, sides: bool = False,
+        work: Path | None = None) -> dict:  # fmt: skip
     """Train, score, print the tables and write ``quality.json`` (``quality_ablations.json``);
-    with ``grids``, sample images of every run under ``out_dir/quality-grids``. ``sizes``
+    with ``grids``, sample images of every run under ``out_dir/quality-grids``. The generated
+    datasets go to ``work/data`` (default: ``out_dir/data``), so a results folder can stay
+    apart from them. ``sizes``
     replaces settings fields of every model (e.g. ``{"size": 64, "steps": 1500}``); with
     ``sides``, genart's live and averaged weights are scored apart too.
 
@@ -599,14 +603,16 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
         settings = {m: replace(s, **sizes) for m, s in settings.items()}
     jobs = jobs or min(2, os.cpu_count() or 1)
     started = time.perf_counter()
+    data_root = Path(work or out_dir) / "data"
+    grid_dir = Path(out_dir) / "quality-grids" if grids else None
     tasks = []
     for model, s in settings.items():
-        dataset(Path(out_dir) / "data", s)  # drawn here once, not by each worker
+        dataset(data_root, s)  # drawn here once, not by each worker
         variants = list((ABLATIONS if ablate else GENART)[model].items())
         if not ablate:
             variants.insert(0, ("reference", None))
         test_time = TEST_TIME.get(model) if ablate else None
-        tasks += [(model, name, s, seed, variant, out_dir, grids,
+        tasks += [(model, name, s, seed, variant, data_root, grid_dir,
                    test_time if variant else None, sides)
                   for seed in s.seeds for name, variant in variants]  # fmt: skip
     if any(model == "dcgan" for model in settings):
@@ -621,7 +627,7 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
     rows = [row for result in results for row in result]
     if grids:
         seeds_run = sorted({seed for s in settings.values() for seed in s.seeds})
-        comparison_grids(Path(out_dir) / "quality-grids", settings, seeds_run)
+        comparison_grids(grid_dir, settings, seeds_run)
     summary = summarise(rows)
     for group in ("translation", "dcgan"):
         print()
@@ -649,7 +655,10 @@ def run(out_dir: Path, quick: bool, only=MODELS, ablate: bool = False, seeds=Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="JSON folder")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="folder of quality.json (and of --grids' images)")  # fmt: skip
+    parser.add_argument("--work", type=Path, default=Path("bench-results"),
+                        help="where the generated datasets are written (WORK/data)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one seed")
     parser.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--ablate", action="store_true", help="genart variants (ABLATIONS)")
@@ -664,7 +673,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = {k: getattr(args, k) for k in ("size", "steps", "batch", "n", "ngf", "ndf")}
     run(args.out, args.quick, tuple(args.only), args.ablate, args.seeds, args.grids, args.jobs,
-        args.tiny, {k: v for k, v in sizes.items() if v is not None}, args.sides)  # fmt: skip
+        args.tiny, {k: v for k, v in sizes.items() if v is not None}, args.sides,
+        args.work)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -231,3 +231,12 @@ def test_sides_score_the_live_and_averaged_weights_and_the_export_is_the_chosen_
         chosen = runs[(model, f"{side} [{served}]")]
         assert runs[(model, side)][score] == chosen[score]
         assert "served" not in runs[(model, "reference")]
+
+
+def test_datasets_go_to_the_work_folder_and_only_results_to_out(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        quality.SETTINGS, "quick", {"pix2pix": replace(TINY["pix2pix"], seeds=(0,))}
+    )
+    quality.run(tmp_path / "out", quick=True, only=("pix2pix",), jobs=1, work=tmp_path / "work")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["quality.json"]
+    assert any((tmp_path / "work" / "data").iterdir())
