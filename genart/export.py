@@ -145,15 +145,20 @@ def add_graphs(uri: str) -> dict[str, Any]:
 
 def copy(source: str, out: str) -> dict[str, Any]:
     """Copy the export at ``source`` (verified first) to ``out``, its manifest last, so a reader
-    never takes a partial copy for a complete export; returns the manifest."""
-    manifest = verify(source)
+    never takes a partial copy for a complete export; returns the manifest. A remote source is
+    downloaded once: the files checked are the files copied."""
+    manifest = describe(source)
     local = storage.local_copy(source)
-    if not (local / MANIFEST).is_file():
-        raise InvalidExport(f"{source}: an export of an older format; export its run again")
-    for path in sorted(local.iterdir()):
-        if path.is_file() and path.name != MANIFEST:
-            storage.upload_file(path, storage.join(out, path.name))
-    storage.upload_file(local / MANIFEST, storage.join(out, MANIFEST))
+    try:
+        _check_files(source, local, manifest)
+        if not (local / MANIFEST).is_file():
+            raise InvalidExport(f"{source}: an export of an older format; export its run again")
+        for path in sorted(local.iterdir()):
+            if path.is_file() and path.name != MANIFEST:
+                storage.upload_file(path, storage.join(out, path.name))
+        storage.upload_file(local / MANIFEST, storage.join(out, MANIFEST))
+    finally:
+        _forget(source, local)
     return manifest
 
 

@@ -158,6 +158,27 @@ def test_export_to_object_storage_and_back(tmp_path):
     )
 
 
+def test_copying_a_remote_export_downloads_it_once_and_leaves_no_download(tmp_path, monkeypatch):
+    from localcloud import environment, moto_s3
+
+    exported_run(tmp_path)
+    downloads = []
+    real_local_copy = storage.local_copy
+
+    def counting(uri):
+        folder = real_local_copy(uri)
+        if storage.is_remote(uri):
+            downloads.append(folder)
+        return folder
+
+    monkeypatch.setattr(storage, "local_copy", counting)
+    with moto_s3("models") as env, environment(env):
+        exports.from_checkpoint(str(tmp_path / "run"), "s3://models/digits")
+        manifest = exports.copy("s3://models/digits", str(tmp_path / "copied"))
+    assert len(downloads) == 1 and not downloads[0].exists()
+    assert exports.verify(str(tmp_path / "copied")) == manifest
+
+
 def test_genart_export_says_what_it_wrote(tmp_path, capsys):
     from genart.cli import main
 
