@@ -151,6 +151,33 @@ def test_train_step_lowers_the_cycle_loss_on_a_fixed_set():
     assert ctx.state["pool_A"].shape == (min(15 * 2, 50), 3, 32, 32)
 
 
+def test_the_identity_term_is_weighted_twice_lambda_by_default():
+    """The identity loss weighs 2 x cycle_weight by default (the paper's 0.5 x lost on grey to
+    colour photos in the quality matrix, docs/models.md): the generators' loss holds it at that
+    weight."""
+    assert cyclegan.CycleGANConfig().identity_weight == 2.0
+    spec = registry.get("cyclegan")
+    generator_loss, identity = {}, {}
+    for weight in (0.0, 2.0):
+        p = tiny(identity_weight=weight)
+        torch.manual_seed(0)
+        nets = spec.build(p, DataConfig(size=32))
+        opts = spec.optimizers(nets, p)
+        ctx = StepContext()
+        update = ctx.update
+
+        def record(opt, loss, weight=weight, opts=opts, update=update):
+            if opt is opts["G"]:
+                generator_loss[weight] = float(loss.detach())
+            update(opt, loss)
+
+        ctx.update = record
+        metrics = spec.train_step(nets, opts, _unpaired(), p, ctx)
+        identity[weight] = float(metrics.get("loss_identity", 0.0))
+    added = generator_loss[2.0] - generator_loss[0.0]
+    assert added == pytest.approx(2.0 * tiny().cycle_weight * identity[2.0], rel=1e-3)
+
+
 def test_identity_weight_zero_skips_the_identity_term():
     spec = registry.get("cyclegan")
     p = tiny(identity_weight=0.0)
