@@ -26,6 +26,8 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,18 +149,13 @@ def copy(source: str, out: str) -> dict[str, Any]:
     """Copy the export at ``source`` (verified first) to ``out``, its manifest last, so a reader
     never takes a partial copy for a complete export; returns the manifest. A remote source is
     downloaded once: the files checked are the files copied."""
-    manifest = describe(source)
-    local = storage.local_copy(source)
-    try:
-        _check_files(source, local, manifest)
+    with _verified_local(source) as (manifest, local):
         if not (local / MANIFEST).is_file():
             raise InvalidExport(f"{source}: an export of an older format; export its run again")
         for path in sorted(local.iterdir()):
             if path.is_file() and path.name != MANIFEST:
                 storage.upload_file(path, storage.join(out, path.name))
         storage.upload_file(local / MANIFEST, storage.join(out, MANIFEST))
-    finally:
-        _forget(source, local)
     return manifest
 
 
@@ -240,13 +237,21 @@ def describe(uri: str) -> dict[str, Any]:
 def verify(uri: str) -> dict[str, Any]:
     """The manifest of the export at ``uri`` once every file it names has the size and SHA-256
     it records (an older export: once its networks and config are there); else InvalidExport."""
+    with _verified_local(uri) as (manifest, _):
+        return manifest
+
+
+@contextmanager
+def _verified_local(uri: str) -> Iterator[tuple[dict[str, Any], Path]]:
+    """The manifest of the export at ``uri`` and a local folder of its files, each checked
+    against the manifest; a remote export is downloaded once, and deleted on leaving."""
     manifest = describe(uri)
     local = storage.local_copy(uri)
     try:
         _check_files(uri, local, manifest)
+        yield manifest, local
     finally:
         _forget(uri, local)
-    return manifest
 
 
 def load(uri: str, device: str | torch.device = "cpu") -> Export:
@@ -254,14 +259,9 @@ def load(uri: str, device: str | torch.device = "cpu") -> Export:
     run folder (local or URI). Builds only the exported networks; an export's files are
     checked against its manifest first."""
     if is_export(uri):
-        manifest = describe(uri)
-        local = storage.local_copy(uri)
-        try:
-            _check_files(uri, local, manifest)
+        with _verified_local(uri) as (manifest, local):
             cfg = _config(local / CONFIG)
             state_dicts = {n: _weights(local / f"{n}.pt") for n in manifest["nets"]}
-        finally:
-            _forget(uri, local)
         graphs = onnx_export.checked_graphs(uri, manifest)
     else:
         state, cfg, origin = _from_training(uri)
