@@ -132,6 +132,16 @@ def write_atomically(path: Path, document: dict) -> None:
     os.replace(partial, path)
 
 
+def add_record(path: Path, new: dict, commands: dict[str, str]) -> None:
+    """Add ``new`` to the document at ``path`` (replacing a record of the same key) and
+    ``commands`` to its ``upstream_commands`` (the command lines of runs outside genart)."""
+    document = load(path) or {"benchmark": NAME, "records": []}
+    document["records"] = [r for r in document["records"] if key(r) != key(new)] + [new]
+    document.setdefault("upstream_commands", {}).update(commands)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, document)
+
+
 # --- statistics ---------------------------------------------------------------------------------
 
 

@@ -207,7 +207,7 @@ def main() -> None:
         raise SystemExit("benchmarks.upstream_junyanz: Pix2Pix and CycleGAN cells only")
     s = matrix.settings(cell, args.runs)
     folder = quality.dataset(args.work / "data", s)
-    path = args.out / f"{matrix.NAME}.json"
+    path = cells.document_path(args.out)
     extra = shlex.split(args.set)
     side = ", ".join([SIDE, *([" ".join(extra)] if extra else [])])
     for run in args.runs:
@@ -219,14 +219,9 @@ def main() -> None:
         record = cells.record(cell, run, side, {"train_s": round(seconds), "seeded": False,
                               **{k: round(v, 4) for k, v in scores.items()}})  # fmt: skip
         print(record, flush=True)
-        document = cells.load(path) or {"benchmark": matrix.NAME, "records": []}
-        document["records"] = [r for r in document["records"] if cells.key(r) != cells.key(record)]
-        document["records"].append(record)
         # Recorded without this machine's paths: WORK for --work, runN for the run's name.
         line = " ".join(command).replace(str(args.work), "WORK").replace(run_dir.name, "runN")
-        document.setdefault("upstream_commands", {})[f"{cell.name}, {side}"] = line
-        args.out.mkdir(parents=True, exist_ok=True)
-        cells.write_atomically(path, document)
+        cells.add_record(path, record, {f"{cell.name}, {side}": line})
 
 
 if __name__ == "__main__":

@@ -57,6 +57,18 @@ def test_pending_skips_finished_records():
     assert (a, 0, "reference") in todo and (b, 1, "genart") in todo
 
 
+def test_an_upstream_record_replaces_its_key_and_keeps_the_others(tmp_path):
+    (cell,) = cells.select(cells.cells(), ["dcgan-mnist-64px-short-b64"])
+    path = cells.document_path(tmp_path / "out")
+    cells.add_record(path, cells.record(cell, 0, "upstream", {"frechet": 9.0}), {"a": "x"})
+    cells.add_record(path, cells.record(cell, 1, "upstream", {"frechet": 8.0}), {"b": "y"})
+    cells.add_record(path, cells.record(cell, 0, "upstream", {"frechet": 7.0}), {"a": "z"})
+    document = cells.load(path)
+    assert sorted((r["seed"], r["frechet"]) for r in document["records"]) == [(0, 7.0), (1, 8.0)]
+    assert document["upstream_commands"] == {"a": "z", "b": "y"}
+    assert document["benchmark"] == cells.NAME
+
+
 def test_a_stopped_matrix_resumes_without_rerunning_finished_records(tmp_path, monkeypatch):
     (cell,) = cells.select(cells.cells(), ["dcgan-mnist-32px-short-b64"])
     ran = []

@@ -61,3 +61,23 @@ def test_stop_after_saves_their_latest_weights_at_exactly_the_last_step():
     with pytest.raises(upstream_junyanz.Stopped):
         model.optimize_parameters()
     assert model.saved == [("latest", 3)]
+
+
+def test_main_records_each_run_and_its_command_without_machine_paths(tmp_path, monkeypatch):
+    work, out = tmp_path / "work", tmp_path / "out"
+    monkeypatch.setattr(upstream_junyanz.quality, "dataset", lambda root, s: root / "pairs")
+
+    def train(tree, cell, s, folder, run_dir, extra):
+        return ["python", "train.py", "--dataroot", str(folder), "--name", run_dir.name], 12.3
+
+    monkeypatch.setattr(upstream_junyanz, "train", train)
+    monkeypatch.setattr(upstream_junyanz, "score", lambda *a: {"psnr": 20.0 + a[-1], "ssim": 0.5})
+    monkeypatch.setattr(sys, "argv", ["x", "--tree", str(tmp_path), "--cell",
+                        "pix2pix-pairs-64px-short-b1", "--runs", "0", "1", "--work", str(work),
+                        "--out", str(out)])  # fmt: skip
+    upstream_junyanz.main()
+    document = cells.load(cells.document_path(out))
+    assert [(r["side"], r["seed"], r["psnr"]) for r in document["records"]] == [
+        ("upstream", 0, 20.0), ("upstream", 1, 21.0)]  # fmt: skip
+    (line,) = document["upstream_commands"].values()
+    assert line == "python train.py --dataroot WORK/data/pairs --name runN"
