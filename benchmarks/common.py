@@ -7,6 +7,8 @@ import inspect
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,3 +120,21 @@ def main(run: Callable[..., Any], doc: str) -> None:
     tiny = "tiny" in inspect.signature(run).parameters
     args = parser(doc, tiny).parse_args()
     run(args.out, args.quick, **({"tiny": args.tiny} if tiny else {}))
+
+
+def run_child(module: str, args: Sequence[str], stdout=None) -> float:
+    """``python -m module --child ARGS`` from the repository on one CPU thread and no GPU (how
+    the upstream checks run a reference's own script); the seconds it took."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    repo = Path(__file__).resolve().parents[1]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", module, "--child", *args], check=True, env=env,
+                   cwd=repo, stdout=stdout, stderr=stdout)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def add_work_and_out(parser: argparse.ArgumentParser) -> None:
+    """The upstream checks' --work (where the matrix's data lies) and --out (its JSON)."""
+    parser.add_argument("--work", type=Path, default=Path("bench-results"), help="WORK/data")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="folder of quality_matrix.json (the records are added)")  # fmt: skip

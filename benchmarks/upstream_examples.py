@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import runpy
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks import cells, matrix, quality
+from benchmarks.common import add_work_and_out, run_child
 from benchmarks.translation import one_thread
 
 SIDE = "upstream"
@@ -87,14 +85,10 @@ def _child(script: str, steps: int, argv: list[str]) -> None:
 
 def train(script: Path, s: quality.Settings, argv: list[str], log: Path) -> float:
     """Train once in a child process (their per-step lines go to ``log``); seconds taken."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    child = [sys.executable, "-m", "benchmarks.upstream_examples", "--child", str(script),
-             str(s.steps), "--", *argv]  # fmt: skip
-    start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        subprocess.run(child, check=True, env=env, cwd=quality.REPO, stdout=out, stderr=out)
-    return time.perf_counter() - start
+        args = [str(script), str(s.steps), "--", *argv]
+        return run_child("benchmarks.upstream_examples", args, out)
 
 
 def their_generator(script: Path, argv: list[str], weights: Path) -> torch.nn.Module:
@@ -126,9 +120,7 @@ def main() -> None:
     parser.add_argument("--script", type=Path, required=True, help="their dcgan/main.py")
     parser.add_argument("--cell", required=True, help="a 64 px DCGAN cell (matrix --list)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(cells.SEEDS))
-    parser.add_argument("--work", type=Path, default=Path("bench-results"), help="WORK/data")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="folder of quality_matrix.json (the records are added)")  # fmt: skip
+    add_work_and_out(parser)
     args = parser.parse_args()
     (cell,) = cells.select(cells.cells(), [args.cell])
     if cell.family != "dcgan":

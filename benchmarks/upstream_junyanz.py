@@ -30,13 +30,10 @@ others in ``OUT/quality_matrix.json`` under side ``upstream`` (``upstream, FLAGS
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import runpy
 import shlex
-import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +41,7 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks import cells, matrix, quality
+from benchmarks.common import add_work_and_out, run_child
 from benchmarks.translation import one_thread
 
 SIDE = "upstream"
@@ -122,12 +120,8 @@ def train(tree: Path, cell: cells.Cell, s: quality.Settings, folder: Path, run_d
     cell's); (their command line, seconds)."""
     argv = ["--dataroot", str(folder), "--checkpoints_dir", str(run_dir.parent),
             "--name", run_dir.name, *train_options(cell, s), *extra]  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    child = [sys.executable, "-m", "benchmarks.upstream_junyanz", "--child", str(tree),
-             str(s.steps), "--", *argv]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(child, check=True, env=env, cwd=quality.REPO)
-    return ["python", "train.py", *argv], time.perf_counter() - start
+    seconds = run_child("benchmarks.upstream_junyanz", [str(tree), str(s.steps), "--", *argv])
+    return ["python", "train.py", *argv], seconds
 
 
 def _their(tree: Path):
@@ -192,9 +186,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, required=True, help="their tree (outside the repo)")
     parser.add_argument("--cell", required=True, help="a Pix2Pix or CycleGAN cell (matrix --list)")
     parser.add_argument("--runs", type=int, nargs="+", default=[0, 1], help="run numbers")
-    parser.add_argument("--work", type=Path, default=Path("bench-results"), help="WORK/data")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
-                        help="folder of quality_matrix.json (the records are added)")  # fmt: skip
+    add_work_and_out(parser)
     parser.add_argument(
         "--set",
         default="",
